@@ -1,0 +1,79 @@
+"""Training recipes: the published settings and a CPU-friendly one."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Everything that decides a two-stage D-VAE fit.
+
+    Attributes:
+        width: stem width of both networks (64 in the paper).
+        latent_dim: latent channels (256 in the paper).
+        epochs: epochs per stage.
+        batch_size: images per optimisation step (over all processes).
+        lr: Adam learning rate, annealed to 0 with a cosine schedule.
+        grad_clip: gradient-norm clip.
+        kl_bounds: KL bound of stage 1 (tight rate) and stage 2.
+        warmup_fraction: share of each stage's epochs before the perturbation-power
+            penalty switches on (10 of 60 in the paper).
+        embedding_target: where the class embedding enters the perturbation branch
+            (``"latent"``, as published, or ``"stem"``).
+        mixed_precision: ``"no"``, ``"fp16"`` or ``"bf16"``, passed to Accelerate.
+        seed: seeds initialisation, shuffling and latent sampling.
+    """
+
+    width: int = 64
+    latent_dim: int = 256
+    epochs: int = 60
+    batch_size: int = 128
+    lr: float = 5e-3
+    grad_clip: float = 5.0
+    kl_bounds: tuple[float, float] = (1.0, 3.0)
+    warmup_fraction: float = 1 / 6
+    embedding_target: str = "latent"
+    mixed_precision: str = "no"
+    seed: int = 0
+
+    def replace(self, **overrides: Any) -> FitConfig:
+        """A copy with ``overrides`` applied; unknown names raise ``TypeError``."""
+        known = {field.name for field in dataclasses.fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise TypeError(f"unknown fit setting(s) {unknown}; known settings: {sorted(known)}")
+        return dataclasses.replace(self, **overrides)
+
+    def __post_init__(self) -> None:
+        for name in ("width", "latent_dim", "epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"fit setting {name} must be a positive int, got {value!r}")
+        if self.lr <= 0 or self.grad_clip <= 0:
+            raise ValueError(f"lr and grad_clip must be positive, got {self.lr} and {self.grad_clip}")
+        if len(self.kl_bounds) != 2:
+            raise ValueError(f"kl_bounds needs one bound per stage, got {self.kl_bounds!r}")
+        if not 0 <= self.warmup_fraction <= 1:
+            raise ValueError(f"warmup_fraction must lie in [0, 1], got {self.warmup_fraction}")
+        if self.mixed_precision not in ("no", "fp16", "bf16"):
+            raise ValueError(f"mixed_precision must be 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}")
+
+
+PRESETS: dict[str, FitConfig] = {
+    # METHOD.md's published CIFAR-10 settings.
+    "paper": FitConfig(),
+    # The cheapest recipe found that still purifies on CPU (see BENCHMARKS.md).
+    "fast": FitConfig(width=16, latent_dim=64, epochs=12, batch_size=64, lr=5e-3),
+}
+
+
+def resolve_config(preset: str | FitConfig = "fast", **overrides: Any) -> FitConfig:
+    """A preset by name (or a given config) with ``overrides`` applied."""
+    if isinstance(preset, FitConfig):
+        return preset.replace(**overrides)
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[preset].replace(**overrides)
