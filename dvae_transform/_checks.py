@@ -16,6 +16,13 @@ from PIL import Image
 
 ImageInput = Any  # tensor (CHW / NCHW), PIL image, numpy array, or a sequence of those
 
+# Channel mismatches are never fixed silently: the user converts explicitly.
+_CONVERSION_HINTS = {
+    (1, 3): "; convert grayscale images to RGB explicitly, e.g. v2.Grayscale(num_output_channels=3) "
+    "or PIL's image.convert('RGB')",
+    (3, 1): "; convert RGB images to grayscale explicitly, e.g. v2.Grayscale() or PIL's image.convert('L')",
+}
+
 
 def _pil_to_tensor(image: Image.Image) -> torch.Tensor:
     array = np.asarray(image)
@@ -87,7 +94,7 @@ def to_float_images(
     if channels is not None and batch.shape[1] != channels:
         raise ValueError(
             f"{name}: expected {channels} channel(s) (NCHW layout), got {batch.shape[1]} "
-            f"in shape {tuple(batch.shape)}"
+            f"in shape {tuple(batch.shape)}{_CONVERSION_HINTS.get((batch.shape[1], channels), '')}"
         )
     if image_size is not None and tuple(batch.shape[-2:]) != (image_size, image_size):
         raise ValueError(

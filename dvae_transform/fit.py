@@ -143,8 +143,12 @@ def train_stage(
     accelerator: Accelerator,
     checkpoint_dir: Path | None = None,
     progress: bool = True,
+    perturbation_branch: bool = True,
 ) -> tuple[DVAE, list[dict[str, float]]]:
-    """Fit one D-VAE stage; returns the trained (unwrapped) model and per-epoch metrics."""
+    """Fit one D-VAE stage; returns the trained (unwrapped) model and per-epoch metrics.
+
+    ``perturbation_branch=False`` trains the image path alone (a plain rate-constrained VAE).
+    """
     checkpoint = _StageCheckpoint(checkpoint_dir, stage)
     finished = checkpoint.finished_model()
     if finished is not None:
@@ -156,6 +160,7 @@ def train_stage(
         TensorDataset(images, labels),
         batch_size=per_process_batch,
         sampler=EpochShuffle(len(images), config.seed + stage),
+        generator=torch.Generator().manual_seed(config.seed),  # keeps the global RNG untouched
     )
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
@@ -179,7 +184,10 @@ def train_stage(
         )
         for x, y in bar:
             output = model(x, y, sample=True, generator=generator)
-            terms = dvae_loss(output, x, kl_bound=kl_bound, penalize_perturbation=epoch >= warmup_epochs)
+            terms = dvae_loss(
+                output, x, kl_bound=kl_bound, penalize_perturbation=epoch >= warmup_epochs,
+                perturbation_branch=perturbation_branch,
+            )
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(terms.total)
             accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)

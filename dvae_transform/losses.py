@@ -35,6 +35,7 @@ def dvae_loss(
     *,
     kl_bound: float,
     penalize_perturbation: bool,
+    perturbation_branch: bool = True,
     kl_weight: float = KL_WEIGHT,
     perturbation_floor: float = PERTURBATION_FLOOR,
 ) -> LossTerms:
@@ -42,6 +43,8 @@ def dvae_loss(
 
     The KL is only pushed down while it exceeds ``kl_bound``; the perturbation
     power term is added when ``penalize_perturbation`` (after the warm-up epochs).
+    ``perturbation_branch=False`` gives the plain rate-constrained VAE objective
+    ``mse(x_rec, x) + w * max(KL, bound)`` (the paper's ablation).
     """
     rec = output.reconstruction.float()
     perturbation = output.perturbation.float()
@@ -49,7 +52,10 @@ def dvae_loss(
     combined = F.mse_loss(torch.clamp(rec + perturbation, 0.0, 1.0), target)
     kl = kl_divergence(output.mu.float(), output.log_var.float())
     power = perturbation.pow(2).mean()
-    total = reconstruction + combined + kl_weight * torch.clamp(kl, min=kl_bound)
+    total = reconstruction + kl_weight * torch.clamp(kl, min=kl_bound)
+    if not perturbation_branch:
+        return LossTerms(total, reconstruction.detach(), combined.detach(), kl.detach(), power.detach())
+    total = total + combined
     if penalize_perturbation:
         total = total + torch.clamp(power, min=perturbation_floor)
     return LossTerms(total, reconstruction.detach(), combined.detach(), kl.detach(), power.detach())

@@ -1,8 +1,9 @@
 """Batched two-stage purification as plain functions on tensors.
 
 All functions take float NCHW batches in [0, 1] (already checked), run the model
-in ``eval()`` mode under ``torch.inference_mode`` in micro-batches, and return
-float32 CPU tensors in [0, 1]. The model's train/eval state is restored afterwards.
+in ``eval()`` mode under ``torch.no_grad`` in micro-batches, and return
+float32 CPU tensors in [0, 1] (ordinary tensors, so they can be trained on).
+The model's train/eval state is restored afterwards.
 """
 
 from __future__ import annotations
@@ -23,8 +24,7 @@ def _evaluating(*models: DVAE) -> Iterator[None]:
     for model in models:
         model.eval()
     try:
-        with torch.inference_mode():
-            yield
+        yield
     finally:
         for model, state in zip(models, states):
             model.train(state)
@@ -53,7 +53,9 @@ def _in_micro_batches(
         stop = start + batch_size
         x = images[start:stop].to(device, torch.float32)
         y = None if labels is None else labels[start:stop].to(device)
-        out[start:stop] = step(x, y).float().cpu()
+        with torch.inference_mode():
+            result = step(x, y).float().cpu()
+        out[start:stop] = result  # copied outside inference mode: the output can feed autograd later
     return out
 
 

@@ -7,6 +7,7 @@ callable for v1 ``transforms.Compose``. Batches go through the same call.
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 import PIL.Image
 import torch
 from accelerate import Accelerator
+from huggingface_hub import ModelCard, ModelHubMixin, snapshot_download
 from torch.utils._pytree import tree_flatten, tree_unflatten
 from torchvision import tv_tensors
 from torchvision.transforms import v2
@@ -25,8 +27,20 @@ from ._checks import to_float_images, to_labels
 from .config import FitConfig, resolve_config
 from .data import load_images_and_labels
 from .fit import fit_two_stage
-from .model import DVAE
-from .purify import DEFAULT_BATCH_SIZE, purify_two_stage, reconstruct
+from .hub import (
+    LIBRARY_NAME,
+    LICENSE,
+    PAPER_URL,
+    PIPELINE_TAG,
+    TAGS,
+    check_purifier_config,
+    purifier_config,
+    read_json,
+    render_model_card,
+    resolve_source,
+)
+from .model import DVAE, WEIGHTS_NAME, check_config
+from .purify import DEFAULT_BATCH_SIZE, purify_two_stage, quantize, reconstruct
 
 STAGE_FOLDERS = ("stage1", "stage2")
 
@@ -45,7 +59,15 @@ def _is_label(value: Any) -> bool:
     )
 
 
-class DVAEPurify(v2.Transform):
+class DVAEPurify(
+    ModelHubMixin,  # first: v2.Transform.__init_subclass__ takes no class keywords
+    v2.Transform,
+    library_name=LIBRARY_NAME,
+    tags=list(TAGS),
+    license=LICENSE,
+    paper_url=PAPER_URL,
+    pipeline_tag=PIPELINE_TAG,
+):
     """Remove unlearnable perturbations with a fitted two-stage D-VAE.
 
     Call it on ``(images, labels)``: one CHW image or an NCHW batch (tensor,
@@ -114,7 +136,7 @@ class DVAEPurify(v2.Transform):
         *,
         image_column: str | None = None,
         label_column: str | None = None,
-        init: DVAEPurify | None = None,
+        init: DVAEPurify | str | os.PathLike | None = None,
         accelerator: Accelerator | None = None,
         checkpoint_dir: str | os.PathLike | None = None,
         progress: bool = True,
@@ -122,13 +144,25 @@ class DVAEPurify(v2.Transform):
     ) -> DVAEPurify:
         """Fit both stages on poisoned ``data`` and return a ready purifier.
 
+        Which start to choose:
+
+        * zero-shot (no fit): ``DVAEPurify.from_pretrained(name)`` when an official checkpoint
+          (:func:`dvae_transform.hub.list_pretrained`) matches your image size, channels and classes and
+          was fitted on similar data; check its effect on your data (e.g. a victim's clean accuracy) first.
+        * warm start (``init=``): same image size, channels and classes, but another source or attack;
+          a short fit (e.g. ``epochs=3``) starts from weights that already separate image content from
+          perturbations. The architecture comes from ``init`` (its width and latent size win over the preset's).
+        * from scratch (no ``init``): any other shape or label set, or when the full recipe is affordable
+          (``preset="paper"`` reproduces the published settings).
+
         Args:
             data: an ``(images, labels)`` pair (NCHW float in [0, 1] or uint8), a torch
                 ``Dataset`` of ``(image, label)`` or a Hugging Face ``datasets.Dataset``.
             num_classes: defaults to ``max(label) + 1`` (or ``init``'s class count).
             preset: ``"fast"`` (CPU-friendly) or ``"paper"`` (published settings), or a ``FitConfig``.
             image_column, label_column: column names for a Hugging Face dataset.
-            init: warm-start both stages from this purifier's weights.
+            init: warm-start both stages from a purifier's weights: a ``DVAEPurify``, or anything
+                :meth:`from_pretrained` accepts (a folder, a Hub repo id, an official checkpoint name).
             accelerator: an ``accelerate.Accelerator`` (one is created if not given).
             checkpoint_dir: save every epoch here and resume from it.
             progress: show progress bars.
@@ -136,6 +170,7 @@ class DVAEPurify(v2.Transform):
         """
         config = resolve_config(preset, **overrides)
         images, labels = load_images_and_labels(data, image_column=image_column, label_column=label_column)
+        init = cls._warm_start(init)
         if init is not None:
             num_classes = num_classes or init.num_classes
             init.check_images(images, name="data")
@@ -157,28 +192,119 @@ class DVAEPurify(v2.Transform):
         return purifier
 
     # --- saving and loading ---------------------------------------------------------
-    def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
-        """Write ``stage1/`` and ``stage2/`` (``config.json`` + ``model.safetensors`` each)."""
-        root = Path(save_directory)
+    # ``save_pretrained(folder, model_card_kwargs=...)`` and ``push_to_hub(repo_id, ...)`` come from
+    # ``ModelHubMixin``; they write the layout below plus a README.md model card (kept if already there).
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """Write ``config.json`` (purification defaults) and ``stage1/``, ``stage2/`` (config + safetensors)."""
+        config = purifier_config(batch_size=self.batch_size, sample=self.sample, seed=self.seed)
+        (save_directory / "config.json").write_text(json.dumps(config, indent=2))
         for folder, model in zip(STAGE_FOLDERS, (self.stage1, self.stage2)):
-            model.save_pretrained(root / folder)
-        return root
+            (save_directory / folder).mkdir(exist_ok=True)
+            model._save_pretrained(save_directory / folder)
+            (save_directory / folder / "config.json").write_text(json.dumps(model.config, indent=2, sort_keys=True))
+
+    def generate_model_card(self, **card_kwargs: Any) -> ModelCard:
+        """The README.md model card; ``card_kwargs`` are :func:`dvae_transform.hub.render_model_card`'s options."""
+        return render_model_card(self, self._hub_mixin_info.model_card_data, **card_kwargs)
 
     @classmethod
-    def from_folder(cls, directory: str | os.PathLike, **kwargs: Any) -> DVAEPurify:
-        """Load a purifier written by :meth:`save_pretrained`."""
-        root = Path(directory)
+    def from_pretrained(
+        cls,
+        repo_id_or_path: str | os.PathLike,
+        *,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        force_download: bool = False,
+        **purifier_kwargs: Any,
+    ) -> DVAEPurify:
+        """Load a purifier from a local folder, a Hub repo, or an official checkpoint by name.
+
+        Hub files go through the Hugging Face cache, so ``HF_HUB_OFFLINE=1`` and a stopped network
+        fall back to what was downloaded before. Only safetensors weights are read; every config is
+        checked (unknown keys, types, shapes) before any tensor is loaded.
+
+        Args:
+            repo_id_or_path: a folder written by ``save_pretrained``, a Hub repo id (``"org/name"``) or
+                a name from :func:`dvae_transform.hub.list_pretrained` (pinned to its registered revision).
+            revision: a branch, tag or commit sha on the Hub; pin a sha for reproducible results.
+            cache_dir: the cache folder (default: the shared Hugging Face cache).
+            local_files_only: use the cache only, never the network.
+            token: a Hub token for private repos (default: the logged-in user's).
+            force_download: download again even if the files are cached.
+            **purifier_kwargs: override the saved defaults (``batch_size``, ``sample``, ``seed``) or set ``device``.
+        """
+        source, revision = resolve_source(repo_id_or_path, revision)
+        try:
+            return super().from_pretrained(
+                source, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token,
+                force_download=force_download, **purifier_kwargs,
+            )
+        except json.JSONDecodeError as error:  # the mixin parses the top-level config.json itself
+            raise ValueError(f"{os.path.join(source, 'config.json')} is not valid JSON: {error}") from None
+
+    @classmethod
+    def from_folder(cls, directory: str | os.PathLike, **purifier_kwargs: Any) -> DVAEPurify:
+        """Load a purifier from a local folder only (never the network); see :meth:`from_pretrained`."""
+        return cls.from_pretrained(Path(directory), **purifier_kwargs)
+
+    @classmethod
+    def _from_pretrained(
+        cls,
+        *,
+        model_id: str,
+        revision: str | None,
+        cache_dir: str | os.PathLike | None,
+        force_download: bool,
+        local_files_only: bool,
+        token: str | bool | None,
+        config: dict[str, Any] | None = None,
+        **purifier_kwargs: Any,
+    ) -> DVAEPurify:
+        """The mixin's loading hook: one Hub snapshot of the needed files, every config checked, then the weights."""
+        root = Path(model_id)
+        if not root.is_dir():
+            stage_files = (f"{folder}/{name}" for folder in STAGE_FOLDERS for name in ("config.json", WEIGHTS_NAME))
+            files = ["config.json", *stage_files]
+            root = Path(snapshot_download(
+                model_id, revision=revision, cache_dir=cache_dir, force_download=force_download,
+                local_files_only=local_files_only, token=token, allow_patterns=files,
+            ))
+        check_purifier_config(config, source=os.path.join(model_id, "config.json"))
+        for folder in STAGE_FOLDERS:
+            check_config(read_json(root / folder / "config.json"), source=os.path.join(model_id, folder, "config.json"))
         stages = [DVAE.from_pretrained(root / folder) for folder in STAGE_FOLDERS]
-        return cls(*stages, **kwargs)
+        return cls(*stages, **purifier_kwargs)
+
+    @classmethod
+    def _warm_start(cls, init: DVAEPurify | str | os.PathLike | None) -> DVAEPurify | None:
+        """``fit``'s ``init``: a purifier as it is, or one loaded with :meth:`from_pretrained`."""
+        if init is None or isinstance(init, DVAEPurify):
+            return init
+        if isinstance(init, (str, os.PathLike)):
+            return cls.from_pretrained(init)
+        raise TypeError(
+            f"init must be a DVAEPurify, a folder, a Hub repo id or a checkpoint name, got {type(init).__name__}"
+        )
 
     # --- purification ---------------------------------------------------------------
     def check_images(self, images: Any, *, name: str = "images") -> torch.Tensor:
         """``images`` as a float NCHW batch, checked against the model's channels and size."""
         return to_float_images(images, channels=self.in_channels, image_size=self.image_size, name=name)[0]
 
+    def _apply(self, fn: Any, recurse: bool = True) -> DVAEPurify:
+        # ``.to(device)`` / ``.cuda()`` / ``.cpu()`` move the stages; make the move stick.
+        super()._apply(fn, recurse)
+        self.device = next(self.stage1.parameters()).device
+        return self
+
     def _models(self) -> tuple[DVAE, DVAE]:
+        """Both stages on ``self.device``, or on the CPU inside DataLoader workers (with a warning)."""
         device = self.device
-        if device.type != "cpu" and torch.utils.data.get_worker_info() is not None:
+        in_worker = torch.utils.data.get_worker_info() is not None
+        if device.type != "cpu" and in_worker:
             warnings.warn(
                 f"DVAEPurify runs on the CPU inside DataLoader workers instead of {device}; "
                 "use PurifiedDataset to purify once on the accelerator",
@@ -186,13 +312,28 @@ class DVAEPurify(v2.Transform):
                 stacklevel=3,
             )
             device = torch.device("cpu")
-        if next(self.stage1.parameters()).device != device:
-            self.stage1.to(device)
-            self.stage2.to(device)
+        current = next(self.stage1.parameters()).device
+        if current != device:
+            try:
+                self.stage1.to(device)
+                self.stage2.to(device)
+            except RuntimeError as error:
+                if not in_worker:
+                    raise
+                raise RuntimeError(
+                    f"DVAEPurify's weights are on {current}, which a forked DataLoader worker cannot read; "
+                    "purify before loading with PurifiedDataset, keep the purifier on the CPU until the "
+                    "workers have started, or use DataLoader(..., multiprocessing_context='spawn')"
+                ) from error
         return self.stage1, self.stage2
 
     def purify(self, images: Any, labels: Any = None) -> torch.Tensor:
-        """Purify a batch (or one image) and return a float tensor in [0, 1] of the same shape."""
+        """Purify a batch (or one image) and return a float tensor in [0, 1] of the same shape.
+
+        ``images``: a CHW image or NCHW batch (tensor or numpy), PIL image(s), uint8 or float in
+        [0, 1]. ``labels``: an int or an int tensor with one label per image; without labels the
+        label-free path runs (stage-2 reconstruction of the input) and warns once.
+        """
         batch, was_single = to_float_images(images, channels=self.in_channels, image_size=self.image_size)
         stage1, stage2 = self._models()
         options = {"batch_size": self.batch_size, "sample": self.sample, "seed": self.seed}
@@ -213,18 +354,29 @@ class DVAEPurify(v2.Transform):
         return out[0] if was_single else out
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if isinstance(inpt, tv_tensors.TVTensor) and not isinstance(inpt, tv_tensors.Image):
+            return inpt  # masks, boxes, videos: not images this model purifies
         purified = self.purify(inpt, params.get("labels"))
         if isinstance(inpt, PIL.Image.Image):
-            return F.to_pil_image(purified)
+            return F.to_pil_image(quantize(purified).mul_(255).to(torch.uint8))
         if isinstance(inpt, tv_tensors.Image):
             return tv_tensors.wrap(purified, like=inpt)
         return purified
 
     def forward(self, *inputs: Any) -> Any:
         """Purify the image(s) in ``inputs``, using a label found beside them; pass the rest through."""
+        if not inputs:
+            raise TypeError("DVAEPurify needs an image, or an (image, label) pair")
         flat_inputs, spec = tree_flatten(inputs if len(inputs) > 1 else inputs[0])
         needs_transform = self._needs_transform_list(flat_inputs)
-        candidates = [item for item, needed in zip(flat_inputs, needs_transform) if not needed and _is_label(item)]
+        if not any(needs_transform):
+            kinds = sorted({type(item).__name__ for item in flat_inputs})
+            raise TypeError(
+                f"DVAEPurify found no image in its input (got {', '.join(kinds)}); pass a torch.Tensor, "
+                "tv_tensors.Image or PIL image (convert numpy arrays with v2.ToImage())"
+            )
+        pairs = list(zip(flat_inputs, needs_transform))
+        candidates = [item for item, needed in pairs if not needed and _is_label(item)]
         params = {"labels": candidates[0] if candidates else None}
-        outputs = [self.transform(item, params) if needed else item for item, needed in zip(flat_inputs, needs_transform)]
+        outputs = [self.transform(item, params) if needed else item for item, needed in pairs]
         return tree_unflatten(outputs, spec)

@@ -34,20 +34,27 @@ def _random_shift(batch: torch.Tensor, generator: torch.Generator, pad: int = 2)
 
 
 def train_victim(
-    images: torch.Tensor, labels: torch.Tensor, *, num_classes: int = 10, epochs: int = EPOCHS, seed: int = 0
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    num_classes: int = 10,
+    epochs: int = EPOCHS,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
 ) -> nn.Module:
-    """Train the victim on (possibly poisoned or purified) images; returns it in eval mode."""
-    images = to_float_images(images)[0]
-    labels = to_labels(labels, images.shape[0], num_classes)
+    """Train the victim on (possibly poisoned or purified) images; returns it in eval mode on ``device``."""
+    images = to_float_images(images)[0].to(device)
+    labels = to_labels(labels, images.shape[0], num_classes).to(device)
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = small_cnn(images.shape[1], num_classes)
-        model(images[:1])  # materialise the lazy layer under the seed
+        model(images[:1].cpu())  # materialise the lazy layer under the seed
+    model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     model.train()
     for _ in range(epochs):
-        order = torch.randperm(len(images), generator=generator)
+        order = torch.randperm(len(images), generator=generator).to(device)
         for start in range(0, len(images), BATCH_SIZE):
             index = order[start : start + BATCH_SIZE]
             loss = F.cross_entropy(model(_random_shift(images[index], generator)), labels[index])
@@ -60,5 +67,7 @@ def train_victim(
 @torch.inference_mode()
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
     """Top-1 accuracy on clean test images."""
+    device = next(model.parameters()).device
+    images, labels = images.to(device), labels.to(device)
     predictions = torch.cat([model(images[i : i + 500]).argmax(1) for i in range(0, len(images), 500)])
     return (predictions == labels).float().mean().item()

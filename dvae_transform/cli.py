@@ -1,0 +1,284 @@
+"""The ``dvae-purify`` command line.
+
+Subcommands:
+
+* ``purify``: read a dataset (image folder, ``save_to_disk`` folder or ``.npz``), purify it with
+  saved weights or a purifier fitted on the spot, and write it back in the same format.
+* ``cache``: list or clear the on-disk cache of purified tensors.
+* ``demo`` and ``bench``: thin wiring to :mod:`dvae_transform.demo` and :mod:`dvae_transform.bench`,
+  imported only when used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from . import cache
+from .config import PRESETS
+from .io import FORMATS, output_path, read_dataset, write_dataset
+from .transforms import DVAEPurify
+
+PLUGIN_COMMANDS = {
+    "demo": "run the end-to-end demonstration (poison, purify, train, compare)",
+    "bench": "benchmark D-VAE against the baseline defenses",
+}
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _add_purify_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "purify",
+        help="purify a dataset and write it in the same format",
+        description=(
+            "Read a dataset, remove unlearnable perturbations with D-VAE and write the purified copy in the "
+            f"input's format ({', '.join(FORMATS)}): an image folder gets the same class sub-folders and file "
+            "names as PNG, a save_to_disk dataset gets its image column replaced, an .npz gets uint8 images in "
+            "the input layout and the labels."
+        ),
+    )
+    parser.add_argument("--data", required=True, type=Path,
+                        help="input: an image folder (one sub-folder per class), a folder written by "
+                             "datasets' save_to_disk, or an .npz with 'images' (NCHW/NHWC/NHW, uint8 or float "
+                             "in [0, 1]) and 'labels'")
+    parser.add_argument("--out", required=True, type=Path,
+                        help="output folder (for an .npz input it may also name the output .npz file)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--weights", metavar="REPO_OR_DIR",
+                        help="purifier weights: a folder written by DVAEPurify.save_pretrained, a Hugging Face "
+                             "Hub repo id (org/name) or an official checkpoint name "
+                             "(dvae_transform.hub.list_pretrained())")
+    source.add_argument("--fit", action="store_true", help="fit a purifier on the input data first")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="fast",
+                        help="training recipe for --fit: 'fast' (CPU-friendly) or 'paper' (published settings); "
+                             "default: fast")
+    parser.add_argument("--epochs", type=_positive_int, help="--fit: epochs per stage (default: the preset's)")
+    parser.add_argument("--width", type=_positive_int, help="--fit: network stem width (default: the preset's)")
+    parser.add_argument("--latent-dim", type=_positive_int,
+                        help="--fit: latent channels (default: the preset's)")
+    parser.add_argument("--batch-size", type=_positive_int,
+                        help="images per purification batch, and per training step with --fit "
+                             "(default: 256 for purification, the preset's for fitting)")
+    parser.add_argument("--image-column", help="image column of a save_to_disk dataset (default: image/img/...)")
+    parser.add_argument("--label-column", help="label column of a save_to_disk dataset (default: label/labels/...)")
+    parser.add_argument("--split", help="split of a saved DatasetDict to purify (default: train); "
+                                        "the other splits are written unchanged")
+    parser.add_argument("--num-classes", type=_positive_int,
+                        help="number of classes (default: from the weights, the folder's classes, the dataset's "
+                             "ClassLabel, or max(label) + 1)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="where to fit and purify (default: cuda when available, else cpu)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed for fitting and for latent sampling (default: 0)")
+    parser.add_argument("--sample", action="store_true",
+                        help="sample the latent when purifying (as the authors do) instead of using its mean")
+    parser.add_argument("--save-weights", type=Path, metavar="DIR",
+                        help="also save the purifier's weights here (loadable with --weights DIR)")
+    parser.add_argument("--overwrite", action="store_true", help="write into an existing, non-empty --out")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+    parser.set_defaults(handler=_purify_command)
+
+
+def _add_cache_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "cache",
+        help="list or clear the cache of purified tensors",
+        description="List the entries of the on-disk cache of purified tensors, or remove them.",
+    )
+    parser.add_argument("action", nargs="?", choices=("info", "clear"), default="info",
+                        help="'info' prints a table of entries (default); 'clear' removes them and prints "
+                             "the bytes freed")
+    parser.add_argument("--cache-dir", type=Path, metavar="DIR",
+                        help=f"cache folder (default: $DVAE_TRANSFORM_CACHE or {cache.default_cache_dir()})")
+    parser.add_argument("--key", help="act on this entry only (a key from 'cache info')")
+    parser.set_defaults(handler=_cache_command)
+
+
+def _add_plugin_parser(commands: argparse._SubParsersAction, name: str, summary: str) -> None:
+    # The options belong to the plugin module; they are parsed when the command runs (see _plugin_command).
+    parser = commands.add_parser(name, help=summary, add_help=False, description=summary)
+    parser.set_defaults(handler=_plugin_command, plugin=name)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``dvae-purify`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="dvae-purify",
+        description="Remove unlearnable-example perturbations from image datasets with D-VAE "
+                    "(Yu et al., ICML 2024). Run 'dvae-purify COMMAND --help' for a command's options.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_purify_parser(commands)
+    _add_cache_parser(commands)
+    for name, summary in PLUGIN_COMMANDS.items():
+        _add_plugin_parser(commands, name, summary)
+    return parser
+
+
+# ----------------------------------------------------------------------------- purify
+
+
+def _seconds(start: float) -> str:
+    return f"{time.perf_counter() - start:.2f} s"
+
+
+def _get_purifier(args: argparse.Namespace, images: torch.Tensor, labels: torch.Tensor,
+                  num_classes: int | None) -> DVAEPurify:
+    start = time.perf_counter()
+    if args.weights is not None:
+        purifier = DVAEPurify.from_pretrained(args.weights)
+        if args.num_classes is not None and args.num_classes != purifier.num_classes:
+            raise ValueError(f"--num-classes {args.num_classes} does not match the weights' {purifier.num_classes}")
+        print(f"loaded purifier from {args.weights} in {_seconds(start)}")
+    else:
+        overrides = {name: getattr(args, name) for name in ("epochs", "width", "latent_dim", "batch_size")}
+        overrides = {name: value for name, value in overrides.items() if value is not None}
+        purifier = DVAEPurify.fit(
+            (images, labels),
+            num_classes=args.num_classes or num_classes,
+            preset=args.preset,
+            accelerator=Accelerator(cpu=args.device == "cpu"),
+            progress=args.progress,
+            seed=args.seed,
+            **overrides,
+        )
+        print(f"fitted purifier ({args.preset} preset) in {_seconds(start)}")
+    if args.save_weights is not None:
+        purifier.save_pretrained(args.save_weights)
+        print(f"saved weights to {args.save_weights}")
+    return purifier
+
+
+def purify_in_batches(purifier: DVAEPurify, images: torch.Tensor, labels: torch.Tensor, *,
+                      progress: bool = True) -> torch.Tensor:
+    """Purify ``images`` with ``labels`` in batches of ``purifier.batch_size``; returns uint8 NCHW."""
+    out = torch.empty(images.shape, dtype=torch.uint8)
+    step = purifier.batch_size
+    for start in tqdm(range(0, images.shape[0], step), desc="purifying", unit="batch", disable=not progress):
+        purified = purifier.purify(images[start:start + step], labels[start:start + step])
+        out[start:start + step] = purified.mul(255).round_().to(torch.uint8)
+    return out
+
+
+def _purify_command(args: argparse.Namespace) -> int:
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+    start = time.perf_counter()
+    images, labels, meta = read_dataset(args.data, image_column=args.image_column, label_column=args.label_column,
+                                        split=args.split, progress=args.progress)
+    shape = "x".join(str(size) for size in images.shape[1:])
+    print(f"read {len(images)} images ({shape}) from {args.data} [{meta.format}] in {_seconds(start)}")
+    output_path(args.out, meta, overwrite=args.overwrite)
+
+    purifier = _get_purifier(args, images, labels, meta.num_classes)
+    purifier.device = torch.device(args.device)
+    purifier.seed, purifier.sample = args.seed, args.sample
+    if args.batch_size is not None:
+        purifier.batch_size = args.batch_size
+
+    start = time.perf_counter()
+    purified = purify_in_batches(purifier, images, labels, progress=args.progress)
+    seconds = time.perf_counter() - start
+    print(f"purified {len(images)} images in {seconds:.2f} s ({len(images) / max(seconds, 1e-9):.0f} images/s)")
+
+    start = time.perf_counter()
+    written = write_dataset(args.out, purified, labels, meta, overwrite=args.overwrite, progress=args.progress)
+    print(f"wrote {written} [{meta.format}] in {_seconds(start)}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- cache
+
+
+def _human_size(size: float) -> str:
+    units = ("B", "KiB", "MiB", "GiB", "TiB")
+    power = 0
+    while size >= 1024 and power < len(units) - 1:
+        size, power = size / 1024, power + 1
+    return f"{size:.0f} B" if power == 0 else f"{size:.1f} {units[power]}"
+
+
+def _print_table(rows: list[list[str]]) -> None:
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def _cache_command(args: argparse.Namespace) -> int:
+    root = args.cache_dir if args.cache_dir is not None else cache.default_cache_dir()
+    entries = [entry for entry in cache.cache_info(root) if args.key in (None, entry["key"])]
+    if args.key is not None and not entries:
+        raise ValueError(f"no cache entry {args.key!r} in {root}")
+    if args.action == "clear":
+        freed = cache.clear_cache(root, key=args.key)
+        print(f"removed {len(entries)} entr{'y' if len(entries) == 1 else 'ies'} from {root}, "
+              f"freed {freed} bytes ({_human_size(freed)})")
+        return 0
+    if not entries:
+        print(f"no cache entries in {root}")
+        return 0
+    rows = [["KEY", "ITEMS", "SHAPE", "DTYPE", "COMPLETE", "SIZE"]]
+    rows += [
+        [entry["key"], str(entry["items"]), "x".join(map(str, entry["item_shape"] or [])), str(entry["dtype"]),
+         "yes" if entry["complete"] else "no", _human_size(entry["size"])]
+        for entry in entries
+    ]
+    _print_table(rows)
+    total = sum(entry["size"] for entry in entries)
+    print(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, {_human_size(total)} in {root}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- demo / bench
+
+
+def _plugin_command(args: argparse.Namespace, extra: list[str]) -> int:
+    module_name = f"{__package__}.{args.plugin}"
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name != module_name:
+            raise
+        raise ValueError(f"not available (this installation has no {module_name} module)") from error
+    parser = argparse.ArgumentParser(prog=f"dvae-purify {args.plugin}", description=PLUGIN_COMMANDS[args.plugin])
+    module.add_arguments(parser)
+    return int(module.run(parser.parse_args(extra)))
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``dvae-purify`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.handler is not _plugin_command:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        if args.handler is _plugin_command:
+            return _plugin_command(args, extra)
+        return args.handler(args)
+    except (ValueError, TypeError, OSError) as error:
+        print(f"dvae-purify {args.command}: error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

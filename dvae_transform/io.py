@@ -1,0 +1,366 @@
+"""Read and write the dataset formats of the ``dvae-purify`` command line.
+
+Three formats, told apart by what is on disk:
+
+* ``folder``: an image folder with one sub-folder per class (read with torchvision's
+  ``ImageFolder``); written back with the same class sub-folders and file names, as PNG.
+* ``hf``: a Hugging Face ``datasets`` folder written by ``save_to_disk`` (a ``Dataset`` or a
+  ``DatasetDict``, of which one split is read); written back with the image column replaced.
+* ``npz``: a numpy archive holding ``images`` (NCHW, NHWC or NHW; uint8 or float in [0, 1])
+  and ``labels``; written back with uint8 images in the same layout.
+
+:func:`read_dataset` returns the images, the labels and a :class:`DatasetMeta` that remembers
+what :func:`write_dataset` needs to write purified images in the same format.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.datasets import ImageFolder
+from torchvision.transforms.v2 import functional as F
+from tqdm.auto import tqdm
+
+from ._checks import to_float_images
+from .cache import fingerprint
+from .data import hf_columns, load_images_and_labels
+
+FORMATS = ("folder", "hf", "npz")
+# what datasets' save_to_disk writes at the top of a Dataset / a DatasetDict folder
+_SAVE_TO_DISK_MARKERS = (("dataset_info.json", "state.json"), ("dataset_dict.json",))
+_EXPECTED = "expected an image folder (one sub-folder per class), a save_to_disk dataset folder or a .npz file"
+
+
+@dataclasses.dataclass
+class DatasetMeta:
+    """Where a dataset came from and how to write it back in the same format.
+
+    Attributes:
+        format: one of :data:`FORMATS`.
+        source: the path it was read from.
+        num_classes: the class count the format states (folder classes, an HF ``ClassLabel``), else None.
+        classes: class sub-folder names (``folder``).
+        files: each image's path relative to its class sub-folder (``folder``).
+        layout: the array layout of the images, ``"NCHW"``, ``"NHWC"`` or ``"NHW"`` (``npz``, array ``hf`` columns).
+        dataset: the loaded ``Dataset`` or ``DatasetDict`` (``hf``).
+        split: the split that was read from a ``DatasetDict`` (``hf``).
+        image_column, label_column: the columns read (``hf``).
+    """
+
+    format: str
+    source: Path
+    num_classes: int | None = None
+    classes: list[str] = dataclasses.field(default_factory=list)
+    files: list[str] = dataclasses.field(default_factory=list)
+    layout: str = "NCHW"
+    dataset: Any = None
+    split: str | None = None
+    image_column: str | None = None
+    label_column: str | None = None
+
+
+class LoadedDataset(NamedTuple):
+    """What :func:`read_dataset` returns: NCHW images (uint8, or float32 in [0, 1]), int64 labels, meta."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    meta: DatasetMeta
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """The format of ``path`` (one of :data:`FORMATS`); raises for a missing path or an unknown file type."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder; {_EXPECTED}")
+    if path.is_file():
+        if path.suffix.lower() == ".npz":
+            return "npz"
+        raise ValueError(f"{path}: unsupported file type {path.suffix or '(no suffix)'!r}; {_EXPECTED}")
+    if any(all((path / name).is_file() for name in group) for group in _SAVE_TO_DISK_MARKERS):
+        return "hf"
+    return "folder"
+
+
+def read_dataset(
+    path: str | os.PathLike,
+    *,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    split: str | None = None,
+    progress: bool = True,
+) -> LoadedDataset:
+    """Read the images and labels at ``path``, whichever of :data:`FORMATS` it is.
+
+    Args:
+        path: an image folder, a ``save_to_disk`` folder or a ``.npz`` file.
+        image_column, label_column: columns of a Hugging Face dataset (defaults: the usual names).
+        split: the split of a ``DatasetDict`` to read (default ``"train"`` when there is one).
+        progress: show a progress bar while reading an image folder.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: unknown format, missing ``images``/``labels`` keys, an empty dataset, images of
+            different sizes, or bad labels.
+    """
+    kind = detect_format(path)
+    path = Path(path)
+    if kind == "npz":
+        return _read_npz(path)
+    if kind == "hf":
+        return _read_hf(path, image_column, label_column, split)
+    return _read_folder(path, progress)
+
+
+def write_dataset(
+    out: str | os.PathLike,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    meta: DatasetMeta,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Write uint8 NCHW ``images`` with ``labels`` to ``out`` in the format of ``meta``; returns the written path.
+
+    ``out`` is a folder; for ``npz`` it may also name the ``.npz`` file (else the file keeps the
+    input's name inside ``out``). Refuses to write over existing output unless ``overwrite``,
+    and never writes over the input.
+    """
+    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4:
+        raise TypeError(f"write_dataset: expected a uint8 NCHW tensor, got {_describe(images)}")
+    if len(labels) != images.shape[0]:
+        raise ValueError(f"write_dataset: got {len(labels)} labels for {images.shape[0]} images")
+    target = output_path(out, meta, overwrite=overwrite)
+    if meta.format == "npz":
+        _write_npz(target, images, labels, meta)
+    elif meta.format == "hf":
+        _write_hf(target, images, labels, meta)
+    elif meta.format == "folder":
+        _write_folder(target, images, labels, meta, progress)
+    else:
+        raise ValueError(f"unknown dataset format {meta.format!r}; expected one of {FORMATS}")
+    return target
+
+
+def output_path(out: str | os.PathLike, meta: DatasetMeta, *, overwrite: bool = False) -> Path:
+    """Where :func:`write_dataset` writes ``out`` for ``meta``, checked before any work is done.
+
+    Raises:
+        ValueError: the output would replace the input.
+        FileExistsError: the output exists and is not empty, and ``overwrite`` is not set.
+    """
+    target = Path(out)
+    if meta.format == "npz" and target.suffix.lower() != ".npz":
+        target = target / meta.source.name
+    if target.resolve() == meta.source.resolve():
+        raise ValueError(f"output {target} is the input; choose another --out")
+    occupied = target.is_file() or (target.is_dir() and any(target.iterdir()))
+    if occupied and not overwrite:
+        raise FileExistsError(f"output {target} exists and is not empty; choose another --out or pass --overwrite")
+    return target
+
+
+# ----------------------------------------------------------------------------- shared helpers
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+    return type(value).__name__
+
+
+def _int_labels(labels: np.ndarray, count: int, source: Path) -> torch.Tensor:
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise ValueError(f"{source}: labels must be a 1-D integer array, got {labels.dtype} of shape {labels.shape}")
+    if labels.shape[0] != count:
+        raise ValueError(f"{source}: got {labels.shape[0]} labels for {count} images")
+    return torch.from_numpy(labels.astype(np.int64))
+
+
+def _checked(images: torch.Tensor, source: Path) -> torch.Tensor:
+    """uint8 images as they are, anything else checked and converted to float32 in [0, 1]."""
+    if images.dtype == torch.uint8:
+        return images
+    return to_float_images(images, name=str(source))[0]
+
+
+def _layout_of(shape: tuple[int, ...], source: Path) -> str:
+    """``"NHW"``, ``"NCHW"`` or ``"NHWC"`` for an image batch of ``shape``."""
+    channel_counts = (1, 3, 4)
+    if len(shape) == 3:
+        return "NHW"
+    if len(shape) == 4 and shape[1] in channel_counts:
+        return "NCHW"
+    if len(shape) == 4 and shape[3] in channel_counts:
+        return "NHWC"
+    raise ValueError(
+        f"{source}: images of shape {shape} are neither NHW, NCHW nor NHWC with 1, 3 or 4 channels"
+    )
+
+
+def _to_nchw(array: np.ndarray, layout: str) -> np.ndarray:
+    if layout == "NHW":
+        return array[:, None]
+    if layout == "NHWC":
+        return array.transpose(0, 3, 1, 2)
+    return array
+
+
+def _from_nchw(array: np.ndarray, layout: str) -> np.ndarray:
+    if layout == "NHW":
+        return array[:, 0]
+    if layout == "NHWC":
+        return array.transpose(0, 2, 3, 1)
+    return array
+
+
+# ----------------------------------------------------------------------------- npz
+
+
+def _read_npz(path: Path) -> LoadedDataset:
+    with np.load(path, allow_pickle=False) as archive:
+        missing = [key for key in ("images", "labels") if key not in archive.files]
+        if missing:
+            raise ValueError(f"{path}: missing array(s) {missing}; the archive holds {sorted(archive.files)}")
+        images, labels = archive["images"], archive["labels"]
+    if images.shape[0] == 0:
+        raise ValueError(f"{path}: the archive holds no images")
+    layout = _layout_of(images.shape, path)
+    tensor = _checked(torch.from_numpy(np.ascontiguousarray(_to_nchw(images, layout))), path)
+    return LoadedDataset(tensor, _int_labels(labels, images.shape[0], path), DatasetMeta("npz", path, layout=layout))
+
+
+def _write_npz(target: Path, images: torch.Tensor, labels: torch.Tensor, meta: DatasetMeta) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    array = np.ascontiguousarray(_from_nchw(images.numpy(), meta.layout))
+    np.savez(target, images=array, labels=np.asarray(labels, dtype=np.int64))
+
+
+# ----------------------------------------------------------------------------- image folder
+
+
+def _load_image(path: str) -> Image.Image:
+    """Open an image as grayscale (``L``) if it has no colour, else as RGB."""
+    with Image.open(path) as image:
+        return image.convert("L" if image.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB")
+
+
+def _read_folder(path: Path, progress: bool) -> LoadedDataset:
+    try:
+        folder = ImageFolder(path, loader=_load_image, allow_empty=True)
+    except FileNotFoundError as error:
+        raise ValueError(f"{path}: no class sub-folders found; {_EXPECTED}") from error
+    if not folder.samples:
+        raise ValueError(f"{path}: the class sub-folders {folder.classes} hold no image files")
+    tensors, files = [], []
+    for file, label in tqdm(folder.samples, desc="reading images", unit="img", disable=not progress):
+        tensor = F.pil_to_tensor(_load_image(file))
+        if tensors and tensor.shape != tensors[0].shape:
+            raise ValueError(
+                f"{file}: image has shape {tuple(tensor.shape)} but {folder.samples[0][0]} has "
+                f"{tuple(tensors[0].shape)}; all images must share one size and colour mode"
+            )
+        tensors.append(tensor)
+        files.append(Path(os.path.relpath(file, path / folder.classes[label])).as_posix())
+    meta = DatasetMeta("folder", path, num_classes=len(folder.classes), classes=folder.classes, files=files)
+    return LoadedDataset(torch.stack(tensors), torch.tensor(folder.targets, dtype=torch.int64), meta)
+
+
+def _write_folder(
+    target: Path, images: torch.Tensor, labels: torch.Tensor, meta: DatasetMeta, progress: bool
+) -> None:
+    paths = [
+        target / meta.classes[int(label)] / Path(file).with_suffix(".png") for label, file in zip(labels, meta.files)
+    ]
+    if len(set(paths)) != len(paths):
+        clashes = sorted({str(path) for path in paths if paths.count(path) > 1})[:3]
+        raise ValueError(f"input files differing only in their extension would both be written to {clashes}")
+    for image, path in tqdm(zip(images, paths), total=len(paths), desc="writing images", unit="img",
+                            disable=not progress):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        F.to_pil_image(image).save(path)
+
+
+# ----------------------------------------------------------------------------- Hugging Face datasets
+
+
+def _pick_split(loaded: Any, split: str | None, path: Path) -> tuple[Any, str | None]:
+    import datasets
+
+    if not isinstance(loaded, datasets.DatasetDict):
+        if split is not None:
+            raise ValueError(f"{path}: holds a single Dataset, not splits; drop --split {split}")
+        return loaded, None
+    splits = list(loaded)
+    chosen = split if split is not None else ("train" if "train" in loaded else None)
+    if chosen not in loaded:
+        raise ValueError(f"{path}: choose a split with --split; the dataset holds {splits}")
+    return loaded[chosen], chosen
+
+
+def _read_hf(path: Path, image_column: str | None, label_column: str | None, split: str | None) -> LoadedDataset:
+    import datasets
+
+    loaded = datasets.load_from_disk(str(path))
+    dataset, chosen = _pick_split(loaded, split, path)
+    plain = dataset.with_format(None)
+    image_name, label_name = hf_columns(plain, image_column, label_column)
+    images, labels = load_images_and_labels(plain, image_column=image_name, label_column=label_name)
+    layout = "NCHW"
+    if not isinstance(plain.features[image_name], datasets.Image):
+        shape = np.shape(plain[0][image_name])
+        layout = "NHW" if len(shape) == 2 else "NCHW" if shape == tuple(images.shape[1:]) else "NHWC"
+    label_feature = plain.features[label_name]
+    meta = DatasetMeta(
+        "hf",
+        path,
+        num_classes=label_feature.num_classes if isinstance(label_feature, datasets.ClassLabel) else None,
+        layout=layout,
+        dataset=loaded,
+        split=chosen,
+        image_column=image_name,
+        label_column=label_name,
+    )
+    return LoadedDataset(images, _int_labels(labels.numpy(), len(plain), path), meta)
+
+
+def _hf_column_values(images: torch.Tensor, feature: Any, layout: str, first: Any) -> list[Any]:
+    """Purified uint8 images as values for an HF column of ``feature`` whose first original value is ``first``."""
+    import datasets
+
+    if isinstance(feature, datasets.Image):
+        return [F.to_pil_image(image) for image in images]
+    array = _from_nchw(images.numpy(), layout)
+    if np.asarray(first).dtype.kind == "f":
+        array = array.astype(np.float32) / 255.0
+    return list(array)
+
+
+def _write_hf(target: Path, images: torch.Tensor, labels: torch.Tensor, meta: DatasetMeta) -> None:
+    dataset = meta.dataset if meta.split is None else meta.dataset[meta.split]
+    image_name, label_name = meta.image_column, meta.label_column
+    first = dataset.with_format(None)[0][image_name]
+    values = _hf_column_values(images, dataset.features[image_name], meta.layout, first)
+
+    def replace(_: list[Any], indices: list[int]) -> dict[str, list[Any]]:
+        return {image_name: [values[index] for index in indices], label_name: labels[indices].tolist()}
+
+    purified = dataset.map(
+        replace,
+        with_indices=True,
+        batched=True,
+        input_columns=[label_name],
+        features=dataset.features,
+        keep_in_memory=True,
+        new_fingerprint=fingerprint("dvae-purify", image_name, label_name, images, labels),
+        desc="writing purified column",
+    )
+    if meta.split is not None:
+        purified = type(meta.dataset)({**meta.dataset, meta.split: purified})
+    purified.save_to_disk(str(target))

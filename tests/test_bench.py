@@ -1,0 +1,143 @@
+"""The benchmark end to end on a tiny MNIST slice, its results file and report, and the PlainVAE baseline."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from dvae_transform import DVAEPurify, bench
+from dvae_transform.baselines import PlainVAE
+from dvae_transform.config import resolve_config
+from dvae_transform.fit import build_model
+from dvae_transform.losses import psnr
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _table_rows(report: str, title: str) -> dict[str, list[str]]:
+    """The rows of the markdown table that follows the line starting with ``title``, keyed by first cell."""
+    lines = report.split(title, 1)[1].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    rows = {}
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_quick_bench_writes_results_report_figures_and_resumes(tmp_path):
+    out, notes = tmp_path / "out", tmp_path / "B.md"
+    notes.write_text("# Notes\n\nintro\n\n<!-- bench:start -->\nstale table\n<!-- bench:end -->\n\noutro\n")
+    attacks, defenses = ["classwise_noise", "lsp"], ["none", "jpeg", "dvae"]
+    argv = ["--quick", "--attacks", *attacks, "--seeds", "0", "--out", str(out), "--benchmarks-file", str(notes)]
+
+    assert bench.main([*argv, "--defenses", *defenses]) == 0
+
+    results = json.loads((out / "results.json").read_text())
+    rows = ["clean", *attacks]
+    assert set(results["cells"]) == {f"{a}/{d}/0" for a in rows for d in defenses}
+    assert all(0.0 <= cell["accuracy"] <= 1.0 for cell in results["cells"].values())
+    assert results["runs"][-1]["computed"] == len(rows) * len(defenses)
+    report = (out / "results.md").read_text()
+    table = _table_rows(report, "Clean-test accuracy")
+    assert table["attack"] == defenses
+    assert set(table) == {"attack", "---", *rows, "**mean over attacks**"}
+    for row in rows:
+        assert all(0.0 <= float(value) <= 1.0 for value in table[row])
+    assert _table_rows(report, "Defense wall time")["attack"] == defenses
+    for figure in ("accuracy.png", "samples.png"):
+        assert (out / figure).read_bytes().startswith(PNG_MAGIC)
+    text = notes.read_text()
+    assert "stale table" not in text and text.startswith("# Notes\n\nintro") and text.endswith("outro\n")
+    assert text.count(bench.START_MARKER) == 1 and "--defenses none jpeg dvae" in text
+
+    # Resuming with one more defense computes only the new column and keeps the finished cells as they were.
+    assert bench.main([*argv, "--defenses", *defenses, "bitdepth", "--resume"]) == 0
+    resumed = json.loads((out / "results.json").read_text())
+    assert resumed["runs"][-1]["computed"] == len(rows)
+    assert {key: resumed["cells"][key] for key in results["cells"]} == results["cells"]
+    assert _table_rows((out / "results.md").read_text(), "Clean-test accuracy")["attack"] == [*defenses, "bitdepth"]
+    text = notes.read_text()
+    assert text.count(bench.START_MARKER) == 1 and text.count(bench.END_MARKER) == 1 and "bitdepth" in text
+
+    with pytest.raises(ValueError, match="other settings"):
+        bench.main([*argv, "--defenses", "none", "--resume", "--epochs", "3"])
+
+
+def test_warm_start_defense_fits_from_a_saved_purifier(tmp_path, monkeypatch):
+    generator = torch.Generator().manual_seed(0)
+    images, labels = torch.rand(20, 1, 32, 32, generator=generator), torch.arange(20) % 10
+    start = DVAEPurify.fit((images, labels), 10, epochs=1, width=8, latent_dim=8, batch_size=32, progress=False)
+    start.save_pretrained(tmp_path / "start")
+    monkeypatch.chdir(tmp_path)
+    argv = ["--quick", "--attacks", "lsp", "--defenses", "dvae_warm", "--seeds", "0", "--no-write",
+            "--warm-start", str(tmp_path / "start"), "--out", str(tmp_path / "out")]
+
+    assert bench.main(argv) == 0
+
+    cells = json.loads((tmp_path / "out" / "results.json").read_text())["cells"]
+    assert set(cells) == {"clean/dvae_warm/0", "lsp/dvae_warm/0"}
+    assert not (tmp_path / "BENCHMARKS.md").exists()
+
+
+def test_dvae_warm_needs_a_warm_start(tmp_path):
+    with pytest.raises(ValueError, match="--warm-start"):
+        bench.main(["--quick", "--defenses", "dvae_warm", "--out", str(tmp_path)])
+
+
+def test_write_block_creates_appends_and_rejects_broken_markers(tmp_path):
+    path = tmp_path / "B.md"
+    bench.write_block(path, "first")
+    assert path.read_text().count("first") == 1
+    path.write_text("# Kept\n")
+    bench.write_block(path, "second")
+    assert path.read_text() == f"# Kept\n\n{bench.START_MARKER}\nsecond\n{bench.END_MARKER}\n"
+    path.write_text(f"{bench.START_MARKER}\nno end\n")
+    with pytest.raises(ValueError, match="markers"):
+        bench.write_block(path, "third")
+
+
+# ----------------------------------------------------------------------------- PlainVAE
+
+
+def _blobs(count: int, size: int = 16, seed: int = 0) -> torch.Tensor:
+    """Smooth images: one Gaussian blob each, at a random place with a random width."""
+    generator = torch.Generator().manual_seed(seed)
+    centres = torch.rand(count, 2, generator=generator) * size
+    widths = 1.5 + 2.5 * torch.rand(count, generator=generator)
+    grid = torch.arange(size, dtype=torch.float32)
+    rows = (grid[None, :] - centres[:, :1]) ** 2
+    cols = (grid[None, :] - centres[:, 1:]) ** 2
+    squared = rows[:, :, None] + cols[:, None, :]
+    return torch.exp(-squared / (2 * widths[:, None, None] ** 2))[:, None]
+
+
+@pytest.fixture(scope="module")
+def blob_vae() -> tuple[PlainVAE, torch.Tensor]:
+    images = _blobs(64)
+    vae = PlainVAE.fit(images, preset="fast", epochs=10, width=8, latent_dim=8, batch_size=16, seed=0)
+    return vae, images
+
+
+def test_plain_vae_reconstructs_better_than_untrained(blob_vae):
+    vae, images = blob_vae
+    config = resolve_config("fast", width=8, latent_dim=8, seed=0)
+    untrained = PlainVAE(build_model(config, in_channels=1, image_size=16, num_classes=1, seed=config.seed))
+
+    purified = vae(images)
+
+    assert purified.shape == images.shape and purified.dtype == torch.float32
+    assert 0.0 <= purified.min() and purified.max() <= 1.0
+    assert psnr(purified, images) > psnr(untrained(images), images) + 5.0
+
+
+def test_plain_vae_ignores_labels(blob_vae):
+    vae, images = blob_vae
+    batch = images[:8]
+    without = vae(batch)
+    assert torch.equal(vae(batch, torch.arange(8)), without)
+    assert torch.equal(vae(batch, torch.zeros(8, dtype=torch.long)), without)

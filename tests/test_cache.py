@@ -1,0 +1,279 @@
+"""Tests for the on-disk cache of purified tensors."""
+
+from __future__ import annotations
+
+import errno
+import json
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dvae_transform import cache as cache_module
+from dvae_transform.cache import (
+    CacheMissError,
+    CacheUnavailableError,
+    TensorCache,
+    cache_info,
+    clear_cache,
+    default_cache_dir,
+    fingerprint,
+    open_cache,
+)
+
+SHAPE = (3, 4, 4)
+
+
+def make_cache(root: Path, key: str = "entry", num_items: int = 10, **kwargs) -> TensorCache:
+    return TensorCache(key, num_items=num_items, item_shape=SHAPE, shard_size=4, root=root, **kwargs)
+
+
+def values_for(cache: TensorCache, index: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(index)
+    return torch.rand((len(cache.shard_range(index)), *SHAPE), generator=generator)
+
+
+def fill(cache: TensorCache) -> torch.Tensor:
+    for index in cache.missing_shards():
+        cache.write_shard(index, values_for(cache, index))
+    return torch.cat([values_for(cache, index) for index in range(cache.num_shards)])
+
+
+def shard_file(cache: TensorCache, index: int) -> Path:
+    return cache.path / f"shard-{index:05d}.safetensors"
+
+
+def test_default_cache_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("DVAE_TRANSFORM_CACHE", str(tmp_path / "explicit"))
+    assert default_cache_dir() == tmp_path / "explicit"
+    monkeypatch.delenv("DVAE_TRANSFORM_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "dvae_transform"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert default_cache_dir() == Path.home() / ".cache" / "dvae_transform"
+
+
+def test_fingerprint_is_stable_and_sensitive():
+    images = torch.arange(48, dtype=torch.uint8).reshape(3, 4, 4)
+    settings = {"strength": 0.5, "batch": 64, "tags": ["a", None, True]}
+    key = fingerprint(images, b"weights", settings)
+    assert len(key) == 32 and int(key, 16) >= 0
+    reordered = {"tags": ["a", None, True], "batch": 64, "strength": 0.5}
+    assert fingerprint(images.clone(), b"weights", reordered) == key
+    assert fingerprint(images.numpy(), b"weights", settings) == key
+
+    changed = images.clone()
+    changed[0, 0, 0] += 1
+    assert fingerprint(changed, b"weights", settings) != key
+    assert fingerprint(images, b"weights", {**settings, "strength": 0.25}) != key
+    assert fingerprint(images.reshape(3, 16), b"weights", settings) != key
+    assert fingerprint(images.float(), b"weights", settings) != key
+    assert fingerprint(images, b"other", settings) != key
+    assert fingerprint("ab", "c") != fingerprint("a", "bc")
+    assert fingerprint(1) != fingerprint(True) != fingerprint(1.0)
+
+
+def test_fingerprint_rejects_unknown_types():
+    with pytest.raises(TypeError, match="cannot encode object"):
+        fingerprint(object())
+
+
+@pytest.mark.parametrize(("dtype", "tolerance"), [("uint8", 0.5 / 255), ("float16", 1e-3)])
+def test_round_trip(tmp_path, dtype, tolerance):
+    cache = make_cache(tmp_path, dtype=dtype)
+    assert cache.num_shards == 3 and cache.shard_range(2) == range(8, 10)
+    expected = fill(cache)
+    assert cache.is_complete()
+    loaded = make_cache(tmp_path, dtype=dtype).load()
+    assert loaded.dtype == torch.float32 and loaded.shape == (10, *SHAPE)
+    assert (loaded - expected).abs().max().item() <= tolerance + 1e-7
+    assert torch.equal(cache.load_shard(1), loaded[4:8])
+    assert 0 <= loaded.min() and loaded.max() <= 1
+    manifest = json.loads((cache.path / "manifest.json").read_text())
+    assert manifest["dtype"] == dtype and sorted(manifest["shards"]) == ["0", "1", "2"]
+
+
+def test_missing_shards_are_resumable(tmp_path):
+    cache = make_cache(tmp_path)
+    assert cache.missing_shards() == [0, 1, 2]
+    cache.write_shard(1, values_for(cache, 1))
+    reopened = make_cache(tmp_path)
+    assert reopened.missing_shards() == [0, 2]
+    assert not reopened.is_complete()
+    with pytest.raises(CacheMissError, match="shard 0"):
+        reopened.load()
+    reopened.write_shard(0, values_for(reopened, 0))
+    reopened.write_shard(2, values_for(reopened, 2))
+    assert make_cache(tmp_path).is_complete()
+
+
+def test_write_shard_validates_values(tmp_path):
+    cache = make_cache(tmp_path)
+    with pytest.raises(ValueError, match="shape"):
+        cache.write_shard(0, torch.rand(3, *SHAPE))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        cache.write_shard(0, torch.rand(4, *SHAPE) + 1)
+    with pytest.raises(ValueError, match="dtype"):
+        cache.write_shard(0, torch.zeros(4, *SHAPE, dtype=torch.uint8))
+    with pytest.raises(IndexError):
+        cache.write_shard(3, torch.rand(4, *SHAPE))
+    assert cache.missing_shards() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("corruption", ["truncate", "flip"])
+def test_corrupted_shard_is_never_served(tmp_path, corruption):
+    fill(make_cache(tmp_path))
+    path = shard_file(make_cache(tmp_path), 1)
+    data = bytearray(path.read_bytes())
+    if corruption == "truncate":
+        data = data[: len(data) // 2]
+    else:
+        data[-5:] = bytes(255 - byte for byte in data[-5:])
+    path.write_bytes(bytes(data))
+
+    reopened = make_cache(tmp_path)
+    with pytest.raises(CacheMissError, match="shard 1"):
+        reopened.load_shard(1)
+    assert not path.exists()
+    assert make_cache(tmp_path).missing_shards() == [1]
+
+
+def test_corrupted_shard_reported_missing_before_any_read(tmp_path):
+    fill(make_cache(tmp_path))
+    path = shard_file(make_cache(tmp_path), 0)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert make_cache(tmp_path).missing_shards() == [0]
+    assert not path.exists()
+
+
+def test_stray_temp_file_is_ignored(tmp_path):
+    cache = make_cache(tmp_path)
+    cache.write_shard(0, values_for(cache, 0))
+    (cache.path / ".tmp-crashed.part").write_bytes(shard_file(cache, 0).read_bytes()[:10])
+    assert make_cache(tmp_path).missing_shards() == [1, 2]
+
+
+def test_shard_file_without_manifest_entry_is_ignored(tmp_path):
+    cache = make_cache(tmp_path)
+    cache.write_shard(0, values_for(cache, 0))
+    shard_file(cache, 0).rename(shard_file(cache, 2))  # a file the manifest does not vouch for
+    assert make_cache(tmp_path).missing_shards() == [0, 1, 2]
+    assert not shard_file(cache, 2).exists()
+
+
+def test_failed_write_leaves_no_shard(tmp_path, monkeypatch):
+    cache = make_cache(tmp_path)
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache_module.os, "fsync", disk_full)
+    with pytest.raises(CacheUnavailableError, match="No space left"):
+        cache.write_shard(0, values_for(cache, 0))
+    monkeypatch.undo()
+    assert sorted(item.name for item in cache.path.iterdir()) == ["manifest.json"]
+    assert cache.missing_shards() == [0, 1, 2]
+
+
+def test_changed_layout_under_same_key_starts_over(tmp_path):
+    fill(make_cache(tmp_path))
+    other = TensorCache("entry", num_items=10, item_shape=SHAPE, shard_size=5, root=tmp_path)
+    assert other.missing_shards() == [0, 1]
+    assert not shard_file(other, 2).exists()
+
+
+def test_invalid_arguments(tmp_path):
+    with pytest.raises(ValueError, match="key"):
+        TensorCache("../escape", num_items=1, item_shape=SHAPE, root=tmp_path)
+    with pytest.raises(ValueError, match="dtype"):
+        TensorCache("k", num_items=1, item_shape=SHAPE, dtype="float32", root=tmp_path)
+    with pytest.raises(ValueError, match="shard_size"):
+        TensorCache("k", num_items=1, item_shape=SHAPE, shard_size=0, root=tmp_path)
+
+
+def test_unwritable_root(tmp_path):
+    (tmp_path / "afile").write_text("not a folder")
+    root = tmp_path / "afile" / "cache"
+    with pytest.raises(CacheUnavailableError):
+        make_cache(root)
+    with pytest.warns(RuntimeWarning, match="afile") as record:
+        assert open_cache("entry", num_items=10, item_shape=SHAPE, root=root) is None
+    assert len(record) == 1
+
+
+def test_open_cache_writable_root_does_not_warn(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cache = open_cache("entry", num_items=10, item_shape=SHAPE, root=tmp_path / "new")
+    assert isinstance(cache, TensorCache) and cache.missing_shards() == [0]
+
+
+def test_cache_info_and_clear_cache(tmp_path):
+    fill(make_cache(tmp_path, key="full"))
+    partial = make_cache(tmp_path, key="partial", dtype="float16")
+    partial.write_shard(0, values_for(partial, 0))
+    (tmp_path / "unrelated").mkdir()
+
+    info = {entry["key"]: entry for entry in cache_info(tmp_path)}
+    assert sorted(info) == ["full", "partial"]
+    assert info["full"]["complete"] and not info["partial"]["complete"]
+    assert info["full"]["items"] == 10 and info["partial"]["dtype"] == "float16"
+    assert info["full"]["size"] > 0 and Path(info["full"]["path"]) == tmp_path / "full"
+
+    assert clear_cache(tmp_path, key="missing") == 0
+    assert clear_cache(tmp_path, key="partial") == info["partial"]["size"]
+    assert [entry["key"] for entry in cache_info(tmp_path)] == ["full"]
+    assert clear_cache(tmp_path) == info["full"]["size"]
+    assert cache_info(tmp_path) == []
+    assert (tmp_path / "unrelated").is_dir() and not list(tmp_path.glob("*.lock"))
+    assert cache_info(tmp_path / "nowhere") == [] and clear_cache(tmp_path / "nowhere") == 0
+
+
+WORKER = """
+import importlib.util, sys, time
+from pathlib import Path
+import torch
+
+# load cache.py on its own: importing the whole package would make this test slow
+spec = importlib.util.spec_from_file_location("dvae_cache", sys.argv[1])
+cache_module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(cache_module)
+
+root, folder, name = Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
+(folder / f"ready-{name}").touch()
+while not (folder / "go").exists():
+    time.sleep(0.01)
+cache = cache_module.TensorCache("shared", num_items=10, item_shape=(3, 4, 4), shard_size=4, root=root)
+with cache.lock():
+    for index in cache.missing_shards():
+        with (folder / "computed.log").open("a") as handle:
+            handle.write(f"{index}\\n")
+        time.sleep(0.05)
+        generator = torch.Generator().manual_seed(index)
+        cache.write_shard(index, torch.rand((len(cache.shard_range(index)), 3, 4, 4), generator=generator))
+print(cache_module.fingerprint(cache.load()))
+"""
+
+
+def test_concurrent_processes_compute_each_shard_once(tmp_path):
+    command = [sys.executable, "-c", WORKER, cache_module.__file__, str(tmp_path / "cache"), str(tmp_path)]
+    workers = [subprocess.Popen([*command, name], stdout=subprocess.PIPE, text=True) for name in "ab"]
+    deadline = time.monotonic() + 120
+    while not all((tmp_path / f"ready-{name}").exists() for name in "ab") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    (tmp_path / "go").touch()
+    outputs = [worker.communicate(timeout=120)[0].strip() for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0]
+    assert sorted((tmp_path / "computed.log").read_text().split()) == ["0", "1", "2"]
+    assert outputs[0] == outputs[1] != ""
+
+
+def test_numpy_scalars_fingerprint_like_python_numbers():
+    assert fingerprint(np.int64(3), np.float64(0.5)) == fingerprint(3, 0.5)

@@ -1,0 +1,350 @@
+"""Tests for the ``dvae-purify`` command line and its dataset readers/writers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dvae_transform import DVAEPurify
+from dvae_transform.cache import TensorCache, cache_info
+from dvae_transform.cli import main
+from dvae_transform.io import read_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = ["ant", "bee", "cat", "dog"]
+
+
+def as_uint8(images: torch.Tensor) -> torch.Tensor:
+    return images.mul(255).round().to(torch.uint8)
+
+
+def assert_within_one_level(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    assert actual.dtype == torch.uint8 and actual.shape == expected.shape
+    assert (actual.int() - expected.int()).abs().max().item() <= 1
+
+
+@pytest.fixture(scope="module")
+def weights_dir(tiny_purifier: DVAEPurify, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("weights")
+    tiny_purifier.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def data_u8(tiny_data) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = tiny_data
+    return as_uint8(images), labels
+
+
+def purify(args: list[str], weights: Path | str) -> int:
+    return main(["purify", *args, "--weights", str(weights), "--device", "cpu", "--no-progress"])
+
+
+def expected_output(purifier: DVAEPurify, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return as_uint8(purifier.purify(images, labels))
+
+
+# ----------------------------------------------------------------------------- format round trips
+
+
+@pytest.mark.parametrize("layout", ["NCHW-float", "NHWC-uint8", "NHW-uint8"])
+def test_npz_round_trip_keeps_layout_and_matches_purify(layout, tmp_path, data_u8, tiny_purifier, weights_dir):
+    images, labels = data_u8
+    stored = {
+        "NCHW-float": images.float().numpy() / 255,
+        "NHWC-uint8": images.permute(0, 2, 3, 1).numpy(),
+        "NHW-uint8": images[:, 0].numpy(),
+    }[layout]
+    np.savez(tmp_path / "poisoned.npz", images=stored, labels=labels.numpy())
+
+    assert purify(["--data", str(tmp_path / "poisoned.npz"), "--out", str(tmp_path / "out")], weights_dir) == 0
+
+    with np.load(tmp_path / "out" / "poisoned.npz") as archive:
+        out_images, out_labels = archive["images"], archive["labels"]
+    assert out_images.dtype == np.uint8 and out_images.shape == stored.shape
+    np.testing.assert_array_equal(out_labels, labels.numpy())
+    out_nchw = torch.from_numpy(out_images).reshape(images.shape) if layout != "NHWC-uint8" else (
+        torch.from_numpy(out_images).permute(0, 3, 1, 2))
+    assert_within_one_level(out_nchw, expected_output(tiny_purifier, images, labels))
+    assert not torch.equal(out_nchw, images)
+
+
+def test_npz_out_may_name_the_file(tmp_path, data_u8, weights_dir):
+    images, labels = data_u8
+    np.savez(tmp_path / "in.npz", images=images.numpy(), labels=labels.numpy())
+    assert purify(["--data", str(tmp_path / "in.npz"), "--out", str(tmp_path / "clean.npz")], weights_dir) == 0
+    with np.load(tmp_path / "clean.npz") as archive:
+        assert archive["images"].shape == tuple(images.shape)
+
+
+def write_image_folder(root: Path, images: torch.Tensor, labels: torch.Tensor) -> list[str]:
+    """PNG files in class sub-folders (every fifth one in a nested folder); returns their relative paths."""
+    relative = []
+    for index, (image, label) in enumerate(zip(images, labels)):
+        name = f"{CLASSES[label]}/{'nested/' if index % 5 == 0 else ''}img_{index:03d}.png"
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image[0].numpy(), mode="L").save(root / name)
+        relative.append(name)
+    return relative
+
+
+def test_image_folder_round_trip(tmp_path, data_u8, tiny_purifier, weights_dir):
+    images, labels = data_u8
+    relative = write_image_folder(tmp_path / "poisoned", images, labels)
+
+    assert purify(["--data", str(tmp_path / "poisoned"), "--out", str(tmp_path / "out")], weights_dir) == 0
+
+    written = sorted(path.relative_to(tmp_path / "out").as_posix() for path in (tmp_path / "out").rglob("*.png"))
+    assert written == sorted(relative)
+    for index in (0, 7, 63):
+        out = torch.from_numpy(np.array(Image.open(tmp_path / "out" / relative[index])))
+        want = expected_output(tiny_purifier, images[index : index + 1], labels[index : index + 1])[0, 0]
+        assert_within_one_level(out, want)
+    reread, reread_labels, meta = read_dataset(tmp_path / "out", progress=False)
+    assert meta.format == "folder" and meta.classes == CLASSES
+    assert reread.shape == images.shape
+    assert sorted(reread_labels.tolist()) == sorted(labels.tolist())
+
+
+def test_jpeg_files_become_png_with_the_same_stem(tmp_path, data_u8, weights_dir):
+    images, labels = data_u8
+    for index, (image, label) in enumerate(zip(images[:8], labels[:8])):
+        (tmp_path / "in" / CLASSES[label]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image[0].numpy(), mode="L").save(tmp_path / "in" / CLASSES[label] / f"photo{index}.jpg")
+    assert purify(["--data", str(tmp_path / "in"), "--out", str(tmp_path / "out")], weights_dir) == 0
+    assert (tmp_path / "out" / CLASSES[labels[3]] / "photo3.png").is_file()
+    assert not list((tmp_path / "out").rglob("*.jpg"))
+
+
+def test_save_to_disk_dataset_dict_replaces_the_train_images_only(tmp_path, data_u8, tiny_purifier, weights_dir):
+    images, labels = data_u8
+    features = datasets.Features(
+        {"image": datasets.Image(), "label": datasets.ClassLabel(names=CLASSES), "id": datasets.Value("int32")}
+    )
+    rows = {
+        "image": [Image.fromarray(image[0].numpy(), mode="L") for image in images],
+        "label": labels.tolist(),
+        "id": list(range(len(labels))),
+    }
+    train = datasets.Dataset.from_dict(rows, features=features)
+    test = train.select(range(5))
+    datasets.DatasetDict(train=train, test=test).save_to_disk(tmp_path / "poisoned")
+
+    assert purify(["--data", str(tmp_path / "poisoned"), "--out", str(tmp_path / "out")], weights_dir) == 0
+
+    out = datasets.load_from_disk(tmp_path / "out")
+    assert set(out) == {"train", "test"} and out["train"].features == features
+    assert out["train"]["id"] == rows["id"] and out["train"]["label"] == rows["label"]
+    purified = torch.stack([torch.from_numpy(np.array(image))[None] for image in out["train"]["image"]])
+    assert_within_one_level(purified, expected_output(tiny_purifier, images, labels))
+    untouched = torch.stack([torch.from_numpy(np.array(image))[None] for image in out["test"]["image"]])
+    assert torch.equal(untouched, images[:5])
+
+
+def test_save_to_disk_array_column_with_named_columns(tmp_path, data_u8, tiny_purifier, weights_dir):
+    images, labels = data_u8
+    floats = images.float() / 255
+    features = datasets.Features(
+        {"pixels": datasets.Array3D(shape=(1, 16, 16), dtype="float32"), "target": datasets.Value("int64")}
+    )
+    datasets.Dataset.from_dict({"pixels": floats.numpy(), "target": labels.tolist()}, features=features).save_to_disk(
+        tmp_path / "poisoned"
+    )
+    args = ["--data", str(tmp_path / "poisoned"), "--out", str(tmp_path / "out"),
+            "--image-column", "pixels", "--label-column", "target"]
+
+    assert purify(args, weights_dir) == 0
+
+    out = datasets.load_from_disk(tmp_path / "out").with_format("torch")
+    assert out.features == features
+    purified = out[:]["pixels"]
+    assert purified.dtype == torch.float32 and 0 <= purified.min() and purified.max() <= 1
+    assert_within_one_level(as_uint8(purified), expected_output(tiny_purifier, images, labels))
+
+
+# ----------------------------------------------------------------------------- purifier sources
+
+
+def test_fit_saves_weights_that_reproduce_the_output(tmp_path, data_u8, capsys):
+    images, labels = data_u8
+    np.savez(tmp_path / "in.npz", images=images.numpy(), labels=labels.numpy())
+    args = ["purify", "--data", str(tmp_path / "in.npz"), "--out", str(tmp_path / "out"), "--fit", "--epochs", "1",
+            "--width", "8", "--latent-dim", "8", "--batch-size", "32", "--save-weights", str(tmp_path / "w"),
+            "--device", "cpu", "--no-progress"]
+
+    assert main(args) == 0
+
+    printed = capsys.readouterr().out
+    assert "fitted purifier" in printed and "purified 64 images" in printed
+    fitted = DVAEPurify.from_folder(tmp_path / "w")
+    assert fitted.num_classes == 4 and fitted.stage1.config["width"] == 8
+    with np.load(tmp_path / "out" / "in.npz") as archive:
+        out = torch.from_numpy(archive["images"])
+    assert_within_one_level(out, expected_output(fitted, images, labels))
+
+
+def test_weights_from_a_hub_repo(npz_path, tmp_path, data_u8, tiny_purifier, weights_dir, fake_hub):
+    files = {path.relative_to(weights_dir).as_posix(): path.read_bytes()
+             for path in weights_dir.rglob("*") if path.is_file()}
+    fake_hub.add_repo("tester/tiny-dvae", files)
+    assert purify(["--data", str(npz_path), "--out", str(tmp_path / "o")], "tester/tiny-dvae") == 0
+    with np.load(tmp_path / "o" / "in.npz") as archive:
+        assert_within_one_level(torch.from_numpy(archive["images"]), expected_output(tiny_purifier, *data_u8))
+
+
+def test_batch_size_does_not_change_the_output(tmp_path, data_u8, tiny_purifier, weights_dir):
+    images, labels = data_u8
+    np.savez(tmp_path / "in.npz", images=images.numpy(), labels=labels.numpy())
+    assert purify(["--data", str(tmp_path / "in.npz"), "--out", str(tmp_path / "o"), "--batch-size", "5"],
+                  weights_dir) == 0
+    with np.load(tmp_path / "o" / "in.npz") as archive:
+        assert_within_one_level(torch.from_numpy(archive["images"]), expected_output(tiny_purifier, images, labels))
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def run_error(args: list[str], capsys) -> str:
+    assert main(args) == 1
+    return capsys.readouterr().err
+
+
+@pytest.fixture
+def npz_path(tmp_path, data_u8) -> Path:
+    images, labels = data_u8
+    np.savez(tmp_path / "in.npz", images=images.numpy(), labels=labels.numpy())
+    return tmp_path / "in.npz"
+
+
+def test_missing_path_and_unknown_file_type(tmp_path, weights_dir, capsys):
+    base = ["purify", "--out", str(tmp_path / "o"), "--weights", str(weights_dir)]
+    assert "no such file or folder" in run_error([*base, "--data", str(tmp_path / "nope")], capsys)
+    (tmp_path / "table.csv").write_text("a,b\n")
+    err = run_error([*base, "--data", str(tmp_path / "table.csv")], capsys)
+    assert "unsupported file type '.csv'" in err and ".npz" in err
+
+
+def test_npz_without_labels(tmp_path, data_u8, weights_dir, capsys):
+    np.savez(tmp_path / "x.npz", images=data_u8[0].numpy(), targets=data_u8[1].numpy())
+    err = run_error(["purify", "--data", str(tmp_path / "x.npz"), "--out", str(tmp_path / "o"),
+                     "--weights", str(weights_dir)], capsys)
+    assert "missing array(s) ['labels']" in err and "targets" in err
+
+
+def test_npz_bad_contents(tmp_path, data_u8, weights_dir, capsys):
+    images, labels = data_u8
+    base = ["purify", "--out", str(tmp_path / "o"), "--weights", str(weights_dir), "--data", str(tmp_path / "x.npz")]
+    np.savez(tmp_path / "x.npz", images=images.numpy(), labels=labels.numpy()[:10])
+    assert "got 10 labels for 64 images" in run_error(base, capsys)
+    np.savez(tmp_path / "x.npz", images=images.float().numpy() * 2, labels=labels.numpy())
+    assert "must lie in [0, 1]" in run_error(base, capsys)
+    np.savez(tmp_path / "x.npz", images=images.numpy(), labels=labels.float().numpy())
+    assert "1-D integer array" in run_error(base, capsys)
+
+
+def test_empty_and_malformed_folders(tmp_path, data_u8, weights_dir, capsys):
+    base = ["purify", "--out", str(tmp_path / "o"), "--weights", str(weights_dir), "--data"]
+    (tmp_path / "empty").mkdir()
+    assert "no class sub-folders" in run_error([*base, str(tmp_path / "empty")], capsys)
+    (tmp_path / "no_images" / "cat").mkdir(parents=True)
+    (tmp_path / "no_images" / "cat" / "notes.txt").write_text("hi")
+    assert "hold no image files" in run_error([*base, str(tmp_path / "no_images")], capsys)
+    (tmp_path / "mixed" / "cat").mkdir(parents=True)
+    Image.new("L", (16, 16)).save(tmp_path / "mixed" / "cat" / "a.png")
+    Image.new("L", (8, 8)).save(tmp_path / "mixed" / "cat" / "b.png")
+    assert "must share one size" in run_error([*base, str(tmp_path / "mixed")], capsys)
+
+
+def test_images_that_do_not_fit_the_weights(tmp_path, weights_dir, capsys):
+    np.savez(tmp_path / "rgb.npz", images=np.zeros((4, 3, 16, 16), np.uint8), labels=np.zeros(4, np.int64))
+    err = run_error(["purify", "--data", str(tmp_path / "rgb.npz"), "--out", str(tmp_path / "o"),
+                     "--weights", str(weights_dir)], capsys)
+    assert "expected 1 channel(s)" in err
+
+
+def test_existing_output_is_refused_before_purifying(npz_path, tmp_path, weights_dir, capsys):
+    args = ["purify", "--data", str(npz_path), "--out", str(tmp_path / "o"), "--weights", str(weights_dir),
+            "--device", "cpu", "--no-progress"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(args) == 1
+    out, err = capsys.readouterr()
+    assert "o/in.npz exists" in err and "--overwrite" in err
+    assert "read 64 images" in out and "purified" not in out  # refused before the work
+    assert main([*args, "--overwrite"]) == 0
+    assert "input" in run_error([*args, "--out", str(npz_path), "--overwrite"], capsys)
+
+
+def test_bad_weights_folder_and_option_clashes(npz_path, tmp_path, weights_dir, capsys):
+    base = ["purify", "--data", str(npz_path), "--out", str(tmp_path / "o")]
+    assert "not a DVAEPurify checkpoint" in run_error([*base, "--weights", str(tmp_path)], capsys)
+    assert "does not match the weights' 4" in run_error([*base, "--weights", str(weights_dir), "--num-classes", "9"],
+                                                        capsys)
+    with pytest.raises(SystemExit) as exit_info:
+        main(base)  # neither --weights nor --fit
+    assert exit_info.value.code == 2
+    with pytest.raises(SystemExit):
+        main([*base, "--fit", "--weights", str(weights_dir)])
+
+
+# ----------------------------------------------------------------------------- cache, demo, bench, help
+
+
+def test_cache_info_and_clear(tmp_path, capsys):
+    for key, items in (("alpha", 3), ("beta", 5)):
+        entry = TensorCache(key, num_items=items, item_shape=(1, 4, 4), shard_size=4, root=tmp_path)
+        for index in range(entry.num_shards):
+            entry.write_shard(index, torch.rand(len(entry.shard_range(index)), 1, 4, 4))
+    beta_size = next(entry["size"] for entry in cache_info(tmp_path) if entry["key"] == "beta")
+
+    assert main(["cache", "--cache-dir", str(tmp_path)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["KEY", "ITEMS", "SHAPE", "DTYPE", "COMPLETE", "SIZE"]
+    assert table[1].split()[:5] == ["alpha", "3", "1x4x4", "uint8", "yes"]
+    assert table[2].split()[:5] == ["beta", "5", "1x4x4", "uint8", "yes"]
+    assert "2 entries" in table[-1]
+
+    assert main(["cache", "clear", "--cache-dir", str(tmp_path), "--key", "beta"]) == 0
+    assert f"freed {beta_size} bytes" in capsys.readouterr().out
+    assert [entry["key"] for entry in cache_info(tmp_path)] == ["alpha"]
+    assert "no cache entry 'beta'" in run_error(["cache", "clear", "--cache-dir", str(tmp_path), "--key", "beta"],
+                                                capsys)
+    assert main(["cache", "clear", "--cache-dir", str(tmp_path)]) == 0
+    assert main(["cache", "info", "--cache-dir", str(tmp_path)]) == 0
+    assert "no cache entries" in capsys.readouterr().out
+
+
+def test_missing_plugin_module_fails_clearly(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "dvae_transform.demo", None)  # as if demo.py were not installed
+    err = run_error(["demo", "--seed", "1"], capsys)
+    assert err.startswith("dvae-purify demo: error: not available") and "dvae_transform.demo" in err
+
+
+def test_plugin_options_are_forwarded(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: dvae-purify bench" in capsys.readouterr().out
+
+
+def test_unknown_option_is_rejected():
+    with pytest.raises(SystemExit) as exit_info:
+        main(["cache", "--bogus"])
+    assert exit_info.value.code == 2
+
+
+def test_help_in_a_subprocess():
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    command = [sys.executable, "-m", "dvae_transform.cli", "purify", "--help"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, check=True)
+    for option in ("--data", "--out", "--weights", "--fit", "--preset", "--epochs", "--batch-size",
+                   "--image-column", "--label-column", "--num-classes", "--device", "--seed", "--save-weights"):
+        assert option in result.stdout

@@ -1,0 +1,142 @@
+"""The two-stage fit: determinism, resume, warm start, presets and bad input."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_images
+
+from dvae_transform import PRESETS, DVAEPurify, FitConfig
+from dvae_transform.config import resolve_config
+
+TINY = {"epochs": 2, "width": 8, "latent_dim": 8, "batch_size": 32, "progress": False}
+
+
+def _state(purifier: DVAEPurify) -> dict[str, torch.Tensor]:
+    return {**purifier.stage1.state_dict(), **{f"2.{k}": v for k, v in purifier.stage2.state_dict().items()}}
+
+
+def _assert_same_weights(a: DVAEPurify, b: DVAEPurify) -> None:
+    sa, sb = _state(a), _state(b)
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        assert torch.equal(sa[key], sb[key]), key
+
+
+def test_same_seed_gives_identical_fits_and_other_seed_differs(tiny_data) -> None:
+    a = DVAEPurify.fit(tiny_data, seed=3, **TINY)
+    b = DVAEPurify.fit(tiny_data, seed=3, **TINY)
+    c = DVAEPurify.fit(tiny_data, seed=4, **TINY)
+    _assert_same_weights(a, b)
+    assert not torch.equal(a.stage1.to_mu.weight, c.stage1.to_mu.weight)
+
+
+def test_history_records_both_stages(tiny_data) -> None:
+    purifier = DVAEPurify.fit(tiny_data, seed=0, **TINY)
+    assert [(h["stage"], h["epoch"]) for h in purifier.history] == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    for record in purifier.history:
+        assert record["images_per_s"] > 0 and record["kl"] >= 0 and record["psnr"] > 0
+
+
+def test_fit_does_not_touch_global_rng(tiny_data) -> None:
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    DVAEPurify.fit(tiny_data, seed=0, **TINY)
+    assert torch.equal(torch.rand(3), expected)
+
+
+KILLED_FIT = """
+import sys, torch
+from dvae_transform import DVAEPurify
+images = torch.rand(256, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+labels = torch.arange(256) % 4
+DVAEPurify.fit((images, labels), seed=1, checkpoint_dir=sys.argv[1], epochs=6, width=8, latent_dim=8,
+               batch_size=32, progress=False)
+"""
+
+
+def test_killed_fit_resumes_and_matches_uninterrupted_fit(tmp_path) -> None:
+    images = torch.rand(256, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    data = (images, torch.arange(256) % 4)
+    settings = {**TINY, "epochs": 6}
+    checkpoint = tmp_path / "ckpt"
+    process = subprocess.Popen([sys.executable, "-c", KILLED_FIT, str(checkpoint)], cwd=Path(__file__).parents[1])
+    deadline = time.monotonic() + 120
+    while not (checkpoint / "stage1" / "last_state.pt").exists():
+        assert process.poll() is None and time.monotonic() < deadline, "the fit ended before its first checkpoint"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (checkpoint / "stage2" / "final").exists()
+    resumed = DVAEPurify.fit(data, seed=1, checkpoint_dir=checkpoint, **settings)
+    _assert_same_weights(DVAEPurify.fit(data, seed=1, **settings), resumed)
+    # A finished checkpoint is reused as it is.
+    _assert_same_weights(resumed, DVAEPurify.fit(data, seed=1, checkpoint_dir=checkpoint, **settings))
+
+
+def test_checkpoint_with_other_settings_is_refused(tiny_data, tmp_path) -> None:
+    DVAEPurify.fit(tiny_data, seed=0, checkpoint_dir=tmp_path, **TINY)
+    with pytest.raises(ValueError, match="other settings"):
+        DVAEPurify.fit(tiny_data, seed=9, checkpoint_dir=tmp_path, **TINY)
+
+
+def test_warm_start_begins_from_given_weights(tiny_data, tiny_purifier) -> None:
+    warm = DVAEPurify.fit(tiny_data, init=tiny_purifier, seed=0, **{**TINY, "epochs": 1, "lr": 1e-12})
+    # With a vanishing learning rate the warm start keeps the initial weights (up to Adam's first step).
+    assert torch.allclose(warm.stage1.to_mu.weight, tiny_purifier.stage1.to_mu.weight, atol=1e-6)
+    assert warm.num_classes == tiny_purifier.num_classes
+
+
+def test_fit_accepts_uint8_tensors_and_torch_dataset(tiny_data) -> None:
+    images, labels = tiny_data
+    as_uint8 = (images * 255).round().to(torch.uint8)
+    dataset = torch.utils.data.TensorDataset(as_uint8, labels)
+    a = DVAEPurify.fit((as_uint8, labels), seed=0, **TINY)
+    b = DVAEPurify.fit(dataset, seed=0, **TINY)
+    _assert_same_weights(a, b)
+
+
+def test_fit_accepts_hf_dataset() -> None:
+    datasets = pytest.importorskip("datasets")
+    images, labels = make_images(32, channels=3)
+    rows = {"img": [(image.permute(1, 2, 0) * 255).byte().numpy() for image in images], "label": labels.tolist()}
+    dataset = datasets.Dataset.from_dict(rows).cast_column("img", datasets.Image())
+    purifier = DVAEPurify.fit(dataset, seed=0, **TINY)
+    assert (purifier.in_channels, purifier.image_size, purifier.num_classes) == (3, 16, 4)
+    with pytest.raises(ValueError, match="label column 'target' not found"):
+        DVAEPurify.fit(dataset, label_column="target", **TINY)
+
+
+@pytest.mark.parametrize(
+    "data, error, words",
+    [
+        ((torch.rand(4, 1, 16, 16), torch.tensor([0, 1, 2])), ValueError, "3 labels for 4 images"),
+        ((torch.rand(4, 1, 16, 16) * 2, torch.arange(4)), ValueError, r"lie in \[0, 1\]"),
+        ((torch.full((2, 1, 16, 16), float("nan")), torch.arange(2)), ValueError, "NaN"),
+        ((torch.rand(2, 16, 16), torch.arange(2)), ValueError, "rank 3|2 labels for 1 images|channel"),
+        ((torch.rand(4, 1, 16, 16), torch.tensor([0, 1, 2, 5])), ValueError, r"\[0, 4\)"),
+        ((torch.rand(0, 1, 16, 16), torch.zeros(0, dtype=torch.long)), ValueError, "empty"),
+        ([], TypeError, "data must be"),
+    ],
+)
+def test_bad_fit_input_is_named(data, error, words) -> None:
+    kwargs = {"num_classes": 4} if isinstance(data, tuple) else {}
+    with pytest.raises(error, match=words):
+        DVAEPurify.fit(data, **kwargs, **TINY)
+
+
+def test_presets_are_documented_configs() -> None:
+    assert PRESETS["paper"] == FitConfig(width=64, latent_dim=256, epochs=60, batch_size=128, lr=5e-3)
+    assert PRESETS["fast"].width < PRESETS["paper"].width
+    assert resolve_config("fast", epochs=3).epochs == 3
+    with pytest.raises(ValueError, match="unknown preset"):
+        resolve_config("slowest")
+    with pytest.raises(TypeError, match="unknown fit setting"):
+        resolve_config("fast", epoch=3)

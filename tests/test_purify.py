@@ -1,0 +1,76 @@
+"""Batched purification: shapes, ranges, determinism, micro-batching and the two stages."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dvae_transform.purify import purify_two_stage, quantize, reconstruct, remove_perturbation
+
+
+def test_output_shape_range_and_type(tiny_purifier, tiny_data) -> None:
+    images, labels = tiny_data
+    out = tiny_purifier.purify(images, labels)
+    assert out.shape == images.shape and out.dtype == torch.float32
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    single = tiny_purifier.purify(images[3], int(labels[3]))
+    assert single.shape == images[3].shape
+    assert torch.allclose(single, out[3], atol=1e-6)
+
+
+def test_output_is_an_ordinary_tensor_that_can_be_trained_on(tiny_purifier, tiny_data) -> None:
+    images, labels = tiny_data
+    out = tiny_purifier.purify(images, labels)
+    assert not out.is_inference()
+    weight = torch.ones(1, requires_grad=True)
+    (out * weight).sum().backward()
+    assert weight.grad is not None
+
+
+def test_uint8_and_float_input_agree(tiny_purifier, tiny_data) -> None:
+    images, labels = tiny_data
+    as_uint8 = (images * 255).round().to(torch.uint8)
+    assert torch.allclose(tiny_purifier.purify(as_uint8, labels), tiny_purifier.purify(as_uint8.float() / 255, labels))
+
+
+def test_micro_batching_does_not_change_results(tiny_purifier, tiny_data) -> None:
+    images, labels = tiny_data
+    whole = purify_two_stage(tiny_purifier.stage1, tiny_purifier.stage2, images, labels, batch_size=64)
+    pieces = purify_two_stage(tiny_purifier.stage1, tiny_purifier.stage2, images, labels, batch_size=7)
+    assert torch.allclose(whole, pieces, atol=1e-5)
+
+
+def test_mean_latent_is_deterministic_and_sampling_is_seeded(tiny_purifier, tiny_data) -> None:
+    images, labels = tiny_data
+    stages = (tiny_purifier.stage1, tiny_purifier.stage2)
+    assert torch.equal(purify_two_stage(*stages, images, labels), purify_two_stage(*stages, images, labels))
+    a = purify_two_stage(*stages, images, labels, sample=True, seed=1)
+    b = purify_two_stage(*stages, images, labels, sample=True, seed=1)
+    c = purify_two_stage(*stages, images, labels, sample=True, seed=2)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_two_stages_compose_as_documented(tiny_purifier, tiny_data) -> None:
+    images, labels = tiny_data
+    stage1, stage2 = tiny_purifier.stage1, tiny_purifier.stage2
+    x1 = remove_perturbation(stage1, images, labels)
+    assert torch.equal(x1, quantize(x1))  # stage-1 output is stored at 8-bit precision
+    with torch.no_grad():
+        p2 = stage2.eval()(x1, labels).perturbation
+    expected = reconstruct(stage2, torch.clamp(x1 - p2, 0, 1))
+    assert torch.allclose(purify_two_stage(stage1, stage2, images, labels), expected, atol=1e-5)
+
+
+def test_models_keep_their_training_mode(tiny_purifier, tiny_data) -> None:
+    images, labels = tiny_data
+    tiny_purifier.stage1.train()
+    try:
+        remove_perturbation(tiny_purifier.stage1, images, labels)
+        assert tiny_purifier.stage1.training
+    finally:
+        tiny_purifier.stage1.eval()
+
+
+def test_bad_batch_size(tiny_purifier, tiny_data) -> None:
+    with pytest.raises(ValueError, match="batch_size must be positive"):
+        reconstruct(tiny_purifier.stage2, tiny_data[0], batch_size=0)
