@@ -320,11 +320,24 @@ def _victim_recipe(epochs: int) -> str:
     return f"{paragraph} This run: {epochs} epoch(s), batch {victim.BATCH_SIZE}, Adam lr {victim.LR}."
 
 
+def _describe(defense: str, settings: dict[str, Any]) -> str:
+    fit = settings["fit"]
+    recipe = (f"preset `{settings['preset']}`: width {fit['width']}, latent {fit['latent_dim']}, "
+              f"{fit['epochs']} epoch(s) per stage, batch {fit['batch_size']}, lr {fit['lr']}")
+    return {
+        "none": "none = the poisoned set as it is",
+        "jpeg": f"jpeg = JPEG quality {settings['jpeg_quality']}",
+        "bitdepth": f"bitdepth = {settings['bitdepth_bits']}-bit reduction",
+        "plain_vae": "plain_vae = the D-VAE without its perturbation branch (one stage, KL bound 1, same recipe)",
+        "dvae": f"dvae = two-stage D-VAE fitted on the poisoned set ({recipe})",
+        "dvae_warm": f"dvae_warm = dvae warm-started from `{settings['warm_start']}`",
+    }[defense]
+
+
 def render_report(results: Results, attacks: Sequence[str], defenses: Sequence[str], seeds: Sequence[int],
                   command: str) -> str:
     """The markdown block: command, date, machine, settings, accuracy and wall-time tables."""
     settings = results.data["settings"]
-    fit = settings["fit"]
     spread = " ± standard deviation" if len(seeds) > 1 else ""
     accuracy = summarise(results, attacks, defenses, seeds, "accuracy")
     seconds = summarise(results, attacks, defenses, seeds, "defense_seconds")
@@ -339,12 +352,7 @@ def render_report(results: Results, attacks: Sequence[str], defenses: Sequence[s
         f"Data: embedded MNIST (`load_mnist32`), {settings['num_train']} train / {settings['num_test']} test "
         f"images of 1x32x32; seeds {', '.join(map(str, seeds))} (each seeds the attack, the fit and the victim).",
         "",
-        f"Defenses: JPEG quality {settings['jpeg_quality']}; "
-        f"bit-depth reduction to {settings['bitdepth_bits']} bits; plain VAE "
-        f"(the D-VAE without its perturbation branch, one stage, KL bound 1); D-VAE two-stage fit on the poisoned "
-        f"set, preset `{settings['preset']}` (width {fit['width']}, latent {fit['latent_dim']}, epochs per stage "
-        f"{fit['epochs']}, batch {fit['batch_size']}, lr {fit['lr']})"
-        + (f"; dvae_warm starts from `{settings['warm_start']}`." if settings["warm_start"] else "."),
+        "Defenses: " + "; ".join(_describe(name, settings) for name in defenses) + ".",
         "",
         f"Victim: {_victim_recipe(settings['victim_epochs'])}",
         "",

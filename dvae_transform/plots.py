@@ -77,7 +77,9 @@ def sample_grid(
     if not strips:
         raise ValueError("sample_grid: no samples to show")
     blank = torch.ones_like(next(iter(strips.values())))
-    figure = _new_figure(1.9 * len(columns), 0.9 * len(rows) + 0.4)
+    column_width = 1.9
+    row_height = column_width * blank.shape[0] / blank.shape[1] + 0.15
+    figure = _new_figure(column_width * len(columns), row_height * len(rows) + 0.3)
     axes = figure.subplots(len(rows), len(columns), squeeze=False)
     for i, row in enumerate(rows):
         for j, column in enumerate(columns):
