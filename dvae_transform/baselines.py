@@ -81,10 +81,7 @@ class Grayscale(Purifier):
 
     def _purify_batch(self, batch: torch.Tensor) -> torch.Tensor:
         if batch.shape[1] != 3:
-            raise ValueError(
-                f"Grayscale needs 3-channel (RGB) images, got {batch.shape[1]} channel(s) in shape "
-                f"{tuple(batch.shape)}"
-            )
+            raise ValueError(f"Grayscale needs 3-channel (RGB) images, got shape {tuple(batch.shape)} (NCHW)")
         return rgb_to_grayscale(batch, num_output_channels=3)
 
 

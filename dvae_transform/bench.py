@@ -367,18 +367,22 @@ def render_report(results: Results, attacks: Sequence[str], defenses: Sequence[s
     return "\n".join(lines) + "\n"
 
 
-def write_block(path: Path, block: str) -> None:
-    """Put ``block`` between the bench markers of ``path``, replacing the previous block (or appending one)."""
+def write_block(path: Path, block: str, name: str = "bench") -> None:
+    """Put ``block`` between the ``<!-- name:start/end -->`` markers of ``path``, replacing the old block.
+
+    A file without the markers gets the block appended; a missing file is created.
+    """
+    start_marker, end_marker = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     text = path.read_text() if path.is_file() else "# Benchmarks\n"
-    new = f"{START_MARKER}\n{block.strip()}\n{END_MARKER}"
-    starts, ends = text.count(START_MARKER), text.count(END_MARKER)
+    new = f"{start_marker}\n{block.strip()}\n{end_marker}"
+    starts, ends = text.count(start_marker), text.count(end_marker)
     if starts == ends == 0:
         text = text.rstrip("\n") + "\n\n" + new + "\n"
-    elif starts == ends == 1 and text.index(START_MARKER) < text.index(END_MARKER):
-        head, rest = text.split(START_MARKER, 1)
-        text = head + new + rest.split(END_MARKER, 1)[1]
+    elif starts == ends == 1 and text.index(start_marker) < text.index(end_marker):
+        head, rest = text.split(start_marker, 1)
+        text = head + new + rest.split(end_marker, 1)[1]
     else:
-        raise ValueError(f"{path}: expected one {START_MARKER} ... {END_MARKER} block, found {starts} / {ends} markers")
+        raise ValueError(f"{path}: expected one {start_marker} ... {end_marker} block, found {starts} / {ends} markers")
     _atomic_write(path, text)
 
 

@@ -72,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     summary = {"preset": args.preset, "seed": args.seed, "accuracy": results, "timings_s": timings}
     (args.out / "demo.json").write_text(json.dumps(summary, indent=2))
     total = sum(timings.values())
-    print("timings: " + ", ".join(f"{key[:-2]} {value:.1f} s" for key, value in timings.items()) + f"; total {total:.1f} s")
+    parts = ", ".join(f"{key[:-2]} {value:.1f} s" for key, value in timings.items())
+    print(f"timings: {parts}; total {total:.1f} s")
     print(f"wrote {args.out / 'grid.png'} (rows: clean / poisoned / purified) and {args.out / 'demo.json'}")
     return 0

@@ -208,7 +208,8 @@ def train_stage(
             bar.set_postfix(loss=f"{batch['loss']:.4f}", kl=f"{batch['kl']:.2f}", psnr=f"{batch['psnr']:.1f}")
         seconds = time.perf_counter() - started
         record = {key: value / count for key, value in sums.items()}
-        record.update(stage=stage, epoch=epoch + 1, seconds=seconds, images_per_s=count * accelerator.num_processes / seconds)
+        images_per_s = count * accelerator.num_processes / seconds
+        record.update(stage=stage, epoch=epoch + 1, seconds=seconds, images_per_s=images_per_s)
         history.append(record)
         if progress and accelerator.is_local_main_process:
             tqdm.write(

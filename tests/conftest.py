@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hub_fixtures import *  # noqa: F403
 
 from dvae_transform import DVAEPurify
-from hub_fixtures import *  # noqa: F403
 
 # Small tensors: one thread is as fast and does not oversubscribe when tests start subprocesses.
 torch.set_num_threads(1)

@@ -183,7 +183,7 @@ def test_num_classes_defaults_to_largest_label_and_is_checked() -> None:
     [
         ({"labels": torch.arange(3)}, ValueError, "3 labels for 32 images"),
         ({"labels": torch.zeros(32)}, TypeError, "integer class labels"),
-        ({"images": torch.rand(32, 16, 16)}, ValueError, "NCHW"),
+        ({"images": torch.rand(16, 16)}, ValueError, "CHW image or an NCHW batch"),
         ({"images": torch.full((32, 1, 16, 16), 2.0)}, ValueError, r"\[0, 1\]"),
         ({"images": "not images"}, TypeError, "images"),
         ({"eps": -0.1}, ValueError, "eps"),
