@@ -23,7 +23,7 @@ from torch import nn
 
 from dvae_transform._checks import ImageInput, to_float_images, to_labels
 
-PoisonFn = Callable[[torch.Tensor, torch.Tensor, int, torch.Generator], torch.Tensor]
+_PoisonFn = Callable[[torch.Tensor, torch.Tensor, int, torch.Generator], torch.Tensor]
 
 _AR_WINDOW = 3
 _AR_CANDIDATES = 64
@@ -68,7 +68,7 @@ def _subset_mask(num_images: int, fraction: float, seed: int) -> torch.Tensor:
 
 
 def _run_attack(
-    poison: PoisonFn, images: ImageInput, labels: Any, num_classes: int | None, seed: int, fraction: float
+    poison: _PoisonFn, images: ImageInput, labels: Any, num_classes: int | None, seed: int, fraction: float
 ) -> torch.Tensor:
     """Validate the common arguments, poison the batch, and keep only the chosen share."""
     if isinstance(seed, bool) or not isinstance(seed, int):
@@ -303,7 +303,7 @@ def autoregressive(
 
 
 def _small_cnn(channels: int, num_classes: int, generator: torch.Generator, device: torch.device) -> nn.Sequential:
-    """A two-block CNN, built on the meta device and initialised from ``generator`` (global RNG untouched)."""
+    """Two strided conv blocks and a linear head, initialised from ``generator`` (the global RNG is untouched)."""
     with torch.device("meta"):
         model = nn.Sequential(
             nn.Conv2d(channels, 16, 3, stride=2, padding=1),
@@ -414,7 +414,7 @@ def error_minimizing(
     num_classes: int | None = None,
     seed: int = 0,
     eps: float = 8 / 255,
-    step_size: float = 0.8 / 255,
+    step_size: float | None = None,
     pgd_steps: int = 20,
     train_steps: int = 10,
     max_rounds: int = 10,
@@ -424,17 +424,20 @@ def error_minimizing(
 ) -> torch.Tensor:
     """Sample-wise error-minimising noise (Huang et al., "Unlearnable Examples", ICLR 2021).
 
-    Bi-level min-min optimisation against a small CNN (two conv blocks, SGD lr 0.1,
-    momentum 0.9). Each round trains the CNN for ``train_steps`` mini-batches on the
-    poisoned images, then runs ``pgd_steps`` steps of PGD that *minimises* the loss
-    over every image's noise (L_inf ``eps``, default 8/255, step ``eps/10``), as
-    published (20 steps of 0.8/255, 10 training steps). It stops once the CNN's
-    accuracy on the poisoned images exceeds ``stop_accuracy`` (0.99, as published)
-    or after ``max_rounds`` rounds (10, to bound CPU time). Runs on the images' device.
+    Bi-level min-min optimisation against a small CNN (two strided conv blocks with
+    batch norm, SGD lr 0.1, momentum 0.9). Each round trains the CNN for
+    ``train_steps`` mini-batches on the poisoned images, then runs ``pgd_steps``
+    steps of PGD that *minimises* the loss over every image's noise, within L_inf
+    ``eps`` (default 8/255) with step ``step_size`` (default ``eps / 10``), as
+    published: 20 steps of 0.8/255 and 10 training steps per round. It stops once
+    the CNN's accuracy on the poisoned images exceeds ``stop_accuracy`` (0.99, as
+    published) or after ``max_rounds`` rounds (10, to bound CPU time). Runs on the
+    images' device; 4,000 1x32x32 images take about 7 s per round on two CPU cores.
     """
     eps = _check_positive(eps, "eps")
-    step_size = _check_positive(step_size, "step_size")
-    stop_accuracy = _check_positive(stop_accuracy, "stop_accuracy")
+    step_size = eps / 10 if step_size is None else _check_positive(step_size, "step_size")
+    if _check_positive(stop_accuracy, "stop_accuracy") > 1:
+        raise ValueError(f"stop_accuracy must lie in (0, 1], got {stop_accuracy}")
     poison = partial(
         _em_poison,
         eps=eps,

@@ -78,6 +78,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="markdown file whose bench block gets the tables (default: BENCHMARKS.md)")
     parser.add_argument("--no-write", action="store_true", help="leave the benchmarks file alone")
     parser.add_argument("--resume", action="store_true", help="keep the finished cells of <out>/results.json")
+    parser.add_argument("--no-clean", action="store_true",
+                        help="skip the clean row (when one run is split between processes: give it to one of them)")
+    parser.add_argument("--merge", nargs="+", type=Path, default=[], metavar="DIR",
+                        help="fold the finished cells of these --out folders (same settings) into --out first")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="device of the victim's training (D-VAE fits follow Accelerate's choice)")
     parser.set_defaults(command_line=None)
 
 
@@ -167,6 +173,16 @@ class Results:
         self.data["runs"][-1]["computed"] += 1
         self.save()
 
+    def merge(self, other: Path) -> None:
+        """Take the cells of another results file made with the same settings."""
+        stored = json.loads((other / RESULTS_FILE).read_text())
+        if stored["settings"] != self.data["settings"]:
+            raise ValueError(f"--merge: {other} was made with other settings ({stored['settings']})")
+        for name in ("cells", "poison_seconds"):
+            self.data[name].update(stored[name])
+        self.data["runs"].extend(stored["runs"])
+        self.save()
+
     def add_poison_time(self, attack: str, seed: int, seconds: float) -> None:
         self.data["poison_seconds"][f"{attack}/{seed}"] = seconds
 
@@ -186,6 +202,11 @@ class Samples:
         temporary = self.path.with_name(self.path.name + ".tmp")
         save_file(self.tensors, str(temporary))
         os.replace(temporary, self.path)
+
+    def merge(self, other: Path) -> None:
+        if (other / SAMPLES_FILE).is_file():
+            for key, value in load_file(str(other / SAMPLES_FILE)).items():
+                self.add(*key.split("/", 1), value)
 
     def grid(self) -> dict[tuple[str, str], torch.Tensor]:
         return {tuple(key.split("/", 1)): value for key, value in self.tensors.items()}
@@ -266,7 +287,8 @@ def _run_cells(args: argparse.Namespace, attacks: list[str], defenses: list[str]
             for defense in pending:
                 purified, defense_seconds = _timed(defend, defense, poisoned, data.train_labels, seed)
                 model, victim_seconds = _timed(victim.train_victim, purified, data.train_labels,
-                                               num_classes=NUM_CLASSES, epochs=victim_epochs, seed=seed)
+                                               num_classes=NUM_CLASSES, epochs=victim_epochs, seed=seed,
+                                               device=args.device)
                 score = victim.accuracy(model, data.test_images, data.test_labels)
                 results.add(attack, defense, seed, accuracy=score, defense_seconds=defense_seconds,
                             victim_seconds=victim_seconds)
@@ -406,12 +428,15 @@ def run(args: argparse.Namespace) -> int:
     if args.warm_start is not None and not args.warm_start.is_dir():
         raise ValueError(f"--warm-start {args.warm_start}: no such purifier folder")
     seeds = list(dict.fromkeys(args.seeds))
-    attacks = [CLEAN, *dict.fromkeys(args.attacks)]
+    attacks = [*([] if args.no_clean else [CLEAN]), *dict.fromkeys(args.attacks)]
     command = args.command_line or shlex.join(["dvae-purify", *sys.argv[1:]])
     data = _load_data(args.quick)
     args.out.mkdir(parents=True, exist_ok=True)
     results = Results(args.out / RESULTS_FILE, _settings(args, data), resume=args.resume)
     samples = Samples(args.out / SAMPLES_FILE, resume=args.resume)
+    for folder in args.merge:
+        results.merge(folder)
+        samples.merge(folder)
     results.start_run(command)
     _run_cells(args, attacks, defenses, seeds, data, results, samples)
     report = render_report(results, attacks, defenses, seeds, command)

@@ -39,28 +39,35 @@ def quantize(images: torch.Tensor) -> torch.Tensor:
     return torch.round(images.clamp(0.0, 1.0) * 255.0) / 255.0
 
 
-def _in_micro_batches(
-    images: torch.Tensor,
-    labels: torch.Tensor | None,
-    batch_size: int,
-    device: torch.device,
-    step: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
-) -> torch.Tensor:
+def _generator(seed: int | None, device: torch.device) -> torch.Generator | None:
+    return None if seed is None else torch.Generator(device).manual_seed(seed)
+
+
+Step = Callable[[torch.Tensor, "torch.Tensor | None", "torch.Generator | None"], torch.Tensor]
+
+
+def _run(models: tuple[DVAE, ...], images: torch.Tensor, labels: torch.Tensor | None, batch_size: int,
+         seed: int | None, step: Step) -> torch.Tensor:
+    """``step(x, y, generator)`` over micro-batches, models in eval mode, results gathered on the CPU."""
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
+    device = _device_of(models[0])
+    generator = _generator(seed, device)
     out = torch.empty(images.shape, dtype=torch.float32)
-    for start in range(0, images.shape[0], batch_size):
-        stop = start + batch_size
-        x = images[start:stop].to(device, torch.float32)
-        y = None if labels is None else labels[start:stop].to(device)
-        with torch.inference_mode():
-            result = step(x, y).float().cpu()
-        out[start:stop] = result  # copied outside inference mode: the output can feed autograd later
+    with _evaluating(*models):
+        for start in range(0, images.shape[0], batch_size):
+            stop = start + batch_size
+            x = images[start:stop].to(device, torch.float32)
+            y = None if labels is None else labels[start:stop].to(device)
+            with torch.inference_mode():
+                result = step(x, y, generator).float().cpu()
+            out[start:stop] = result  # copied outside inference mode: the output can feed autograd later
     return out
 
 
-def _generator(seed: int | None, device: torch.device) -> torch.Generator | None:
-    return None if seed is None else torch.Generator(device).manual_seed(seed)
+def _subtract_perturbation(model: DVAE, x: torch.Tensor, y: torch.Tensor, sample: bool,
+                           generator: torch.Generator | None) -> torch.Tensor:
+    return quantize(x - model(x, y, sample=sample, generator=generator).perturbation.float())
 
 
 def remove_perturbation(
@@ -73,15 +80,8 @@ def remove_perturbation(
     seed: int | None = None,
 ) -> torch.Tensor:
     """Stage-1 purification: ``clamp(x - p(x, y), 0, 1)``, rounded to 8-bit levels."""
-    device = _device_of(model)
-    generator = _generator(seed, device)
-
-    def step(x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        perturbation = model(x, y, sample=sample, generator=generator).perturbation
-        return quantize(x - perturbation.float())
-
-    with _evaluating(model):
-        return _in_micro_batches(images, labels, batch_size, device, step)
+    return _run((model,), images, labels, batch_size, seed,
+                lambda x, y, generator: _subtract_perturbation(model, x, y, sample, generator))
 
 
 def reconstruct(
@@ -93,14 +93,8 @@ def reconstruct(
     seed: int | None = None,
 ) -> torch.Tensor:
     """The label-free path: the model's rate-limited reconstruction of ``images``."""
-    device = _device_of(model)
-    generator = _generator(seed, device)
-
-    def step(x: torch.Tensor, _: torch.Tensor | None) -> torch.Tensor:
-        return model.reconstruct(x, sample=sample, generator=generator).clamp(0.0, 1.0)
-
-    with _evaluating(model):
-        return _in_micro_batches(images, None, batch_size, device, step)
+    return _run((model,), images, None, batch_size, seed,
+                lambda x, _, generator: model.reconstruct(x, sample=sample, generator=generator).clamp(0.0, 1.0))
 
 
 def purify_two_stage(
@@ -120,13 +114,10 @@ def purify_two_stage(
     ``sample=True`` draws the latent (as the authors do) with a generator seeded by
     ``seed``; the default uses the latent mean and is deterministic.
     """
-    device = _device_of(stage2)
-    generator = _generator(seed, device)
 
-    def step(x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        x1 = quantize(x - stage1(x, y).perturbation.float())
+    def step(x: torch.Tensor, y: torch.Tensor | None, generator: torch.Generator | None) -> torch.Tensor:
+        x1 = _subtract_perturbation(stage1, x, y, False, None)
         x1_clean = torch.clamp(x1 - stage2(x1, y, sample=False).perturbation.float(), 0.0, 1.0)
         return stage2.reconstruct(x1_clean, sample=sample, generator=generator).clamp(0.0, 1.0)
 
-    with _evaluating(stage1, stage2):
-        return _in_micro_batches(images, labels, batch_size, device, step)
+    return _run((stage1, stage2), images, labels, batch_size, seed, step)

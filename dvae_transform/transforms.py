@@ -70,11 +70,14 @@ class DVAEPurify(
 ):
     """Remove unlearnable perturbations with a fitted two-stage D-VAE.
 
-    Call it on ``(images, labels)``: one CHW image or an NCHW batch (tensor,
-    ``tv_tensors.Image``, numpy) or PIL image(s), uint8 or float in [0, 1]. It returns
-    the same kind of thing: PIL in, PIL out; tensors in, float tensors in [0, 1] out.
-    Without a label (a v1 pipeline) it falls back to the stage-2 reconstruction of
-    the input, and warns once that it does.
+    As a transform, call it on ``(image, label)``: one CHW image or an NCHW batch
+    (tensor or ``tv_tensors.Image``, uint8 or float in [0, 1]) or a PIL image, with an int
+    label or a 1-D tensor of labels. Like every v2 transform it returns its inputs with the
+    image(s) replaced: ``purifier(x, y) -> (purified, y)``; PIL in, PIL out; tensors in,
+    float tensors in [0, 1] out. Without a label (a v1 pipeline) it falls back to the
+    stage-2 reconstruction of the input, and warns once that it does.
+    :meth:`purify` is the plain batch API: ``purifier.purify(x, y) -> purified`` (numpy
+    arrays and lists of PIL images accepted too).
 
     Args:
         stage1: the stage-1 D-VAE (tight KL bound).

@@ -207,6 +207,7 @@ def test_bad_arguments_are_named(kwargs: dict, error: type[Exception], words: st
         ("autoregressive", {"l2": float("nan")}, "l2"),
         ("error_minimizing", {"pgd_steps": 2.5}, "pgd_steps"),
         ("error_minimizing", {"step_size": 0}, "step_size"),
+        ("error_minimizing", {"stop_accuracy": 1.5}, "stop_accuracy"),
     ],
 )
 def test_bad_budgets_are_named(name: str, kwargs: dict, words: str) -> None:
