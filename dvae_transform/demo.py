@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import torch
 from torchvision.utils import save_image
 
 from .attacks import lsp
+from .bench import write_block
 from .config import PRESETS
 from .mnist import load_mnist32
 from .transforms import DVAEPurify
@@ -32,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="override the preset's epochs per stage")
     parser.add_argument("--seed", type=int, default=0, help="seed of the poison, the fit and the victims")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--benchmarks-file", type=Path, default=None,
+                        help="also write the accuracies and timings into this markdown file's demo block")
 
 
 def _grid(clean: torch.Tensor, poisoned: torch.Tensor, purified: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -75,4 +80,25 @@ def run(args: argparse.Namespace) -> int:
     parts = ", ".join(f"{key[:-2]} {value:.1f} s" for key, value in timings.items())
     print(f"timings: {parts}; total {total:.1f} s")
     print(f"wrote {args.out / 'grid.png'} (rows: clean / poisoned / purified) and {args.out / 'demo.json'}")
+    if args.benchmarks_file is not None:
+        write_block(args.benchmarks_file, _report(summary, " ".join(["dvae-purify", *sys.argv[2:]])), name="demo")
     return 0
+
+
+def _report(summary: dict, command: str) -> str:
+    accuracy, timings = summary["accuracy"], summary["timings_s"]
+    lines = [
+        f"Command: `{command}` ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPU cores, "
+        f"torch {torch.__version__}). LSP poison (default budget), preset `{summary['preset']}`, "
+        f"seed {summary['seed']}.",
+        "",
+        "| victim trained on | clean-test accuracy |",
+        "| --- | --- |",
+        *[f"| {name} data | {value:.3f} |" for name, value in accuracy.items()],
+        "",
+        "| step | seconds |",
+        "| --- | --- |",
+        *[f"| {name[:-2]} | {value:.1f} |" for name, value in timings.items()],
+        f"| total | {sum(timings.values()):.1f} |",
+    ]
+    return "\n".join(lines)

@@ -218,8 +218,8 @@ def saved_purifier(purifier, tmp_path) -> Path:
 def test_killed_run_resumes_from_finished_shards(purifier, saved_purifier, tmp_path):
     cache, log = tmp_path / "cache", tmp_path / "calls.log"
     num_shards = NUM_ITEMS // SHARD_SIZE
-    process = _start_worker(saved_purifier, cache, tmp_path / "killed.safetensors", log, delay=0.3)
-    deadline = time.monotonic() + 90
+    process = _start_worker(saved_purifier, cache, tmp_path / "killed.safetensors", log, delay=0.5)
+    deadline = time.monotonic() + 300
     while _finished_shards(cache) < 3 and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
