@@ -359,10 +359,11 @@ class PurifiedDataset(Dataset):
         cached = broadcast(accelerator, cache is not None)
         with cache.lock() if cache is not None else contextlib.nullcontext():
             todo = broadcast(accelerator, cache.missing_shards() if cache is not None else range(self.num_shards))
-            computed = dict(gather(accelerator, self._purify_shards(share(accelerator, list(todo)), labels)))
-            if cache is not None:
-                for index, stored in computed.items():
-                    cache.write_shard(index, _expand(stored))
+            mine = self._purify_shards(share(accelerator, list(todo)), labels, cache)
+            computed = dict(gather(accelerator, mine))
+            if cache is not None:  # the main process stores what the other processes computed
+                for index in computed.keys() - dict(mine).keys():
+                    cache.write_shard(index, _expand(computed[index]))
         wait_for_everyone(accelerator)
         if cached and cache is None:  # the other processes read what the main process wrote
             cache = self._open_cache()
@@ -398,13 +399,20 @@ class PurifiedDataset(Dataset):
         images = self.purifier.check_images(images, name=f"dataset items {items.start}-{items.stop - 1}")
         return _compact(self.purifier.purify(images, labels[items.start : items.stop]), self.cache_dtype)
 
-    def _purify_shards(self, indices: list[int], labels: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
+    def _purify_shards(
+        self, indices: list[int], labels: torch.Tensor, cache: TensorCache | None
+    ) -> list[tuple[int, torch.Tensor]]:
+        """Purify the given shards; each is written to ``cache`` (if any) as soon as it is done,
+        so a run killed half-way keeps its finished shards."""
         total = sum(len(self._shard_range(index)) for index in indices)
         show = self.progress and is_main_process(self.accelerator)
         results = []
         with tqdm(total=total, desc="purifying", unit="img", disable=not show) as bar:
             for index in indices:
-                results.append((index, self._purify_shard(index, labels)))
+                stored = self._purify_shard(index, labels)
+                if cache is not None:
+                    cache.write_shard(index, _expand(stored))
+                results.append((index, stored))
                 bar.update(len(self._shard_range(index)))
         return results
 

@@ -24,6 +24,8 @@ from torch.utils.data import TensorDataset
 from dvae_transform import DVAEPurify
 from dvae_transform.data import PurifiedDataset
 
+torch.set_num_threads(1)  # as in the test process: bit-identical arithmetic
+
 NUM_ITEMS = 48
 SHARD_SIZE = 4
 

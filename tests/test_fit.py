@@ -55,6 +55,7 @@ def test_fit_does_not_touch_global_rng(tiny_data) -> None:
 KILLED_FIT = """
 import sys, torch
 from dvae_transform import DVAEPurify
+torch.set_num_threads(1)  # as in this process (conftest): same thread count, bit-identical arithmetic
 images = torch.rand(256, 1, 16, 16, generator=torch.Generator().manual_seed(0))
 labels = torch.arange(256) % 4
 DVAEPurify.fit((images, labels), seed=1, checkpoint_dir=sys.argv[1], epochs=6, width=8, latent_dim=8,
@@ -123,7 +124,8 @@ def test_fit_accepts_hf_dataset() -> None:
         ((torch.rand(2, 16, 16), torch.arange(2)), ValueError, "rank 3|2 labels for 1 images|channel"),
         ((torch.rand(4, 1, 16, 16), torch.tensor([0, 1, 2, 5])), ValueError, r"\[0, 4\)"),
         ((torch.rand(0, 1, 16, 16), torch.zeros(0, dtype=torch.long)), ValueError, "empty"),
-        ([], TypeError, "data must be"),
+        ([], ValueError, "empty"),
+        (42, TypeError, "data must be"),
     ],
 )
 def test_bad_fit_input_is_named(data, error, words) -> None:
