@@ -34,6 +34,7 @@ from safetensors.torch import load_file, save_file
 from . import plots, victim
 from .attacks import ATTACKS, make_poison
 from .baselines import BitDepthReduction, JPEGCompression, PlainVAE
+from .cli import positive_int
 from .config import PRESETS, resolve_config
 from .mnist import DigitSplit, load_mnist32
 from .transforms import DVAEPurify
@@ -57,13 +58,6 @@ MNIST_BUDGETS: dict[str, dict[str, float]] = {
 }
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the benchmark's options to ``parser`` (used by ``dvae-purify bench`` and ``main``)."""
     parser.add_argument("--attacks", nargs="*", choices=list(ATTACKS), default=list(ATTACKS), metavar="ATTACK",
@@ -72,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"defenses to run, from {', '.join(DEFENSES)} (default: all; dvae_warm "
                              "only with --warm-start)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="fast", help="D-VAE / plain VAE recipe")
-    parser.add_argument("--epochs", type=_positive_int, default=None, help="override the preset's epochs per stage")
+    parser.add_argument("--epochs", type=positive_int, default=None, help="override the preset's epochs per stage")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="seeds of attack, fit and victim")
     parser.add_argument("--warm-start", type=Path, default=None, metavar="PATH",
                         help="purifier folder (save_pretrained) that the dvae_warm defense starts from")

@@ -36,7 +36,8 @@ PLUGIN_COMMANDS = {
 # ----------------------------------------------------------------------------- parser
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """An ``argparse`` type: a positive integer."""
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
@@ -69,18 +70,18 @@ def _add_purify_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="fast",
                         help="training recipe for --fit: 'fast' (CPU-friendly) or 'paper' (published settings); "
                              "default: fast")
-    parser.add_argument("--epochs", type=_positive_int, help="--fit: epochs per stage (default: the preset's)")
-    parser.add_argument("--width", type=_positive_int, help="--fit: network stem width (default: the preset's)")
-    parser.add_argument("--latent-dim", type=_positive_int,
+    parser.add_argument("--epochs", type=positive_int, help="--fit: epochs per stage (default: the preset's)")
+    parser.add_argument("--width", type=positive_int, help="--fit: network stem width (default: the preset's)")
+    parser.add_argument("--latent-dim", type=positive_int,
                         help="--fit: latent channels (default: the preset's)")
-    parser.add_argument("--batch-size", type=_positive_int,
+    parser.add_argument("--batch-size", type=positive_int,
                         help="images per purification batch, and per training step with --fit "
                              "(default: 256 for purification, the preset's for fitting)")
     parser.add_argument("--image-column", help="image column of a save_to_disk dataset (default: image/img/...)")
     parser.add_argument("--label-column", help="label column of a save_to_disk dataset (default: label/labels/...)")
     parser.add_argument("--split", help="split of a saved DatasetDict to purify (default: train); "
                                         "the other splits are written unchanged")
-    parser.add_argument("--num-classes", type=_positive_int,
+    parser.add_argument("--num-classes", type=positive_int,
                         help="number of classes (default: from the weights, the folder's classes, the dataset's "
                              "ClassLabel, or max(label) + 1)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu",
