@@ -243,7 +243,7 @@ class Defender:
             return DVAEPurify.fit((images, labels), NUM_CLASSES, **fit_options).purify(images, labels)
         if defense == "dvae_warm":
             if self._warm is None:
-                self._warm = DVAEPurify.from_folder(self.warm_start)
+                self._warm = DVAEPurify.from_pretrained(self.warm_start)
             purifier = DVAEPurify.fit((images, labels), NUM_CLASSES, init=self._warm, **fit_options)
             return purifier.purify(images, labels)
         raise ValueError(f"unknown defense {defense!r}; known defenses: {', '.join(DEFENSES)}")

@@ -249,11 +249,6 @@ class DVAEPurify(
             raise ValueError(f"{os.path.join(source, 'config.json')} is not valid JSON: {error}") from None
 
     @classmethod
-    def from_folder(cls, directory: str | os.PathLike, **purifier_kwargs: Any) -> DVAEPurify:
-        """Load a purifier from a local folder only (never the network); see :meth:`from_pretrained`."""
-        return cls.from_pretrained(Path(directory), **purifier_kwargs)
-
-    @classmethod
     def _from_pretrained(
         cls,
         *,

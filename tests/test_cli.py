@@ -184,7 +184,7 @@ def test_fit_saves_weights_that_reproduce_the_output(tmp_path, data_u8, capsys):
 
     printed = capsys.readouterr().out
     assert "fitted purifier" in printed and "purified 64 images" in printed
-    fitted = DVAEPurify.from_folder(tmp_path / "w")
+    fitted = DVAEPurify.from_pretrained(tmp_path / "w")
     assert fitted.num_classes == 4 and fitted.stage1.config["width"] == 8
     with np.load(tmp_path / "out" / "in.npz") as archive:
         out = torch.from_numpy(archive["images"])

@@ -98,7 +98,7 @@ def test_local_round_trip_purifies_identically(saved: Path, tiny_purifier: DVAEP
     assert (loaded.batch_size, loaded.sample, loaded.seed) == (tiny_purifier.batch_size, False, None)
     images, labels = tiny_data
     assert torch.equal(v2.Compose([loaded])(images[0], labels[0])[0], tiny_purifier.purify(images[0], labels[0]))
-    assert torch.equal(purified(DVAEPurify.from_folder(str(saved)), tiny_data), purified(loaded, tiny_data))
+    assert torch.equal(purified(DVAEPurify.from_pretrained(str(saved)), tiny_data), purified(loaded, tiny_data))
 
 
 def test_saved_defaults_are_restored_and_can_be_overridden(tiny_purifier: DVAEPurify, tmp_path: Path) -> None:
