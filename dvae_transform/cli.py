@@ -44,6 +44,27 @@ def positive_int(text: str) -> int:
     return value
 
 
+def add_purifier_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--weights REPO_OR_DIR | --fit`` and the ``--fit-*`` settings, for training scripts (see ``examples/``)."""
+    fast = PRESETS["fast"]
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--weights", help="purifier weights: a save_pretrained folder, a Hub repo id or a name")
+    source.add_argument("--fit", action="store_true", help="fit the purifier on the training data first")
+    parser.add_argument("--fit-epochs", type=positive_int, default=fast.epochs,
+                        help="D-VAE epochs per stage with --fit")
+    parser.add_argument("--fit-width", type=positive_int, default=fast.width, help="D-VAE width with --fit")
+    parser.add_argument("--fit-latent-dim", type=positive_int, default=fast.latent_dim,
+                        help="D-VAE latent channels with --fit")
+
+
+def purifier_from_args(args: argparse.Namespace, data: object, **fit_options: object) -> DVAEPurify:
+    """The purifier that :func:`add_purifier_arguments`' options ask for: loaded, or fitted on ``data``."""
+    if args.weights is not None:
+        return DVAEPurify.from_pretrained(args.weights)
+    return DVAEPurify.fit(data, preset="fast", epochs=args.fit_epochs, width=args.fit_width,
+                          latent_dim=args.fit_latent_dim, **fit_options)
+
+
 def _add_purify_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "purify",

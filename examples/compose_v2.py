@@ -27,7 +27,8 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from torchvision.datasets import CIFAR10
 from torchvision.transforms import v2
 
-from dvae_transform import PRESETS, DVAEPurify
+from dvae_transform import DVAEPurify
+from dvae_transform.cli import add_purifier_arguments, purifier_from_args
 from dvae_transform.io import read_dataset
 from dvae_transform.victim import small_cnn
 
@@ -56,17 +57,11 @@ def build_pipeline(purifier: DVAEPurify) -> v2.Compose:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    fast = PRESETS["fast"]
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", help="training data: .npz, image folder or save_to_disk folder "
                                        "(default: CIFAR-10 train, downloaded to --root)")
     parser.add_argument("--root", default="./data", help="download folder for CIFAR-10 (default: ./data)")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--weights", help="purifier weights: a save_pretrained folder or a Hub repo id")
-    source.add_argument("--fit", action="store_true", help="fit the purifier on the data first")
-    parser.add_argument("--fit-epochs", type=int, default=fast.epochs, help="D-VAE epochs per stage with --fit")
-    parser.add_argument("--fit-width", type=int, default=fast.width, help="D-VAE width with --fit")
-    parser.add_argument("--fit-latent-dim", type=int, default=fast.latent_dim, help="D-VAE latent channels with --fit")
+    add_purifier_arguments(parser)
     parser.add_argument("--epochs", type=int, default=1, help="epochs of the small classifier (default: 1)")
     parser.add_argument("--batch-size", type=int, default=64, help="classifier batch size (default: 64)")
     parser.add_argument("--seed", type=int, default=0, help="seed for fitting and training (default: 0)")
@@ -82,11 +77,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     else:
         images, labels, _ = read_dataset(args.data, progress=False)
         dataset = TensorDataset(images, labels)
-    if args.weights is not None:
-        purifier = DVAEPurify.from_pretrained(args.weights)
-    else:
-        purifier = DVAEPurify.fit(dataset, preset="fast", epochs=args.fit_epochs, width=args.fit_width,
-                                  latent_dim=args.fit_latent_dim, seed=args.seed)
+    purifier = purifier_from_args(args, dataset, seed=args.seed)
 
     loader = DataLoader(PairTransformed(dataset, build_pipeline(purifier)), batch_size=args.batch_size, shuffle=True)
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from dvae_transform import PRESETS, DVAEPurify
+from dvae_transform.cli import add_purifier_arguments, purifier_from_args
 from dvae_transform.data import PurifiedDataset, hf_columns
 from dvae_transform.victim import small_cnn
 
@@ -32,18 +32,12 @@ def load_train_split(args: argparse.Namespace) -> datasets.Dataset:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    fast = PRESETS["fast"]
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", help="a save_to_disk folder (default: uoft-cs/cifar10 from the Hub)")
     parser.add_argument("--limit", type=int, default=5000, help="CIFAR-10 images to use from the Hub (default: 5000)")
     parser.add_argument("--image-column", help="image column (default: image/img/pixel_values)")
     parser.add_argument("--label-column", help="label column (default: label/labels/fine_label)")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--weights", help="purifier weights: a save_pretrained folder or a Hub repo id")
-    source.add_argument("--fit", action="store_true", help="fit the purifier on the data first")
-    parser.add_argument("--fit-epochs", type=int, default=fast.epochs, help="D-VAE epochs per stage with --fit")
-    parser.add_argument("--fit-width", type=int, default=fast.width, help="D-VAE width with --fit")
-    parser.add_argument("--fit-latent-dim", type=int, default=fast.latent_dim, help="D-VAE latent channels with --fit")
+    add_purifier_arguments(parser)
     parser.add_argument("--save-to", help="also save the purified dataset here with save_to_disk")
     parser.add_argument("--epochs", type=int, default=2, help="epochs of the small classifier (default: 2)")
     parser.add_argument("--batch-size", type=int, default=64, help="classifier batch size (default: 64)")
@@ -57,12 +51,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     torch.manual_seed(args.seed)
     train = load_train_split(args)
     image_column, label_column = hf_columns(train, args.image_column, args.label_column)
-    if args.weights is not None:
-        purifier = DVAEPurify.from_pretrained(args.weights)
-    else:
-        purifier = DVAEPurify.fit(train, image_column=image_column, label_column=label_column, preset="fast",
-                                  epochs=args.fit_epochs, width=args.fit_width, latent_dim=args.fit_latent_dim,
-                                  seed=args.seed)
+    purifier = purifier_from_args(args, train, image_column=image_column, label_column=label_column, seed=args.seed)
 
     purified = PurifiedDataset(train, purifier, image_column=image_column, label_column=label_column).to_hf_dataset()
     if args.save_to is not None:

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from torchvision.datasets import CIFAR10
 from torchvision.transforms import v2
 
-from dvae_transform import PRESETS, DVAEPurify
+from dvae_transform.cli import add_purifier_arguments, purifier_from_args
 from dvae_transform.data import PurifiedDataset, load_images_and_labels
 from dvae_transform.io import read_dataset
 
@@ -71,15 +71,6 @@ def load_split(path: str | None, root: str, train: bool) -> Dataset:
     return TensorDataset(images, labels)
 
 
-def get_purifier(args: argparse.Namespace, train_set: Dataset) -> DVAEPurify:
-    """Saved weights (a local folder or a Hub repo id), or a purifier fitted on the training set."""
-    if args.weights is not None:
-        return DVAEPurify.from_pretrained(args.weights)
-    return DVAEPurify.fit(train_set, preset="fast", epochs=args.fit_epochs, width=args.fit_width,
-                          latent_dim=args.fit_latent_dim, seed=args.seed)
-
-
-@torch.inference_mode()
 def accuracy(model: nn.Module, dataset: Dataset, device: torch.device, batch_size: int = 512) -> float:
     """Top-1 accuracy of ``model`` on ``dataset``."""
     images, labels = load_images_and_labels(dataset)
@@ -113,19 +104,13 @@ def train(model: nn.Module, loader: DataLoader, *, epochs: int, lr: float, devic
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    fast = PRESETS["fast"]
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", help="training data: .npz, image folder or save_to_disk folder "
                                        "(default: CIFAR-10 train, downloaded)")
     parser.add_argument("--test-data", help="clean test data in the same formats (default: CIFAR-10 test "
                                             "when --data is not given, else no evaluation)")
     parser.add_argument("--root", default="./data", help="download folder for CIFAR-10 (default: ./data)")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--weights", help="purifier weights: a save_pretrained folder or a Hub repo id")
-    source.add_argument("--fit", action="store_true", help="fit the purifier on the training data first")
-    parser.add_argument("--fit-epochs", type=int, default=fast.epochs, help="D-VAE epochs per stage with --fit")
-    parser.add_argument("--fit-width", type=int, default=fast.width, help="D-VAE width with --fit")
-    parser.add_argument("--fit-latent-dim", type=int, default=fast.latent_dim, help="D-VAE latent channels with --fit")
+    add_purifier_arguments(parser)
     parser.add_argument("--epochs", type=int, default=30, help="classifier epochs (default: 30)")
     parser.add_argument("--width", type=int, default=32, help="classifier width (default: 32)")
     parser.add_argument("--batch-size", type=int, default=128, help="classifier batch size (default: 128)")
@@ -143,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
     train_set = load_split(args.data, args.root, train=True)
-    purifier = get_purifier(args, train_set)
+    purifier = purifier_from_args(args, train_set, seed=args.seed)
     purifier.device = device
     size = purifier.image_size
     augment = v2.Compose([v2.RandomCrop(size, padding=size // 8), v2.RandomHorizontalFlip()])
