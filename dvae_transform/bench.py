@@ -39,7 +39,8 @@ from .config import PRESETS, resolve_config
 from .mnist import DigitSplit, load_mnist32
 from .transforms import DVAEPurify
 
-DEFENSES = ("none", "jpeg", "bitdepth", "plain_vae", "dvae", "dvae_warm")
+DEFENSES = ("none", "jpeg", "bitdepth", "plain_vae", "dvae", "dvae_warm", "dvae_zero_shot")
+NEEDS_WEIGHTS = ("dvae_warm", "dvae_zero_shot")  # defenses that start from --warm-start weights
 CLEAN = "clean"
 NUM_CLASSES = 10
 JPEG_QUALITY = 10
@@ -63,13 +64,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--attacks", nargs="*", choices=list(ATTACKS), default=list(ATTACKS), metavar="ATTACK",
                         help=f"attacks to run (default: all of {', '.join(ATTACKS)}); the clean row always runs")
     parser.add_argument("--defenses", nargs="+", choices=DEFENSES, default=None, metavar="DEFENSE",
-                        help=f"defenses to run, from {', '.join(DEFENSES)} (default: all; dvae_warm "
+                        help=f"defenses to run, from {', '.join(DEFENSES)} (default: all; dvae_warm and dvae_zero_shot "
                              "only with --warm-start)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="fast", help="D-VAE / plain VAE recipe")
     parser.add_argument("--epochs", type=positive_int, default=None, help="override the preset's epochs per stage")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="seeds of attack, fit and victim")
     parser.add_argument("--warm-start", type=Path, default=None, metavar="PATH",
-                        help="purifier folder (save_pretrained) that the dvae_warm defense starts from")
+                        help="purifier folder (save_pretrained) that dvae_warm fine-tunes and dvae_zero_shot "
+                             "applies as it is")
     parser.add_argument("--quick", action="store_true",
                         help=f"tiny run for tests: {QUICK_SIZES[0]} train / {QUICK_SIZES[1]} test images, "
                              f"{QUICK_VICTIM_EPOCHS} victim epoch, fit settings {QUICK_FIT}")
@@ -93,9 +95,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _defenses(args: argparse.Namespace) -> list[str]:
     if args.defenses is None:
-        return [name for name in DEFENSES if name != "dvae_warm" or args.warm_start is not None]
-    if "dvae_warm" in args.defenses and args.warm_start is None:
-        raise ValueError("the dvae_warm defense needs --warm-start PATH (a folder written by save_pretrained)")
+        return [name for name in DEFENSES if name not in NEEDS_WEIGHTS or args.warm_start is not None]
+    needing = [name for name in args.defenses if name in NEEDS_WEIGHTS]
+    if needing and args.warm_start is None:
+        raise ValueError(f"the {' and '.join(needing)} defense needs --warm-start PATH (weights to start from)")
     return list(dict.fromkeys(args.defenses))
 
 
@@ -241,9 +244,11 @@ class Defender:
             return PlainVAE.fit(images, **fit_options)(images)
         if defense == "dvae":
             return DVAEPurify.fit((images, labels), NUM_CLASSES, **fit_options).purify(images, labels)
-        if defense == "dvae_warm":
+        if defense in NEEDS_WEIGHTS:
             if self._warm is None:
                 self._warm = DVAEPurify.from_pretrained(self.warm_start)
+            if defense == "dvae_zero_shot":
+                return self._warm.purify(images, labels)
             purifier = DVAEPurify.fit((images, labels), NUM_CLASSES, init=self._warm, **fit_options)
             return purifier.purify(images, labels)
         raise ValueError(f"unknown defense {defense!r}; known defenses: {', '.join(DEFENSES)}")
@@ -356,6 +361,7 @@ def _describe(defense: str, settings: dict[str, Any]) -> str:
         "plain_vae": "plain_vae = the D-VAE without its perturbation branch (one stage, KL bound 1, same recipe)",
         "dvae": f"dvae = two-stage D-VAE fitted on the poisoned set ({recipe})",
         "dvae_warm": f"dvae_warm = dvae warm-started from `{settings['warm_start']}`",
+        "dvae_zero_shot": f"dvae_zero_shot = `{settings['warm_start']}` applied as it is (no fit)",
     }[defense]
 
 

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from dvae_transform import DVAEPurify, bench
 from dvae_transform.baselines import PlainVAE
@@ -68,25 +69,31 @@ def test_quick_bench_writes_results_report_figures_and_resumes(tmp_path):
         bench.main([*argv, "--defenses", "none", "--resume", "--epochs", "3"])
 
 
-def test_warm_start_defense_fits_from_a_saved_purifier(tmp_path, monkeypatch):
+def test_warm_start_and_zero_shot_defenses_use_a_saved_purifier(tmp_path, monkeypatch):
     generator = torch.Generator().manual_seed(0)
     images, labels = torch.rand(20, 1, 32, 32, generator=generator), torch.arange(20) % 10
     start = DVAEPurify.fit((images, labels), 10, epochs=1, width=8, latent_dim=8, batch_size=32, progress=False)
     start.save_pretrained(tmp_path / "start")
     monkeypatch.chdir(tmp_path)
-    argv = ["--quick", "--attacks", "lsp", "--defenses", "dvae_warm", "--seeds", "0", "--no-write",
+    argv = ["--quick", "--attacks", "lsp", "--defenses", "dvae_warm", "dvae_zero_shot", "--seeds", "0", "--no-write",
             "--warm-start", str(tmp_path / "start"), "--out", str(tmp_path / "out")]
 
     assert bench.main(argv) == 0
 
     cells = json.loads((tmp_path / "out" / "results.json").read_text())["cells"]
-    assert set(cells) == {"clean/dvae_warm/0", "lsp/dvae_warm/0"}
+    defenses = ("dvae_warm", "dvae_zero_shot")
+    assert set(cells) == {f"{row}/{defense}/0" for row in ("clean", "lsp") for defense in defenses}
+    shown = load_file(str(tmp_path / "out" / "samples.safetensors"))
+    clean = shown["clean/clean"]
+    expected = start.purify(clean, torch.arange(len(clean)))  # the sampled digits are 0, 1, 2, 3 in order
+    assert torch.allclose(shown["clean/dvae_zero_shot"], expected, atol=1e-6)
     assert not (tmp_path / "BENCHMARKS.md").exists()
 
 
-def test_dvae_warm_needs_a_warm_start(tmp_path):
+@pytest.mark.parametrize("defense", ["dvae_warm", "dvae_zero_shot"])
+def test_weight_based_defenses_need_a_warm_start(tmp_path, defense):
     with pytest.raises(ValueError, match="--warm-start"):
-        bench.main(["--quick", "--defenses", "dvae_warm", "--out", str(tmp_path)])
+        bench.main(["--quick", "--defenses", defense, "--out", str(tmp_path)])
 
 
 def test_write_block_creates_appends_and_rejects_broken_markers(tmp_path):
