@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -281,7 +282,9 @@ def _plugin_command(args: argparse.Namespace, extra: list[str]) -> int:
         raise ValueError(f"not available (this installation has no {module_name} module)") from error
     parser = argparse.ArgumentParser(prog=f"dvae-purify {args.plugin}", description=PLUGIN_COMMANDS[args.plugin])
     module.add_arguments(parser)
-    return int(module.run(parser.parse_args(extra)))
+    options = parser.parse_args(extra)
+    options.command_line = shlex.join(["dvae-purify", args.plugin, *extra])
+    return int(module.run(options))
 
 
 # ----------------------------------------------------------------------------- entry point

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -37,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.add_argument("--benchmarks-file", type=Path, default=None,
                         help="also write the accuracies and timings into this markdown file's demo block")
+    parser.set_defaults(command_line="dvae-purify demo")
 
 
 def _grid(clean: torch.Tensor, poisoned: torch.Tensor, purified: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"timings: {parts}; total {total:.1f} s")
     print(f"wrote {args.out / 'grid.png'} (rows: clean / poisoned / purified) and {args.out / 'demo.json'}")
     if args.benchmarks_file is not None:
-        write_block(args.benchmarks_file, _report(summary, " ".join(["dvae-purify", *sys.argv[2:]])), name="demo")
+        write_block(args.benchmarks_file, _report(summary, args.command_line), name="demo")
     return 0
 
 
