@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState, PartialState
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 from tqdm.auto import tqdm
@@ -227,6 +228,23 @@ def train_stage(
     return trained.eval(), history
 
 
+def _accelerator_for(config: FitConfig) -> Accelerator:
+    """An Accelerator with the config's mixed precision.
+
+    Accelerate keeps one process-wide state and refuses a second Accelerator with another
+    precision; a single-process state is reset first so consecutive fits may differ.
+    """
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision", config.mixed_precision) != config.mixed_precision:
+        if PartialState().num_processes > 1:
+            raise ValueError(
+                f"mixed_precision={config.mixed_precision!r} differs from this launch's Accelerator; "
+                "pass accelerator= or the same setting"
+            )
+        AcceleratorState._reset_state()
+    return Accelerator(mixed_precision=config.mixed_precision)
+
+
 def fit_two_stage(
     images: torch.Tensor,
     labels: torch.Tensor,
@@ -245,7 +263,7 @@ def fit_two_stage(
     over ``config``'s width/latent settings). ``checkpoint_dir`` saves every epoch and
     resumes a killed fit where it stopped.
     """
-    accelerator = accelerator or Accelerator(mixed_precision=config.mixed_precision)
+    accelerator = accelerator or _accelerator_for(config)
     root = None if checkpoint_dir is None else Path(checkpoint_dir)
     if root is not None and accelerator.is_main_process:
         _check_checkpoint_config(root, config, num_classes)

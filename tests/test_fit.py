@@ -142,3 +142,12 @@ def test_presets_are_documented_configs() -> None:
         resolve_config("slowest")
     with pytest.raises(TypeError, match="unknown fit setting"):
         resolve_config("fast", epoch=3)
+
+
+def test_mixed_precision_fit_runs_and_can_alternate_with_full_precision(tiny_data) -> None:
+    full = DVAEPurify.fit(tiny_data, seed=0, **TINY)
+    bf16 = DVAEPurify.fit(tiny_data, seed=0, mixed_precision="bf16", **TINY)
+    again = DVAEPurify.fit(tiny_data, seed=0, **TINY)
+    assert all(torch.isfinite(p).all() for p in bf16.stage2.parameters())
+    assert not torch.equal(full.stage1.to_mu.weight, bf16.stage1.to_mu.weight)  # bf16 arithmetic was used
+    _assert_same_weights(full, again)
