@@ -61,6 +61,20 @@ STORAGE_DTYPES = {"uint8": torch.uint8, "float16": torch.float16}
 _TMP_PREFIX = ".tmp-"
 
 
+def encode(values: torch.Tensor, dtype: str) -> torch.Tensor:
+    """Float values in [0, 1] at storage precision: ``"uint8"`` (8-bit levels) or ``"float16"``."""
+    if dtype == "uint8":
+        return values.mul(255).round_().to(torch.uint8)
+    return values.to(torch.float16)
+
+
+def decode(stored: torch.Tensor) -> torch.Tensor:
+    """Stored values (uint8 levels or float16) back as float32 in [0, 1]."""
+    if stored.dtype == torch.uint8:
+        return stored.to(torch.float32).div_(255)
+    return stored.to(torch.float32)
+
+
 class CacheUnavailableError(OSError):
     """The cache directory cannot be created or written (read-only, no permission, disk full)."""
 
@@ -296,7 +310,7 @@ class TensorCache:
             ValueError: for a wrong shape, a non-float tensor or values outside [0, 1].
             CacheUnavailableError: when the file cannot be written (permissions, disk full).
         """
-        stored = self._encode(self._check_values(index, values))
+        stored = encode(self._check_values(index, values), self.dtype).contiguous()
         data = _save_safetensors({TENSOR_NAME: stored})
         digest = hashlib.sha256(data).hexdigest()
         path = self.path / _shard_name(index)
@@ -315,7 +329,7 @@ class TensorCache:
         if stored is None:
             self._discard([index])
             raise CacheMissError(f"shard {index} of cache entry {self.path} is missing or invalid")
-        return self._decode(stored)
+        return decode(stored)
 
     def load(self) -> torch.Tensor:
         """All items as a float32 tensor ``(num_items, *item_shape)``; raises :class:`CacheMissError` if incomplete."""
@@ -448,16 +462,6 @@ class TensorCache:
             if not (low >= 0 and high <= 1):
                 raise ValueError(f"write_shard: values must lie in [0, 1], got range [{low}, {high}]")
         return values
-
-    def _encode(self, values: torch.Tensor) -> torch.Tensor:
-        if self.dtype == "uint8":
-            return (values * 255).round().to(torch.uint8).contiguous()
-        return values.to(torch.float16).contiguous()
-
-    def _decode(self, stored: torch.Tensor) -> torch.Tensor:
-        if self.dtype == "uint8":
-            return stored.to(torch.float32).div_(255)
-        return stored.to(torch.float32)
 
 
 def _check_layout(key: str, num_items: int, item_shape: tuple[int, ...], shard_size: int, dtype: str) -> None:

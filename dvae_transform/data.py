@@ -20,7 +20,7 @@ from torchvision.transforms.v2 import functional as F
 from tqdm.auto import tqdm
 
 from ._checks import to_float_images, to_labels
-from .cache import STORAGE_DTYPES, CacheMissError, TensorCache, fingerprint, open_cache
+from .cache import STORAGE_DTYPES, CacheMissError, TensorCache, decode, encode, fingerprint, open_cache
 from .distributed import broadcast, gather, is_main_process, share, wait_for_everyone
 from .purify import DEFAULT_BATCH_SIZE
 
@@ -228,19 +228,6 @@ def purification_fingerprint(
     return fingerprint(source.identity(batch_size), weights_hash(purifier), settings)
 
 
-def _compact(values: torch.Tensor, dtype: str) -> torch.Tensor:
-    """Float values in [0, 1] at the precision they are stored in (as the cache stores them)."""
-    if dtype == "uint8":
-        return values.mul(255).round_().to(torch.uint8)
-    return values.to(torch.float16)
-
-
-def _expand(stored: torch.Tensor) -> torch.Tensor:
-    if stored.dtype == torch.uint8:
-        return stored.to(torch.float32).div_(255)
-    return stored.to(torch.float32)
-
-
 class PurifiedDataset(Dataset):
     """A dataset of ``(purified image, label)``: ``dataset`` purified once by ``purifier``, then served.
 
@@ -310,7 +297,7 @@ class PurifiedDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         self.prepare()
-        image = _expand(self._images[index])
+        image = decode(self._images[index])
         if self.transform is not None:
             image = self.transform(image)
         return image, int(self._labels[index])
@@ -333,7 +320,7 @@ class PurifiedDataset(Dataset):
     @property
     def images(self) -> torch.Tensor:
         """All purified images, float32 NCHW in [0, 1] (before ``transform``)."""
-        return _expand(self.prepare()._images)
+        return decode(self.prepare()._images)
 
     @property
     def labels(self) -> torch.Tensor:
@@ -363,7 +350,7 @@ class PurifiedDataset(Dataset):
             computed = dict(gather(accelerator, mine))
             if cache is not None:  # the main process stores what the other processes computed
                 for index in computed.keys() - dict(mine).keys():
-                    cache.write_shard(index, _expand(computed[index]))
+                    cache.write_shard(index, decode(computed[index]))
         wait_for_everyone(accelerator)
         if cached and cache is None:  # the other processes read what the main process wrote
             cache = self._open_cache()
@@ -397,7 +384,7 @@ class PurifiedDataset(Dataset):
         items = self._shard_range(index)
         images, _ = self.source.read(items.start, items.stop)
         images = self.purifier.check_images(images, name=f"dataset items {items.start}-{items.stop - 1}")
-        return _compact(self.purifier.purify(images, labels[items.start : items.stop]), self.cache_dtype)
+        return encode(self.purifier.purify(images, labels[items.start : items.stop]), self.cache_dtype)
 
     def _purify_shards(
         self, indices: list[int], labels: torch.Tensor, cache: TensorCache | None
@@ -411,7 +398,7 @@ class PurifiedDataset(Dataset):
             for index in indices:
                 stored = self._purify_shard(index, labels)
                 if cache is not None:
-                    cache.write_shard(index, _expand(stored))
+                    cache.write_shard(index, decode(stored))
                 results.append((index, stored))
                 bar.update(len(self._shard_range(index)))
         return results
@@ -420,7 +407,7 @@ class PurifiedDataset(Dataset):
         """Shard ``index`` from the cache, or purified again if it is not (or no longer) there."""
         if cache is not None:
             with contextlib.suppress(CacheMissError):
-                return _compact(cache.load_shard(index), self.cache_dtype)
+                return encode(cache.load_shard(index), self.cache_dtype)
         return self._purify_shard(index, labels)
 
     def to_hf_dataset(self) -> datasets.Dataset:
@@ -444,9 +431,9 @@ class PurifiedDataset(Dataset):
         self.prepare()
 
         def replace_images(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
-            images = _expand(self._images[indices])
+            images = decode(self._images[indices])
             if as_pil:
-                batch[image_name] = [F.to_pil_image(_compact(image, "uint8")) for image in images]
+                batch[image_name] = [F.to_pil_image(encode(image, "uint8")) for image in images]
             else:
                 batch[image_name] = list(images.numpy())
             return batch
