@@ -1,7 +1,7 @@
 """Batched two-stage purification as plain functions on tensors.
 
 All functions take float NCHW batches in [0, 1] (already checked), run the model
-in ``eval()`` mode under ``torch.no_grad`` in micro-batches, and return
+in ``eval()`` mode under ``torch.inference_mode`` in micro-batches, and return
 float32 CPU tensors in [0, 1] (ordinary tensors, so they can be trained on).
 The model's train/eval state is restored afterwards.
 """
