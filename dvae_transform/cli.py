@@ -196,7 +196,7 @@ def purify_in_batches(purifier: DVAEPurify, images: torch.Tensor, labels: torch.
     step = purifier.batch_size
     for start in tqdm(range(0, images.shape[0], step), desc="purifying", unit="batch", disable=not progress):
         purified = purifier.purify(images[start:start + step], labels[start:start + step])
-        out[start:start + step] = purified.mul(255).round_().to(torch.uint8)
+        out[start:start + step] = cache.encode(purified, "uint8")
     return out
 
 
