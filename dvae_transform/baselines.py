@@ -12,13 +12,12 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 import torch
-from accelerate import Accelerator
 from torchvision.io import decode_jpeg, encode_jpeg
 from torchvision.transforms.functional import rgb_to_grayscale
 
 from dvae_transform._checks import ImageInput, to_float_images
 from dvae_transform.config import FitConfig, resolve_config
-from dvae_transform.fit import build_model, train_stage
+from dvae_transform.fit import accelerator_for, build_model, train_stage
 from dvae_transform.model import DVAE
 from dvae_transform.purify import DEFAULT_BATCH_SIZE, reconstruct
 
@@ -117,7 +116,7 @@ class PlainVAE(Purifier):
                             seed=config.seed)
         trained, history = train_stage(
             model, batch, torch.zeros(batch.shape[0], dtype=torch.long), stage=1, config=config,
-            accelerator=Accelerator(mixed_precision=config.mixed_precision), progress=progress,
+            accelerator=accelerator_for(config), progress=progress,
             perturbation_branch=False,
         )
         purifier = cls(trained)

@@ -228,7 +228,7 @@ def train_stage(
     return trained.eval(), history
 
 
-def _accelerator_for(config: FitConfig) -> Accelerator:
+def accelerator_for(config: FitConfig) -> Accelerator:
     """An Accelerator with the config's mixed precision.
 
     Accelerate keeps one process-wide state and refuses a second Accelerator with another
@@ -263,7 +263,7 @@ def fit_two_stage(
     over ``config``'s width/latent settings). ``checkpoint_dir`` saves every epoch and
     resumes a killed fit where it stopped.
     """
-    accelerator = accelerator or _accelerator_for(config)
+    accelerator = accelerator or accelerator_for(config)
     root = None if checkpoint_dir is None else Path(checkpoint_dir)
     if root is not None and accelerator.is_main_process:
         _check_checkpoint_config(root, config, num_classes)

@@ -151,3 +151,11 @@ def test_mixed_precision_fit_runs_and_can_alternate_with_full_precision(tiny_dat
     assert all(torch.isfinite(p).all() for p in bf16.stage2.parameters())
     assert not torch.equal(full.stage1.to_mu.weight, bf16.stage1.to_mu.weight)  # bf16 arithmetic was used
     _assert_same_weights(full, again)
+
+
+def test_plain_vae_fit_follows_a_mixed_precision_fit(tiny_data) -> None:
+    from dvae_transform.baselines import PlainVAE
+
+    DVAEPurify.fit(tiny_data, seed=0, mixed_precision="bf16", **TINY)
+    plain = PlainVAE.fit(tiny_data[0], epochs=1, width=8, latent_dim=8, batch_size=32)
+    assert plain(tiny_data[0]).shape == tiny_data[0].shape
