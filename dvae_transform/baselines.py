@@ -16,6 +16,7 @@ from torchvision.io import decode_jpeg, encode_jpeg
 from torchvision.transforms.functional import rgb_to_grayscale
 
 from dvae_transform._checks import ImageInput, to_float_images
+from dvae_transform.cache import encode
 from dvae_transform.config import FitConfig, resolve_config
 from dvae_transform.fit import accelerator_for, build_model, train_stage
 from dvae_transform.model import DVAE
@@ -56,7 +57,7 @@ class JPEGCompression(Purifier):
     def _purify_batch(self, batch: torch.Tensor) -> torch.Tensor:
         if batch.shape[1] not in (1, 3):
             raise ValueError(f"JPEG needs 1 or 3 channels, got {batch.shape[1]} in shape {tuple(batch.shape)}")
-        as_bytes = list(batch.mul(255).round().to(torch.uint8).cpu())
+        as_bytes = list(encode(batch, "uint8").cpu())
         decoded = decode_jpeg(encode_jpeg(as_bytes, quality=self.quality))
         return torch.stack(decoded).float().div(255).to(batch.device)
 
