@@ -29,11 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from . import plots, victim
 from .attacks import ATTACKS, make_poison
 from .baselines import BitDepthReduction, JPEGCompression, PlainVAE
+from .cache import atomic_write
 from .cli import positive_int
 from .config import PRESETS, resolve_config
 from .mnist import DigitSplit, load_mnist32
@@ -140,12 +141,6 @@ def _settings(args: argparse.Namespace, data: DigitSplit) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- results on disk
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
-
-
 class Results:
     """``results.json``: settings, one record per finished cell, and one record per run."""
 
@@ -192,7 +187,7 @@ class Results:
         self.data["poison_seconds"][f"{attack}/{seed}"] = seconds
 
     def save(self) -> None:
-        _atomic_write(self.path, json.dumps(self.data, indent=1))
+        atomic_write(self.path, json.dumps(self.data, indent=1).encode())
 
 
 class Samples:
@@ -204,9 +199,7 @@ class Samples:
 
     def add(self, row: str, column: str, images: torch.Tensor) -> None:
         self.tensors[f"{row}/{column}"] = images.float().contiguous()
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        save_file(self.tensors, str(temporary))
-        os.replace(temporary, self.path)
+        atomic_write(self.path, save(self.tensors))
 
     def merge(self, other: Path) -> None:
         if (other / SAMPLES_FILE).is_file():
@@ -417,7 +410,7 @@ def write_block(path: Path, block: str, name: str = "bench") -> None:
         text = head + new + rest.split(end_marker, 1)[1]
     else:
         raise ValueError(f"{path}: expected one {start_marker} ... {end_marker} block, found {starts} / {ends} markers")
-    _atomic_write(path, text)
+    atomic_write(path, text.encode())
 
 
 def _figures(results: Results, samples: Samples, attacks: list[str], defenses: list[str], seeds: list[int],
@@ -453,7 +446,7 @@ def run(args: argparse.Namespace) -> int:
     _run_cells(args, attacks, defenses, seeds, data, results, samples)
     report = render_report(results, attacks, defenses, seeds, command)
     print(report)
-    _atomic_write(args.out / REPORT_FILE, report)
+    atomic_write(args.out / REPORT_FILE, report.encode())
     _figures(results, samples, attacks, defenses, seeds, args.out)
     if not args.no_write:
         write_block(args.benchmarks_file, report)

@@ -180,7 +180,8 @@ def _unavailable_on_oserror(path: Path) -> Iterator[None]:
         raise CacheUnavailableError(f"cache directory {path} is not writable: {reason}") from error
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` all at once: a temp file in the same folder, fsync, ``os.replace``."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_TMP_PREFIX, suffix=".part")
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -316,7 +317,7 @@ class TensorCache:
         path = self.path / _shard_name(index)
         with _unavailable_on_oserror(self.path), self._lock:
             self.path.mkdir(parents=True, exist_ok=True)
-            _atomic_write(path, data)
+            atomic_write(path, data)
             entries = self._entries()
             entries[index] = {"sha256": digest, "size": len(data)}
             self._write_manifest(entries)
@@ -368,7 +369,7 @@ class TensorCache:
     def _write_manifest(self, entries: dict[int, dict[str, Any]]) -> None:
         shards = {str(index): entries[index] for index in sorted(entries)}
         text = json.dumps({**self._layout(), "shards": shards}, indent=1)
-        _atomic_write(self.path / MANIFEST, text.encode())
+        atomic_write(self.path / MANIFEST, text.encode())
 
     def _init_manifest(self) -> None:
         """Write an empty manifest, dropping shards of a different layout stored under the same key."""

@@ -8,6 +8,7 @@ D-VAE with a looser bound on ``x1``. See ``METHOD.md`` for the recipe.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
 import os
@@ -19,10 +20,11 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, PartialState
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 from tqdm.auto import tqdm
 
+from .cache import atomic_write
 from .config import FitConfig
 from .losses import dvae_loss, psnr
 from .model import DVAE
@@ -88,8 +90,7 @@ class _StageCheckpoint:
         if self.folder is None:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
-        tmp_weights, tmp_state = self.folder / "weights.tmp", self.folder / "state.tmp"
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_weights))
+        state = io.BytesIO()
         torch.save(
             {
                 "epoch": epoch,
@@ -97,10 +98,10 @@ class _StageCheckpoint:
                 "scheduler": scheduler.state_dict(),
                 "generator": generator.get_state(),
             },
-            tmp_state,
+            state,
         )
-        os.replace(tmp_weights, self.folder / "last.safetensors")
-        os.replace(tmp_state, self.folder / "last_state.pt")
+        atomic_write(self.folder / "last.safetensors", save({k: v.contiguous() for k, v in model.state_dict().items()}))
+        atomic_write(self.folder / "last_state.pt", state.getvalue())
 
     def restore(self, model: DVAE, optimizer, scheduler, generator: torch.Generator) -> int:
         """Load the last epoch's state if there is one; returns the next epoch to run."""
