@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from hub_fixtures import *  # noqa: F403
@@ -30,3 +32,12 @@ def tiny_data():
 def tiny_purifier(tiny_data) -> DVAEPurify:
     """A purifier fitted for one epoch on ``tiny_data`` (1x16x16, 4 classes): fast, not useful."""
     return DVAEPurify.fit(tiny_data, epochs=1, width=8, latent_dim=8, batch_size=32, progress=False, seed=0)
+
+
+@pytest.fixture(scope="session")
+def other_purifier(tiny_purifier: DVAEPurify) -> DVAEPurify:
+    """A copy of ``tiny_purifier`` whose stage-2 image decoder is shifted: same shapes, other outputs."""
+    other = copy.deepcopy(tiny_purifier)
+    with torch.no_grad():
+        other.stage2.image_decoder[-2].bias.add_(0.5)
+    return other

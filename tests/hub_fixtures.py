@@ -9,9 +9,11 @@ variable (for subprocesses and libraries imported later) *and* monkeypatches the
 Fixtures:
 
 * ``hf_cache``: isolated ``HF_HOME``/``HF_HUB_CACHE`` under ``tmp_path``, online mode, telemetry off, no token
-  (``HF_TOKEN`` unset, ``HF_HUB_DISABLE_IMPLICIT_TOKEN=1``, token file inside the tmp home). Returns the hub cache
-  ``Path``.
+  (``HF_TOKEN`` unset, ``HF_HUB_DISABLE_IMPLICIT_TOKEN=1``, token file inside the tmp home), uploads over HTTP
+  rather than Xet storage (``HF_HUB_DISABLE_XET=1``, which ``FakeHub`` needs). Returns the hub cache ``Path``.
 * ``fake_hub``: a started ``FakeHub`` the client talks to (``HF_ENDPOINT``); uses ``hf_cache``.
+* ``hub_token``: the write token of ``HUB_USER`` on ``fake_hub``, a member of the organisations ``HUB_ORGS``; the
+  client sends it only where it is passed explicitly (``token=...``), as implicit tokens are off.
 * ``hf_offline``: a callable ``set_offline(enabled=True)`` toggling ``HF_HUB_OFFLINE`` for the rest of the test.
 """
 
@@ -28,7 +30,24 @@ from hub_server import FakeHub
 from huggingface_hub import constants
 from huggingface_hub.utils import close_session
 
-__all__ = ["fake_hub", "hf_cache", "hf_offline", "isolate_hf_env", "point_hf_client_at", "set_hf_offline"]
+__all__ = [
+    "CLIENT_UPLOAD_WARNING",
+    "HUB_ORGS",
+    "HUB_USER",
+    "fake_hub",
+    "folder_files",
+    "hf_cache",
+    "hf_offline",
+    "hub_token",
+    "isolate_hf_env",
+    "point_hf_client_at",
+    "set_hf_offline",
+]
+
+HUB_USER = "tester"
+HUB_ORGS = ("tests-org", "dvae-transform")
+# The client's LFS upload hands httpx a file as ``data=``, which httpx deprecates; not ours to fix.
+CLIENT_UPLOAD_WARNING = pytest.mark.filterwarnings("ignore:Use 'content=<...>' to upload raw:DeprecationWarning")
 
 _TOKEN_ENV_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE", "HF_OIDC_ID_TOKEN", "HF_TOKEN_PATH")
 
@@ -44,7 +63,7 @@ def _patch(monkeypatch: pytest.MonkeyPatch, module: str, name: str, value: Any) 
 
 
 def isolate_hf_env(monkeypatch: pytest.MonkeyPatch, home: Path) -> Path:
-    """Point the client's home and cache at ``home``, go online, disable telemetry and tokens; return hub cache."""
+    """Point the client's home and cache at ``home``, go online, disable telemetry, tokens and Xet; return hub cache."""
     hub_cache = home / "hub"
     hub_cache.mkdir(parents=True, exist_ok=True)
     paths = {
@@ -70,7 +89,8 @@ def isolate_hf_env(monkeypatch: pytest.MonkeyPatch, home: Path) -> Path:
 
     for name in (*_TOKEN_ENV_VARS, "HUGGINGFACE_HUB_CACHE", "HUGGINGFACE_ASSETS_CACHE", "HUGGINGFACE_CO_STAGING"):
         monkeypatch.delenv(name, raising=False)
-    for name in ("HF_HUB_DISABLE_TELEMETRY", "HF_HUB_DISABLE_IMPLICIT_TOKEN", "HF_HUB_DISABLE_UPDATE_CHECK"):
+    for name in ("HF_HUB_DISABLE_TELEMETRY", "HF_HUB_DISABLE_IMPLICIT_TOKEN", "HF_HUB_DISABLE_UPDATE_CHECK",
+                 "HF_HUB_DISABLE_XET"):
         monkeypatch.setenv(name, "1")
         _patch(monkeypatch, "huggingface_hub.constants", name, True)
     set_hf_offline(monkeypatch, False)
@@ -93,6 +113,12 @@ def point_hf_client_at(monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
     if hasattr(constants, "HF_URL_HOSTS"):
         host = endpoint.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0].lower()
         monkeypatch.setattr(constants, "HF_URL_HOSTS", frozenset({*constants.HF_URL_HOSTS, host}))
+
+
+def folder_files(folder: Path, *, exclude: tuple[str, ...] = ()) -> dict[str, bytes]:
+    """Every file under ``folder`` (but ``exclude``) by its relative POSIX path: what ``FakeHub.add_repo`` takes."""
+    files = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {name: path.read_bytes() for name, path in files.items() if name not in exclude}
 
 
 def set_hf_offline(monkeypatch: pytest.MonkeyPatch, enabled: bool = True) -> None:
@@ -119,6 +145,12 @@ def fake_hub(hf_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHu
     finally:
         hub.stop()
         close_session()
+
+
+@pytest.fixture
+def hub_token(fake_hub: FakeHub) -> str:
+    """A write token of ``HUB_USER``, who may write under its own name and the organisations ``HUB_ORGS``."""
+    return fake_hub.add_user(HUB_USER, orgs=HUB_ORGS)
 
 
 @pytest.fixture

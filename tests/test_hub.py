@@ -1,7 +1,7 @@
 """Saving, loading and Hub round trips of ``DVAEPurify``, driven through the real ``huggingface_hub`` client.
 
-The Hub is ``FakeHub`` (tests/hub_server.py): it serves repos for download but accepts no uploads, so
-``push_to_hub`` is not exercised here (``hub/publish.py --dry-run`` writes what it would upload).
+The Hub is ``FakeHub`` (tests/hub_server/); repos are put on it directly with ``add_repo``. Uploads through
+``push_to_hub`` and ``hub/publish.py`` are tested in tests/test_push.py.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hub_fixtures import folder_files
 from huggingface_hub import ModelCard, ModelHubMixin
 from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 from safetensors.torch import load_file, save_file
@@ -34,11 +35,6 @@ LAYOUT = {
 }
 
 
-def folder_files(folder: Path) -> dict[str, bytes]:
-    """Every file under ``folder`` by its relative POSIX path."""
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
-
-
 def purified(purifier: DVAEPurify, data: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     return purifier.purify(*data)
 
@@ -49,15 +45,6 @@ def saved(tiny_purifier: DVAEPurify, tmp_path_factory: pytest.TempPathFactory) -
     folder = tmp_path_factory.mktemp("saved") / "purifier"
     tiny_purifier.save_pretrained(folder)
     return folder
-
-
-@pytest.fixture(scope="module")
-def other_purifier(tiny_purifier: DVAEPurify) -> DVAEPurify:
-    """A copy of ``tiny_purifier`` whose stage-2 image decoder is shifted: same shapes, other outputs."""
-    other = copy.deepcopy(tiny_purifier)
-    with torch.no_grad():
-        other.stage2.image_decoder[-2].bias.add_(0.5)
-    return other
 
 
 @pytest.fixture
