@@ -14,6 +14,12 @@ from dvae_transform import DVAEPurify
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch) -> None:
+    """No test writes to the user's cache: the default cache root is a fresh folder per test."""
+    monkeypatch.setenv("DVAE_TRANSFORM_CACHE", str(tmp_path_factory.mktemp("dvae-cache")))
+
+
 def make_images(count: int, channels: int = 1, size: int = 16, num_classes: int = 4, seed: int = 0):
     """Random float images in [0, 1] and balanced labels."""
     generator = torch.Generator().manual_seed(seed)
