@@ -14,17 +14,17 @@ import torch
 
 sys.path.insert(0, os.getcwd())
 from dvae_transform import DVAEPurify
-from dvae_transform.attacks import make_poison
+from dvae_transform.evaluation.attacks import make_poison
+from dvae_transform.evaluation.victims import accuracy, train_victim
 from dvae_transform.losses import psnr
 from dvae_transform.purify import remove_perturbation
-from dvae_transform.victim import accuracy, train_victim
 
 name, overrides = sys.argv[1], json.loads(sys.argv[2])
 attacks = sys.argv[3].split(",")
 out = os.environ.get("OUT", "/tmp")
 torch.set_num_threads(2)
 if not Path("sweep/mnist.pt").is_file():
-    from dvae_transform.mnist import load_mnist32
+    from dvae_transform.evaluation.mnist import load_mnist32
 
     Path("sweep").mkdir(exist_ok=True)
     split = load_mnist32()

@@ -23,9 +23,9 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from torchvision.transforms import v2
 
 from dvae_transform import PRESETS, DVAEPurify, PurifiedDataset
-from dvae_transform.attacks import lsp
-from dvae_transform.bench import write_block
-from dvae_transform.mnist import load_mnist32
+from dvae_transform.evaluation.attacks import lsp
+from dvae_transform.evaluation.mnist import load_mnist32
+from dvae_transform.evaluation.report import write_block
 
 
 class _PerSample(Dataset):

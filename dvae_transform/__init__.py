@@ -1,8 +1,9 @@
 """dvae-transform: purify unlearnable examples with D-VAE (Yu et al., ICML 2024)."""
 
+from .checkpoints.registry import list_pretrained, pretrained_info
 from .config import PRESETS, FitConfig
-from .data import PurifiedDataset
-from .hub import list_pretrained, pretrained_info
+from .data.purified import PurifiedDataset
+from .metadata import __version__ as __version__
 from .model import DVAE, DVAEOutput
 from .transforms import DVAEPurify
 
@@ -16,4 +17,3 @@ __all__ = [
     "list_pretrained",
     "pretrained_info",
 ]
-__version__ = "0.1.0"

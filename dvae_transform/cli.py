@@ -5,8 +5,8 @@ Subcommands:
 * ``purify``: read a dataset (image folder, ``save_to_disk`` folder or ``.npz``), purify it with
   saved weights or a purifier fitted on the spot, and write it back in the same format.
 * ``cache``: list or clear the on-disk cache of purified tensors.
-* ``demo`` and ``bench``: thin wiring to :mod:`dvae_transform.demo` and :mod:`dvae_transform.bench`,
-  imported only when used.
+* ``demo`` and ``bench``: thin wiring to :mod:`dvae_transform.evaluation.demo` and
+  :mod:`dvae_transform.evaluation.bench`, imported only when used.
 """
 
 from __future__ import annotations
@@ -23,10 +23,14 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from . import cache
+from .cache.maintenance import cache_info, clear_cache
+from .cache.store import default_cache_dir
 from .config import PRESETS
-from .io import FORMATS, output_path, read_dataset, write_dataset
+from .data.formats import FORMATS, output_path, read_dataset, write_dataset
+from .fingerprint import fingerprint
+from .precision import encode
 from .transforms import DVAEPurify
+from .validation import positive_int
 
 PLUGIN_COMMANDS = {
     "demo": "run the end-to-end demonstration (poison, purify, train, compare)",
@@ -35,14 +39,6 @@ PLUGIN_COMMANDS = {
 
 
 # ----------------------------------------------------------------------------- parser
-
-
-def positive_int(text: str) -> int:
-    """An ``argparse`` type: a positive integer."""
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
 
 
 def add_purifier_arguments(parser: argparse.ArgumentParser) -> None:
@@ -87,7 +83,7 @@ def _add_purify_parser(commands: argparse._SubParsersAction) -> None:
     source.add_argument("--weights", metavar="REPO_OR_DIR",
                         help="purifier weights: a folder written by DVAEPurify.save_pretrained, a Hugging Face "
                              "Hub repo id (org/name) or an official checkpoint name "
-                             "(dvae_transform.hub.list_pretrained())")
+                             "(dvae_transform.list_pretrained())")
     source.add_argument("--fit", action="store_true", help="fit a purifier on the input data first")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="fast",
                         help="training recipe for --fit: 'fast' (CPU-friendly) or 'paper' (published settings); "
@@ -129,7 +125,7 @@ def _add_cache_parser(commands: argparse._SubParsersAction) -> None:
                         help="'info' prints a table of entries (default); 'clear' removes them and prints "
                              "the bytes freed")
     parser.add_argument("--cache-dir", type=Path, metavar="DIR",
-                        help=f"cache folder (default: $DVAE_TRANSFORM_CACHE or {cache.default_cache_dir()})")
+                        help=f"cache folder (default: $DVAE_TRANSFORM_CACHE or {default_cache_dir()})")
     parser.add_argument("--key", help="act on this entry only (a key from 'cache info')")
     parser.set_defaults(handler=_cache_command)
 
@@ -196,7 +192,7 @@ def purify_in_batches(purifier: DVAEPurify, images: torch.Tensor, labels: torch.
     step = purifier.batch_size
     for start in tqdm(range(0, images.shape[0], step), desc="purifying", unit="batch", disable=not progress):
         purified = purifier.purify(images[start:start + step], labels[start:start + step])
-        out[start:start + step] = cache.encode(purified, "uint8")
+        out[start:start + step] = encode(purified, "uint8")
     return out
 
 
@@ -222,7 +218,8 @@ def _purify_command(args: argparse.Namespace) -> int:
     print(f"purified {len(images)} images in {seconds:.2f} s ({len(images) / max(seconds, 1e-9):.0f} images/s)")
 
     start = time.perf_counter()
-    written = write_dataset(args.out, purified, labels, meta, overwrite=args.overwrite, progress=args.progress)
+    written = write_dataset(args.out, purified, labels, meta, key=fingerprint("dvae-purify", images, labels),
+                            overwrite=args.overwrite, progress=args.progress)
     print(f"wrote {written} [{meta.format}] in {_seconds(start)}")
     return 0
 
@@ -245,12 +242,12 @@ def _print_table(rows: list[list[str]]) -> None:
 
 
 def _cache_command(args: argparse.Namespace) -> int:
-    root = args.cache_dir if args.cache_dir is not None else cache.default_cache_dir()
-    entries = [entry for entry in cache.cache_info(root) if args.key in (None, entry["key"])]
+    root = args.cache_dir if args.cache_dir is not None else default_cache_dir()
+    entries = [entry for entry in cache_info(root) if args.key in (None, entry["key"])]
     if args.key is not None and not entries:
         raise ValueError(f"no cache entry {args.key!r} in {root}")
     if args.action == "clear":
-        freed = cache.clear_cache(root, key=args.key)
+        freed = clear_cache(root, key=args.key)
         print(f"removed {len(entries)} entr{'y' if len(entries) == 1 else 'ies'} from {root}, "
               f"freed {freed} bytes ({_human_size(freed)})")
         return 0
@@ -273,7 +270,7 @@ def _cache_command(args: argparse.Namespace) -> int:
 
 
 def _plugin_command(args: argparse.Namespace, extra: list[str]) -> int:
-    module_name = f"{__package__}.{args.plugin}"
+    module_name = f"{__package__}.evaluation.{args.plugin}"
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as error:

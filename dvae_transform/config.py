@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from .validation import InputTypeError, check_choice, check_int, check_number, reported_as
+
 
 @dataclass(frozen=True)
 class FitConfig:
@@ -44,22 +46,19 @@ class FitConfig:
         known = {field.name for field in dataclasses.fields(self)}
         unknown = sorted(set(overrides) - known)
         if unknown:
-            raise TypeError(f"unknown fit setting(s) {unknown}; known settings: {sorted(known)}")
+            raise InputTypeError(f"unknown fit setting(s) {unknown}; known settings: {sorted(known)}")
         return dataclasses.replace(self, **overrides)
 
     def __post_init__(self) -> None:
-        for name in ("width", "latent_dim", "epochs", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"fit setting {name} must be a positive int, got {value!r}")
-        if self.lr <= 0 or self.grad_clip <= 0:
-            raise ValueError(f"lr and grad_clip must be positive, got {self.lr} and {self.grad_clip}")
-        if len(self.kl_bounds) != 2:
-            raise ValueError(f"kl_bounds needs one bound per stage, got {self.kl_bounds!r}")
-        if not 0 <= self.warmup_fraction <= 1:
-            raise ValueError(f"warmup_fraction must lie in [0, 1], got {self.warmup_fraction}")
-        if self.mixed_precision not in ("no", "fp16", "bf16"):
-            raise ValueError(f"mixed_precision must be 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}")
+        with reported_as("fit settings"):
+            for name in ("width", "latent_dim", "epochs", "batch_size"):
+                check_int(getattr(self, name), name, low=1)
+            check_number(self.lr, "lr", positive=True)
+            check_number(self.grad_clip, "grad_clip", positive=True)
+            if len(self.kl_bounds) != 2:
+                raise ValueError(f"kl_bounds needs one bound per stage, got {self.kl_bounds!r}")
+            check_number(self.warmup_fraction, "warmup_fraction", low=0, high=1)
+            check_choice(self.mixed_precision, "mixed_precision", ("no", "fp16", "bf16"))
 
 
 PRESETS: dict[str, FitConfig] = {

@@ -24,8 +24,8 @@ from safetensors.torch import load_file, save
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 from tqdm.auto import tqdm
 
-from .cache import atomic_write
 from .config import FitConfig
+from .files import atomic_write
 from .losses import dvae_loss, psnr
 from .model import DVAE
 from .purify import remove_perturbation

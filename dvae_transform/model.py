@@ -8,21 +8,41 @@ explains what the reconstruction leaves out (the unlearnable perturbation).
 
 from __future__ import annotations
 
-import inspect
-import os
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
-from huggingface_hub import PyTorchModelHubMixin, constants, hf_hub_download
-from huggingface_hub.errors import RemoteEntryNotFoundError
-from safetensors import SafetensorError, safe_open
 from torch import nn
 
+from .checkpoints.weights import SafetensorsHubMixin
+from .metadata import hub_metadata
+from .validation import check_choice, check_int, reported_as
+
 EMBEDDING_TARGETS = ("latent", "stem")
-WEIGHTS_NAME = constants.SAFETENSORS_SINGLE_FILE
-_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+@dataclass(frozen=True)
+class DVAEConfig:
+    """The constructor arguments of :class:`DVAE` (its ``config.json``), checked."""
+
+    in_channels: int
+    image_size: int
+    num_classes: int
+    width: int
+    latent_dim: int
+    embedding_target: str
+
+    def __post_init__(self) -> None:
+        """Reject a configuration that cannot build a working network, naming the field."""
+        with reported_as("DVAE config"):
+            for name in ("in_channels", "image_size", "num_classes", "width", "latent_dim"):
+                check_int(getattr(self, name), name, low=1)
+            check_choice(self.in_channels, "in_channels", (1, 3))
+            if self.image_size % 2 or self.image_size < 4:
+                raise ValueError(f"image_size must be even and at least 4, got {self.image_size}")
+            if self.width % 2:
+                raise ValueError(f"width must be even, got {self.width}")
+            check_choice(self.embedding_target, "embedding_target", EMBEDDING_TARGETS)
 
 
 class DVAEOutput(NamedTuple):
@@ -68,7 +88,7 @@ def _decoder(in_channels: int, width: int, out_channels: int, final: nn.Module) 
     )
 
 
-class DVAE(nn.Module, PyTorchModelHubMixin, library_name="dvae-transform", tags=["dvae-transform", "purification"]):
+class DVAE(nn.Module, SafetensorsHubMixin, **hub_metadata()):
     """D-VAE for ``in_channels x image_size x image_size`` images in [0, 1].
 
     Args:
@@ -79,7 +99,12 @@ class DVAE(nn.Module, PyTorchModelHubMixin, library_name="dvae-transform", tags=
         latent_dim: channels of the spatial latent (256 in the paper).
         embedding_target: ``"latent"`` adds the class embedding to the projected sampled
             latent (what the published scripts run); ``"stem"`` adds it to the stem features.
+
+    ``save_pretrained`` / ``from_pretrained`` read and write ``config.json`` and ``model.safetensors``
+    (see :mod:`dvae_transform.checkpoints.weights`).
     """
+
+    config_class = DVAEConfig
 
     def __init__(
         self,
@@ -91,7 +116,7 @@ class DVAE(nn.Module, PyTorchModelHubMixin, library_name="dvae-transform", tags=
         embedding_target: str = "latent",
     ) -> None:
         super().__init__()
-        validate_config(in_channels, image_size, num_classes, width, latent_dim, embedding_target)
+        DVAEConfig(in_channels, image_size, num_classes, width, latent_dim, embedding_target)
         self.in_channels, self.image_size, self.num_classes = in_channels, image_size, num_classes
         self.width, self.latent_dim, self.embedding_target = width, latent_dim, embedding_target
         feature_channels = 2 * width
@@ -122,45 +147,6 @@ class DVAE(nn.Module, PyTorchModelHubMixin, library_name="dvae-transform", tags=
             "latent_dim": self.latent_dim,
             "embedding_target": self.embedding_target,
         }
-
-    @classmethod
-    def _from_pretrained(
-        cls,
-        *,
-        model_id: str,
-        revision: str | None,
-        cache_dir: str | Path | None,
-        force_download: bool,
-        local_files_only: bool,
-        token: str | bool | None,
-        config: dict[str, Any] | None = None,
-        map_location: str = "cpu",
-        **model_kwargs: Any,
-    ) -> DVAE:
-        """``from_pretrained``'s loader: the config is checked, then only ``model.safetensors`` is read.
-
-        Unlike the mixin's default it never falls back to a pickled ``pytorch_model.bin``, and it
-        checks every tensor's name, shape and dtype against the config before loading any.
-        """
-        if os.path.isdir(model_id):
-            weights = Path(model_id) / WEIGHTS_NAME
-            if not weights.is_file():
-                raise FileNotFoundError(_missing_weights_message(str(weights), Path(model_id)))
-        else:
-            try:
-                weights = Path(hf_hub_download(
-                    model_id, WEIGHTS_NAME, revision=revision, cache_dir=cache_dir, force_download=force_download,
-                    token=token, local_files_only=local_files_only,
-                ))
-            except RemoteEntryNotFoundError as error:
-                raise FileNotFoundError(_missing_weights_message(f"{model_id}/{WEIGHTS_NAME}")) from error
-        source = os.path.join(model_id, constants.CONFIG_NAME)
-        if config is None:
-            raise FileNotFoundError(f"{source} not found: the network settings are needed to build the model")
-        check_config(config, source=source)
-        model = cls(**model_kwargs)
-        load_safetensors(model, weights, device=map_location)
-        return model.eval()
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Stem features ``h`` and the latent's ``mu`` and ``log_var``."""
@@ -205,89 +191,3 @@ class DVAE(nn.Module, PyTorchModelHubMixin, library_name="dvae-transform", tags=
             log_var=log_var,
             perturbation=self.perturbation_decoder(branch_input),
         )
-
-
-def validate_config(
-    in_channels: object,
-    image_size: object,
-    num_classes: object,
-    width: object,
-    latent_dim: object,
-    embedding_target: object,
-) -> None:
-    """Reject a configuration that cannot build a working network, naming the field."""
-    for name, value in (
-        ("in_channels", in_channels),
-        ("image_size", image_size),
-        ("num_classes", num_classes),
-        ("width", width),
-        ("latent_dim", latent_dim),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"DVAE config: {name} must be an int, got {type(value).__name__} ({value!r})")
-        if value <= 0:
-            raise ValueError(f"DVAE config: {name} must be positive, got {value}")
-    if in_channels not in (1, 3):
-        raise ValueError(f"DVAE config: in_channels must be 1 or 3, got {in_channels}")
-    if image_size % 2 or image_size < 4:
-        raise ValueError(f"DVAE config: image_size must be even and at least 4, got {image_size}")
-    if width % 2:
-        raise ValueError(f"DVAE config: width must be even, got {width}")
-    if embedding_target not in EMBEDDING_TARGETS:
-        raise ValueError(f"DVAE config: embedding_target must be one of {EMBEDDING_TARGETS}, got {embedding_target!r}")
-
-
-def check_config(config: Mapping[str, object], source: str = "config") -> None:
-    """Validate a stored DVAE config before anything is built from it: exactly the known keys, then values."""
-    if not isinstance(config, Mapping):
-        raise TypeError(f"{source}: expected a JSON object, got {type(config).__name__}")
-    keys = list(inspect.signature(validate_config).parameters)
-    unknown, missing = sorted(set(config) - set(keys)), sorted(set(keys) - set(config))
-    if unknown:
-        raise ValueError(f"{source}: unknown DVAE config key(s) {unknown}; expected {keys}")
-    if missing:
-        raise ValueError(f"{source}: missing DVAE config key(s) {missing}")
-    try:
-        validate_config(**config)
-    except (TypeError, ValueError) as error:
-        raise type(error)(f"{source}: {error}") from None
-
-
-def _missing_weights_message(where: str, folder: Path | None = None) -> str:
-    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in _PICKLE_SUFFIXES) if folder else []
-    found = f" (found only {', '.join(pickles)})" if pickles else ""
-    return (
-        f"{where} not found{found}. dvae-transform reads weights only from safetensors files: pickle checkpoints "
-        "(pytorch_model.bin, *.pt, *.pth, *.ckpt) are refused because unpickling can execute arbitrary code. "
-        "Convert a trusted checkpoint with safetensors.torch.save_file."
-    )
-
-
-def load_safetensors(model: nn.Module, path: str | os.PathLike, *, device: str | torch.device = "cpu") -> None:
-    """Load a safetensors file into ``model`` after checking it holds exactly its tensors, shapes and dtypes.
-
-    A corrupt or truncated file, a missing or extra tensor, a wrong shape or dtype, or a non-finite
-    value raises ``ValueError`` naming the file; ``model`` is left untouched then.
-    """
-    expected = model.state_dict()
-    try:
-        with safe_open(os.fspath(path), framework="pt", device=str(device)) as file:
-            names = set(file.keys())
-            missing, extra = sorted(set(expected) - names), sorted(names - set(expected))
-            if missing or extra:
-                raise ValueError(f"{path}: tensors do not match the config: missing {missing}, unexpected {extra}")
-            for name in sorted(names):
-                shape = list(file.get_slice(name).get_shape())
-                if shape != list(expected[name].shape):
-                    raise ValueError(
-                        f"{path}: tensor {name!r} has shape {shape} but the config needs {list(expected[name].shape)}"
-                    )
-            tensors = {name: file.get_tensor(name) for name in sorted(names)}
-    except SafetensorError as error:
-        raise ValueError(f"{path} is not a readable safetensors file (truncated or corrupted?): {error}") from None
-    for name, tensor in tensors.items():
-        if tensor.dtype != expected[name].dtype:
-            raise ValueError(f"{path}: tensor {name!r} is {tensor.dtype}, expected {expected[name].dtype}")
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise ValueError(f"{path}: tensor {name!r} holds NaN or infinite values")
-    model.load_state_dict(tensors)

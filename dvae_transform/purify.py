@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 import torch
 
 from .model import DVAE
+from .precision import quantize
+from .validation import check_int
 
 DEFAULT_BATCH_SIZE = 256
 
@@ -34,11 +36,6 @@ def _device_of(model: DVAE) -> torch.device:
     return next(model.parameters()).device
 
 
-def quantize(images: torch.Tensor) -> torch.Tensor:
-    """Round to 8-bit levels, as the authors store each stage's output as uint8."""
-    return torch.round(images.clamp(0.0, 1.0) * 255.0) / 255.0
-
-
 def _generator(seed: int | None, device: torch.device) -> torch.Generator | None:
     return None if seed is None else torch.Generator(device).manual_seed(seed)
 
@@ -49,8 +46,7 @@ Step = Callable[[torch.Tensor, "torch.Tensor | None", "torch.Generator | None"],
 def _run(models: tuple[DVAE, ...], images: torch.Tensor, labels: torch.Tensor | None, batch_size: int,
          seed: int | None, step: Step) -> torch.Tensor:
     """``step(x, y, generator)`` over micro-batches, models in eval mode, results gathered on the CPU."""
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    check_int(batch_size, "batch_size", low=1)
     device = _device_of(models[0])
     generator = _generator(seed, device)
     out = torch.empty(images.shape, dtype=torch.float32)

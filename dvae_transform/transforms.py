@@ -11,38 +11,42 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import PIL.Image
 import torch
 from accelerate import Accelerator
-from huggingface_hub import ModelCard, ModelHubMixin, snapshot_download
+from huggingface_hub import ModelCard, ModelHubMixin
 from torch.utils._pytree import tree_flatten, tree_unflatten
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from ._checks import to_float_images, to_labels
+from .checkpoints.card import render_model_card
+from .checkpoints.layout import load_stages, save_purifier
+from .checkpoints.registry import resolve_source
 from .config import FitConfig, resolve_config
-from .data import load_images_and_labels
+from .data.sources import load_images_and_labels
 from .fit import fit_two_stage
-from .hub import (
-    LIBRARY_NAME,
-    LICENSE,
-    PAPER_URL,
-    PIPELINE_TAG,
-    TAGS,
-    check_purifier_config,
-    purifier_config,
-    read_json,
-    render_model_card,
-    resolve_source,
-)
-from .model import DVAE, WEIGHTS_NAME, check_config
-from .purify import DEFAULT_BATCH_SIZE, purify_two_stage, quantize, reconstruct
+from .images import ImageInput, apply_to_batch, to_float_images, to_labels
+from .metadata import hub_metadata
+from .model import DVAE
+from .precision import encode
+from .purify import DEFAULT_BATCH_SIZE, purify_two_stage, reconstruct
 
-STAGE_FOLDERS = ("stage1", "stage2")
+
+class Purifier(Protocol):
+    """What every defense offers (``DVAEPurify`` and the baselines of ``dvae_transform.evaluation``).
+
+    ``purify(images, labels=None)`` takes a CHW image or an NCHW batch (uint8, or float in [0, 1]; PIL
+    and numpy accepted) and returns float32 images in [0, 1] of the same shape. ``name`` identifies
+    the defense in reports.
+    """
+
+    name: str
+
+    def purify(self, images: ImageInput, labels: Any = None) -> torch.Tensor: ...
 
 
 def _is_label(value: Any) -> bool:
@@ -62,11 +66,7 @@ def _is_label(value: Any) -> bool:
 class DVAEPurify(
     ModelHubMixin,  # first: v2.Transform.__init_subclass__ takes no class keywords
     v2.Transform,
-    library_name=LIBRARY_NAME,
-    tags=list(TAGS),
-    license=LICENSE,
-    paper_url=PAPER_URL,
-    pipeline_tag=PIPELINE_TAG,
+    **hub_metadata(),
 ):
     """Remove unlearnable perturbations with a fitted two-stage D-VAE.
 
@@ -77,7 +77,8 @@ class DVAEPurify(
     float tensors in [0, 1] out. Without a label (a v1 pipeline) it falls back to the
     stage-2 reconstruction of the input, and warns once that it does.
     :meth:`purify` is the plain batch API: ``purifier.purify(x, y) -> purified`` (numpy
-    arrays and lists of PIL images accepted too).
+    arrays and lists of PIL images accepted too), shared with the baselines (:class:`Purifier`).
+    :meth:`replace` gives a copy with other purification settings.
 
     Args:
         stage1: the stage-1 D-VAE (tight KL bound).
@@ -87,6 +88,8 @@ class DVAEPurify(
         seed: seeds the draw when ``sample`` is set.
         device: where to run; models move there on first use.
     """
+
+    name = "dvae"
 
     def __init__(
         self,
@@ -123,6 +126,13 @@ class DVAEPurify(
     def image_size(self) -> int:
         return self.stage1.image_size
 
+    def replace(self, **options: Any) -> DVAEPurify:
+        """A purifier on the same stages with other ``batch_size``, ``sample``, ``seed`` or ``device``."""
+        current = {"batch_size": self.batch_size, "sample": self.sample, "seed": self.seed, "device": self.device}
+        purifier = type(self)(self.stage1, self.stage2, **{**current, **options})
+        purifier.history = self.history
+        return purifier
+
     def extra_repr(self) -> str:
         return (
             f"in_channels={self.in_channels}, image_size={self.image_size}, num_classes={self.num_classes}, "
@@ -150,7 +160,7 @@ class DVAEPurify(
         Which start to choose:
 
         * zero-shot (no fit): ``DVAEPurify.from_pretrained(name)`` when an official checkpoint
-          (:func:`dvae_transform.hub.list_pretrained`) matches your image size, channels and classes and
+          (:func:`dvae_transform.list_pretrained`) matches your image size, channels and classes and
           was fitted on similar data; check its effect on your data (e.g. a victim's clean accuracy) first.
         * warm start (``init=``): same image size, channels and classes, but another source or attack;
           a short fit (e.g. ``epochs=3``) starts from weights that already separate image content from
@@ -200,16 +210,13 @@ class DVAEPurify(
 
     def _save_pretrained(self, save_directory: Path) -> None:
         """Write ``config.json`` (purification defaults) and ``stage1/``, ``stage2/`` (config + safetensors)."""
-        config = purifier_config(batch_size=self.batch_size, sample=self.sample, seed=self.seed)
-        (save_directory / "config.json").write_text(json.dumps(config, indent=2))
-        for folder, model in zip(STAGE_FOLDERS, (self.stage1, self.stage2)):
-            (save_directory / folder).mkdir(exist_ok=True)
-            model._save_pretrained(save_directory / folder)
-            (save_directory / folder / "config.json").write_text(json.dumps(model.config, indent=2, sort_keys=True))
+        save_purifier(save_directory, (self.stage1, self.stage2), batch_size=self.batch_size, sample=self.sample,
+                      seed=self.seed)
 
     def generate_model_card(self, **card_kwargs: Any) -> ModelCard:
-        """The README.md model card; ``card_kwargs`` are :func:`dvae_transform.hub.render_model_card`'s options."""
-        return render_model_card(self, self._hub_mixin_info.model_card_data, **card_kwargs)
+        """The README.md model card; ``card_kwargs``: see :func:`~dvae_transform.checkpoints.card.render_model_card`."""
+        return render_model_card(self._hub_mixin_info.model_card_data, in_channels=self.in_channels,
+                                 image_size=self.image_size, num_classes=self.num_classes, **card_kwargs)
 
     @classmethod
     def from_pretrained(
@@ -231,7 +238,7 @@ class DVAEPurify(
 
         Args:
             repo_id_or_path: a folder written by ``save_pretrained``, a Hub repo id (``"org/name"``) or
-                a name from :func:`dvae_transform.hub.list_pretrained` (pinned to its registered revision).
+                a name from :func:`dvae_transform.list_pretrained` (pinned to its registered revision).
             revision: a branch, tag or commit sha on the Hub; pin a sha for reproducible results.
             cache_dir: the cache folder (default: the shared Hugging Face cache).
             local_files_only: use the cache only, never the network.
@@ -262,18 +269,8 @@ class DVAEPurify(
         **purifier_kwargs: Any,
     ) -> DVAEPurify:
         """The mixin's loading hook: one Hub snapshot of the needed files, every config checked, then the weights."""
-        root = Path(model_id)
-        if not root.is_dir():
-            stage_files = (f"{folder}/{name}" for folder in STAGE_FOLDERS for name in ("config.json", WEIGHTS_NAME))
-            files = ["config.json", *stage_files]
-            root = Path(snapshot_download(
-                model_id, revision=revision, cache_dir=cache_dir, force_download=force_download,
-                local_files_only=local_files_only, token=token, allow_patterns=files,
-            ))
-        check_purifier_config(config, source=os.path.join(model_id, "config.json"))
-        for folder in STAGE_FOLDERS:
-            check_config(read_json(root / folder / "config.json"), source=os.path.join(model_id, folder, "config.json"))
-        stages = [DVAE.from_pretrained(root / folder) for folder in STAGE_FOLDERS]
+        stages = load_stages(model_id, config, revision=revision, cache_dir=cache_dir, force_download=force_download,
+                             local_files_only=local_files_only, token=token)
         return cls(*stages, **purifier_kwargs)
 
     @classmethod
@@ -290,7 +287,7 @@ class DVAEPurify(
     # --- purification ---------------------------------------------------------------
     def check_images(self, images: Any, *, name: str = "images") -> torch.Tensor:
         """``images`` as a float NCHW batch, checked against the model's channels and size."""
-        return to_float_images(images, channels=self.in_channels, image_size=self.image_size, name=name)[0]
+        return to_float_images(images, channels=self.in_channels, image_size=self.image_size, name=name)
 
     def _apply(self, fn: Any, recurse: bool = True) -> DVAEPurify:
         # ``.to(device)`` / ``.cuda()`` / ``.cpu()`` move the stages; make the move stick.
@@ -307,7 +304,7 @@ class DVAEPurify(
                 f"DVAEPurify runs on the CPU inside DataLoader workers instead of {device}; "
                 "use PurifiedDataset to purify once on the accelerator",
                 RuntimeWarning,
-                stacklevel=3,
+                stacklevel=5,
             )
             device = torch.device("cpu")
         current = next(self.stage1.parameters()).device
@@ -332,31 +329,32 @@ class DVAEPurify(
         [0, 1]. ``labels``: an int or an int tensor with one label per image; without labels the
         label-free path runs (stage-2 reconstruction of the input) and warns once.
         """
-        batch, was_single = to_float_images(images, channels=self.in_channels, image_size=self.image_size)
-        stage1, stage2 = self._models()
         options = {"batch_size": self.batch_size, "sample": self.sample, "seed": self.seed}
-        if labels is None:
+
+        def purify_batch(batch: torch.Tensor) -> torch.Tensor:
+            stage1, stage2 = self._models()
+            if labels is not None:
+                batch_labels = to_labels(labels, batch.shape[0], self.num_classes)
+                return purify_two_stage(stage1, stage2, batch, batch_labels, **options)
             if not self._warned_label_free:
                 warnings.warn(
                     "DVAEPurify got no label: using the label-free path (stage-2 reconstruction of the "
                     "input), which removes less of a class-wise perturbation. Pass (image, label) pairs, "
                     "e.g. with a v2 Compose or PurifiedDataset.",
                     UserWarning,
-                    stacklevel=3,
+                    stacklevel=5,
                 )
                 self._warned_label_free = True
-            out = reconstruct(stage2, batch, **options)
-        else:
-            out = purify_two_stage(stage1, stage2, batch, to_labels(labels, batch.shape[0], self.num_classes),
-                                   **options)
-        return out[0] if was_single else out
+            return reconstruct(stage2, batch, **options)
+
+        return apply_to_batch(purify_batch, images, channels=self.in_channels, image_size=self.image_size)
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if isinstance(inpt, tv_tensors.TVTensor) and not isinstance(inpt, tv_tensors.Image):
             return inpt  # masks, boxes, videos: not images this model purifies
         purified = self.purify(inpt, params.get("labels"))
         if isinstance(inpt, PIL.Image.Image):
-            return F.to_pil_image(quantize(purified).mul_(255).to(torch.uint8))
+            return F.to_pil_image(encode(purified, "uint8"))
         if isinstance(inpt, tv_tensors.Image):
             return tv_tensors.wrap(purified, like=inpt)
         return purified

@@ -29,8 +29,8 @@ from torchvision.transforms import v2
 
 from dvae_transform import DVAEPurify
 from dvae_transform.cli import add_purifier_arguments, purifier_from_args
-from dvae_transform.io import read_dataset
-from dvae_transform.victim import small_cnn
+from dvae_transform.data.formats import read_dataset
+from dvae_transform.evaluation.victims import small_cnn
 
 
 class PairTransformed(Dataset):

@@ -18,9 +18,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from dvae_transform import PurifiedDataset
 from dvae_transform.cli import add_purifier_arguments, purifier_from_args
-from dvae_transform.data import PurifiedDataset, hf_columns
-from dvae_transform.victim import small_cnn
+from dvae_transform.data.sources import hf_columns
+from dvae_transform.evaluation.victims import small_cnn
 
 
 def load_train_split(args: argparse.Namespace) -> datasets.Dataset:

@@ -22,9 +22,10 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from torchvision.datasets import CIFAR10
 from torchvision.transforms import v2
 
+from dvae_transform import PurifiedDataset
 from dvae_transform.cli import add_purifier_arguments, purifier_from_args
-from dvae_transform.data import PurifiedDataset, load_images_and_labels
-from dvae_transform.io import read_dataset
+from dvae_transform.data.formats import read_dataset
+from dvae_transform.data.sources import load_images_and_labels
 
 
 class ResidualBlock(nn.Module):

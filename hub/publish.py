@@ -4,10 +4,10 @@
     python hub/publish.py hub/recipes/mnist32-lsp-fast.json             # ... and push it (needs `hf auth login`)
 
 A recipe (JSON) fixes the data, the poison applied to it, the fit settings and the seed. The script poisons
-the training split with ``dvae_transform.attacks.make_poison``, fits with ``DVAEPurify.fit``, measures a
+the training split with ``dvae_transform.evaluation.attacks.make_poison``, fits with ``DVAEPurify.fit``, measures a
 victim classifier's clean-test accuracy without and with purification, and writes the folder it uploads
 (weights and model card) with ``save_pretrained``. ``--dry-run`` stops there, without any network access.
-After a push, pin the printed commit sha in ``dvae_transform/hub.py``'s ``REGISTRY``.
+After a push, pin the printed commit sha in ``dvae_transform/checkpoints/registry.py``'s ``REGISTRY``.
 """
 
 from __future__ import annotations
@@ -28,11 +28,12 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from dvae_transform import DVAEPurify, FitConfig
-from dvae_transform.attacks import ATTACKS, make_poison
+from dvae_transform.checkpoints.card import AttackResult
+from dvae_transform.checkpoints.registry import REGISTRY
 from dvae_transform.config import resolve_config
-from dvae_transform.hub import REGISTRY, AttackResult
-from dvae_transform.mnist import load_mnist32
-from dvae_transform.victim import EPOCHS, accuracy, train_victim
+from dvae_transform.evaluation.attacks import ATTACKS, make_poison
+from dvae_transform.evaluation.mnist import load_mnist32
+from dvae_transform.evaluation.victims import RECIPE, accuracy, train_victim
 
 CHECK_BATCH_SIZE = 16
 
@@ -109,7 +110,7 @@ def check_registered(recipe: Recipe) -> None:
     """The registry entry of ``recipe.name`` must describe what the recipe builds."""
     entry = REGISTRY.get(recipe.name)
     if entry is None:
-        raise ValueError(f"{recipe.name} is not in dvae_transform.hub.REGISTRY; add its entry before publishing")
+        raise ValueError(f"{recipe.name} is not in the checkpoint REGISTRY; add its entry before publishing")
     stated = {
         "repo_id": recipe.repo_id, "dataset": recipe.dataset, "image_size": recipe.image_size,
         "channels": recipe.channels, "num_classes": recipe.num_classes, "preset": recipe.preset,
@@ -225,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "eval_data": source.test_description,
     }
     if not args.no_eval:
-        epochs = args.victim_epochs or recipe.evaluate.get("victim_epochs", EPOCHS)
+        epochs = args.victim_epochs or recipe.evaluate.get("victim_epochs", RECIPE.epochs)
         data = (train_images, train_labels, test_images, test_labels)
         card["clean_accuracy"], card["results"] = _evaluate(purifier, recipe, data, epochs, progress)
         print(f"victim accuracy trained on clean images: {card['clean_accuracy']:.4f}")
@@ -244,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     commit = purifier.push_to_hub(repo_id, token=args.token, private=args.private or None,
                                   commit_message=f"Publish {recipe.name}", model_card_kwargs=card)
-    print(f"pushed {commit.commit_url}; pin revision={commit.oid!r} for {recipe.name} in dvae_transform/hub.py")
+    print(f"pushed {commit.commit_url}; pin revision={commit.oid!r} for {recipe.name} in checkpoints/registry.py")
     return 0
 
 

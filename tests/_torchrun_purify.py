@@ -21,7 +21,7 @@ from accelerate import Accelerator
 from safetensors.torch import save_file
 
 from dvae_transform import DVAEPurify
-from dvae_transform.data import PurifiedDataset
+from dvae_transform.data.purified import PurifiedDataset
 
 NUM_ITEMS = 22
 SHARD_SIZE = 4

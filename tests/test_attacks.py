@@ -1,4 +1,4 @@
-"""Tests for the unlearnable-example generators in dvae_transform.attacks."""
+"""Tests for the unlearnable-example generators in dvae_transform.evaluation.attacks."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from dvae_transform import attacks
+from dvae_transform.evaluation import attacks
 
 NUM_CLASSES = 4
 CHEAP_EM = {"pgd_steps": 2, "train_steps": 2, "max_rounds": 2, "batch_size": 32}

@@ -1,4 +1,4 @@
-"""The benchmark end to end on a tiny MNIST slice, its results file and report, and the PlainVAE baseline."""
+"""The benchmark end to end on a tiny MNIST slice: its runner, results file, report and figures."""
 
 from __future__ import annotations
 
@@ -8,11 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dvae_transform import DVAEPurify, bench
-from dvae_transform.baselines import PlainVAE
-from dvae_transform.config import resolve_config
-from dvae_transform.fit import build_model
-from dvae_transform.losses import psnr
+from dvae_transform import DVAEPurify
+from dvae_transform.evaluation import bench, report
+from dvae_transform.evaluation.victims import RECIPE
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -43,18 +41,19 @@ def test_quick_bench_writes_results_report_figures_and_resumes(tmp_path):
     assert set(results["cells"]) == {f"{a}/{d}/0" for a in rows for d in defenses}
     assert all(0.0 <= cell["accuracy"] <= 1.0 for cell in results["cells"].values())
     assert results["runs"][-1]["computed"] == len(rows) * len(defenses)
-    report = (out / "results.md").read_text()
-    table = _table_rows(report, "Clean-test accuracy")
+    markdown = (out / "results.md").read_text()
+    assert f"Victim: {RECIPE.describe()} This run: 1 epoch(s)" in markdown  # the recipe is data, not a docstring
+    table = _table_rows(markdown, "Clean-test accuracy")
     assert table["attack"] == defenses
     assert set(table) == {"attack", "---", *rows, "**mean over attacks**"}
     for row in rows:
         assert all(0.0 <= float(value) <= 1.0 for value in table[row])
-    assert _table_rows(report, "Defense wall time")["attack"] == defenses
+    assert _table_rows(markdown, "Defense wall time")["attack"] == defenses
     for figure in ("accuracy.png", "samples.png"):
         assert (out / figure).read_bytes().startswith(PNG_MAGIC)
     text = notes.read_text()
     assert "stale table" not in text and text.startswith("# Notes\n\nintro") and text.endswith("outro\n")
-    assert text.count(bench.START_MARKER) == 1 and "--defenses none jpeg dvae" in text
+    assert text.count(report.START_MARKER) == 1 and "--defenses none jpeg dvae" in text
 
     # Resuming with one more defense computes only the new column and keeps the finished cells as they were.
     assert bench.main([*argv, "--defenses", *defenses, "bitdepth", "--resume"]) == 0
@@ -63,7 +62,7 @@ def test_quick_bench_writes_results_report_figures_and_resumes(tmp_path):
     assert {key: resumed["cells"][key] for key in results["cells"]} == results["cells"]
     assert _table_rows((out / "results.md").read_text(), "Clean-test accuracy")["attack"] == [*defenses, "bitdepth"]
     text = notes.read_text()
-    assert text.count(bench.START_MARKER) == 1 and text.count(bench.END_MARKER) == 1 and "bitdepth" in text
+    assert text.count(report.START_MARKER) == 1 and text.count(report.END_MARKER) == 1 and "bitdepth" in text
 
     with pytest.raises(ValueError, match="other settings"):
         bench.main([*argv, "--defenses", "none", "--resume", "--epochs", "3"])
@@ -98,53 +97,11 @@ def test_weight_based_defenses_need_a_warm_start(tmp_path, defense):
 
 def test_write_block_creates_appends_and_rejects_broken_markers(tmp_path):
     path = tmp_path / "B.md"
-    bench.write_block(path, "first")
+    report.write_block(path, "first")
     assert path.read_text().count("first") == 1
     path.write_text("# Kept\n")
-    bench.write_block(path, "second")
-    assert path.read_text() == f"# Kept\n\n{bench.START_MARKER}\nsecond\n{bench.END_MARKER}\n"
-    path.write_text(f"{bench.START_MARKER}\nno end\n")
+    report.write_block(path, "second")
+    assert path.read_text() == f"# Kept\n\n{report.START_MARKER}\nsecond\n{report.END_MARKER}\n"
+    path.write_text(f"{report.START_MARKER}\nno end\n")
     with pytest.raises(ValueError, match="markers"):
-        bench.write_block(path, "third")
-
-
-# ----------------------------------------------------------------------------- PlainVAE
-
-
-def _blobs(count: int, size: int = 16, seed: int = 0) -> torch.Tensor:
-    """Smooth images: one Gaussian blob each, at a random place with a random width."""
-    generator = torch.Generator().manual_seed(seed)
-    centres = torch.rand(count, 2, generator=generator) * size
-    widths = 1.5 + 2.5 * torch.rand(count, generator=generator)
-    grid = torch.arange(size, dtype=torch.float32)
-    rows = (grid[None, :] - centres[:, :1]) ** 2
-    cols = (grid[None, :] - centres[:, 1:]) ** 2
-    squared = rows[:, :, None] + cols[:, None, :]
-    return torch.exp(-squared / (2 * widths[:, None, None] ** 2))[:, None]
-
-
-@pytest.fixture(scope="module")
-def blob_vae() -> tuple[PlainVAE, torch.Tensor]:
-    images = _blobs(64)
-    vae = PlainVAE.fit(images, preset="fast", epochs=10, width=8, latent_dim=8, batch_size=16, seed=0)
-    return vae, images
-
-
-def test_plain_vae_reconstructs_better_than_untrained(blob_vae):
-    vae, images = blob_vae
-    config = resolve_config("fast", width=8, latent_dim=8, seed=0)
-    untrained = PlainVAE(build_model(config, in_channels=1, image_size=16, num_classes=1, seed=config.seed))
-
-    purified = vae(images)
-
-    assert purified.shape == images.shape and purified.dtype == torch.float32
-    assert 0.0 <= purified.min() and purified.max() <= 1.0
-    assert psnr(purified, images) > psnr(untrained(images), images) + 5.0
-
-
-def test_plain_vae_ignores_labels(blob_vae):
-    vae, images = blob_vae
-    batch = images[:8]
-    without = vae(batch)
-    assert torch.equal(vae(batch, torch.arange(8)), without)
-    assert torch.equal(vae(batch, torch.zeros(8, dtype=torch.long)), without)
+        report.write_block(path, "third")

@@ -1,4 +1,4 @@
-"""Tests for the on-disk cache of purified tensors."""
+"""The on-disk cache of purified tensors: an entry (``cache/store.py``), listing and clearing (``maintenance.py``)."""
 
 from __future__ import annotations
 
@@ -10,21 +10,19 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from dvae_transform import cache as cache_module
-from dvae_transform.cache import (
+from dvae_transform import files
+from dvae_transform.cache.maintenance import cache_info, clear_cache
+from dvae_transform.cache.store import (
     CacheMissError,
     CacheUnavailableError,
     TensorCache,
-    cache_info,
-    clear_cache,
     default_cache_dir,
-    fingerprint,
     open_cache,
 )
+from dvae_transform.precision import STORAGE_DTYPES, decode, encode
 
 SHAPE = (3, 4, 4)
 
@@ -34,8 +32,9 @@ def make_cache(root: Path, key: str = "entry", num_items: int = 10, **kwargs) ->
 
 
 def values_for(cache: TensorCache, index: int) -> torch.Tensor:
+    """Shard ``index`` of random images, at the entry's storage precision."""
     generator = torch.Generator().manual_seed(index)
-    return torch.rand((len(cache.shard_range(index)), *SHAPE), generator=generator)
+    return encode(torch.rand((len(cache.shard_range(index)), *SHAPE), generator=generator), cache.dtype)
 
 
 def fill(cache: TensorCache) -> torch.Tensor:
@@ -58,31 +57,6 @@ def test_default_cache_dir(monkeypatch, tmp_path):
     assert default_cache_dir() == Path.home() / ".cache" / "dvae_transform"
 
 
-def test_fingerprint_is_stable_and_sensitive():
-    images = torch.arange(48, dtype=torch.uint8).reshape(3, 4, 4)
-    settings = {"strength": 0.5, "batch": 64, "tags": ["a", None, True]}
-    key = fingerprint(images, b"weights", settings)
-    assert len(key) == 32 and int(key, 16) >= 0
-    reordered = {"tags": ["a", None, True], "batch": 64, "strength": 0.5}
-    assert fingerprint(images.clone(), b"weights", reordered) == key
-    assert fingerprint(images.numpy(), b"weights", settings) == key
-
-    changed = images.clone()
-    changed[0, 0, 0] += 1
-    assert fingerprint(changed, b"weights", settings) != key
-    assert fingerprint(images, b"weights", {**settings, "strength": 0.25}) != key
-    assert fingerprint(images.reshape(3, 16), b"weights", settings) != key
-    assert fingerprint(images.float(), b"weights", settings) != key
-    assert fingerprint(images, b"other", settings) != key
-    assert fingerprint("ab", "c") != fingerprint("a", "bc")
-    assert fingerprint(1) != fingerprint(True) != fingerprint(1.0)
-
-
-def test_fingerprint_rejects_unknown_types():
-    with pytest.raises(TypeError, match="cannot encode object"):
-        fingerprint(object())
-
-
 @pytest.mark.parametrize(("dtype", "tolerance"), [("uint8", 0.5 / 255), ("float16", 1e-3)])
 def test_round_trip(tmp_path, dtype, tolerance):
     cache = make_cache(tmp_path, dtype=dtype)
@@ -90,10 +64,13 @@ def test_round_trip(tmp_path, dtype, tolerance):
     expected = fill(cache)
     assert cache.is_complete()
     loaded = make_cache(tmp_path, dtype=dtype).load()
-    assert loaded.dtype == torch.float32 and loaded.shape == (10, *SHAPE)
-    assert (loaded - expected).abs().max().item() <= tolerance + 1e-7
+    assert loaded.dtype == STORAGE_DTYPES[dtype] and loaded.shape == (10, *SHAPE)
+    assert torch.equal(loaded, expected)  # stored as given: no conversion on the way in or out
+    originals = torch.cat([torch.rand((len(cache.shard_range(i)), *SHAPE), generator=torch.Generator().manual_seed(i))
+                           for i in range(cache.num_shards)])
+    assert (decode(loaded) - originals).abs().max().item() <= tolerance + 1e-7
     assert torch.equal(cache.load_shard(1), loaded[4:8])
-    assert 0 <= loaded.min() and loaded.max() <= 1
+    assert 0 <= decode(loaded).min() and decode(loaded).max() <= 1
     manifest = json.loads((cache.path / "manifest.json").read_text())
     assert manifest["dtype"] == dtype and sorted(manifest["shards"]) == ["0", "1", "2"]
 
@@ -113,15 +90,17 @@ def test_missing_shards_are_resumable(tmp_path):
 
 
 def test_write_shard_validates_values(tmp_path):
-    cache = make_cache(tmp_path)
+    cache = make_cache(tmp_path, dtype="float16")
     with pytest.raises(ValueError, match="shape"):
-        cache.write_shard(0, torch.rand(3, *SHAPE))
+        cache.write_shard(0, torch.rand(3, *SHAPE).half())
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        cache.write_shard(0, torch.rand(4, *SHAPE) + 1)
+        cache.write_shard(0, (torch.rand(4, *SHAPE) + 1).half())
     with pytest.raises(ValueError, match="dtype"):
         cache.write_shard(0, torch.zeros(4, *SHAPE, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="dtype"):
+        make_cache(tmp_path, key="bytes").write_shard(0, torch.rand(4, *SHAPE))  # floats are not encoded here
     with pytest.raises(IndexError):
-        cache.write_shard(3, torch.rand(4, *SHAPE))
+        cache.write_shard(3, torch.rand(4, *SHAPE).half())
     assert cache.missing_shards() == [0, 1, 2]
 
 
@@ -174,7 +153,7 @@ def test_failed_write_leaves_no_shard(tmp_path, monkeypatch):
     def disk_full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(cache_module.os, "fsync", disk_full)
+    monkeypatch.setattr(files.os, "fsync", disk_full)
     with pytest.raises(CacheUnavailableError, match="No space left"):
         cache.write_shard(0, values_for(cache, 0))
     monkeypatch.undo()
@@ -237,16 +216,14 @@ def test_cache_info_and_clear_cache(tmp_path):
 
 
 WORKER = """
-import importlib.util, sys, time
+import sys, time
 from pathlib import Path
 import torch
 
-# load cache.py on its own: importing the whole package would make this test slow
-spec = importlib.util.spec_from_file_location("dvae_cache", sys.argv[1])
-cache_module = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(cache_module)
+from dvae_transform.cache import store as cache_module
+from dvae_transform.fingerprint import fingerprint
 
-root, folder, name = Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
+root, folder, name = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 (folder / f"ready-{name}").touch()
 while not (folder / "go").exists():
     time.sleep(0.01)
@@ -257,13 +234,14 @@ with cache.lock():
             handle.write(f"{index}\\n")
         time.sleep(0.05)
         generator = torch.Generator().manual_seed(index)
-        cache.write_shard(index, torch.rand((len(cache.shard_range(index)), 3, 4, 4), generator=generator))
-print(cache_module.fingerprint(cache.load()))
+        values = torch.rand((len(cache.shard_range(index)), 3, 4, 4), generator=generator)
+        cache.write_shard(index, values.mul(255).round().to(torch.uint8))
+print(fingerprint(cache.load()))
 """
 
 
 def test_concurrent_processes_compute_each_shard_once(tmp_path):
-    command = [sys.executable, "-c", WORKER, cache_module.__file__, str(tmp_path / "cache"), str(tmp_path)]
+    command = [sys.executable, "-c", WORKER, str(tmp_path / "cache"), str(tmp_path)]
     workers = [subprocess.Popen([*command, name], stdout=subprocess.PIPE, text=True) for name in "ab"]
     deadline = time.monotonic() + 120
     while not all((tmp_path / f"ready-{name}").exists() for name in "ab") and time.monotonic() < deadline:
@@ -275,5 +253,3 @@ def test_concurrent_processes_compute_each_shard_once(tmp_path):
     assert outputs[0] == outputs[1] != ""
 
 
-def test_numpy_scalars_fingerprint_like_python_numbers():
-    assert fingerprint(np.int64(3), np.float64(0.5)) == fingerprint(3, 0.5)

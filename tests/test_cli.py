@@ -14,9 +14,11 @@ import torch
 from PIL import Image
 
 from dvae_transform import DVAEPurify
-from dvae_transform.cache import TensorCache, cache_info
+from dvae_transform.cache.maintenance import cache_info
+from dvae_transform.cache.store import TensorCache
 from dvae_transform.cli import main
-from dvae_transform.io import read_dataset
+from dvae_transform.data.formats import read_dataset
+from dvae_transform.precision import encode
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["ant", "bee", "cat", "dog"]
@@ -209,9 +211,6 @@ def test_batch_size_does_not_change_the_output(tmp_path, data_u8, tiny_purifier,
         assert_within_one_level(torch.from_numpy(archive["images"]), expected_output(tiny_purifier, images, labels))
 
 
-# ----------------------------------------------------------------------------- errors
-
-
 def run_error(args: list[str], capsys) -> str:
     assert main(args) == 1
     return capsys.readouterr().err
@@ -302,7 +301,7 @@ def test_cache_info_and_clear(tmp_path, capsys):
     for key, items in (("alpha", 3), ("beta", 5)):
         entry = TensorCache(key, num_items=items, item_shape=(1, 4, 4), shard_size=4, root=tmp_path)
         for index in range(entry.num_shards):
-            entry.write_shard(index, torch.rand(len(entry.shard_range(index)), 1, 4, 4))
+            entry.write_shard(index, encode(torch.rand(len(entry.shard_range(index)), 1, 4, 4)))
     beta_size = next(entry["size"] for entry in cache_info(tmp_path) if entry["key"] == "beta")
 
     assert main(["cache", "--cache-dir", str(tmp_path)]) == 0
@@ -323,9 +322,9 @@ def test_cache_info_and_clear(tmp_path, capsys):
 
 
 def test_missing_plugin_module_fails_clearly(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "dvae_transform.demo", None)  # as if demo.py were not installed
+    monkeypatch.setitem(sys.modules, "dvae_transform.evaluation.demo", None)  # as if demo.py were not installed
     err = run_error(["demo", "--seed", "1"], capsys)
-    assert err.startswith("dvae-purify demo: error: not available") and "dvae_transform.demo" in err
+    assert err.startswith("dvae-purify demo: error: not available") and "dvae_transform.evaluation.demo" in err
 
 
 def test_plugin_options_are_forwarded(capsys):

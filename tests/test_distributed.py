@@ -13,8 +13,8 @@ from _cache_worker import load_purifier, make_dataset
 from _torchrun_purify import NUM_ITEMS, SHARD_SIZE
 from safetensors.torch import load_file
 
-from dvae_transform.cache import cache_info
-from dvae_transform.data import PurifiedDataset
+from dvae_transform.cache.maintenance import cache_info
+from dvae_transform.data.purified import PurifiedDataset
 
 SCRIPT = Path(__file__).with_name("_torchrun_purify.py")
 

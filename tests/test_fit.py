@@ -154,8 +154,8 @@ def test_mixed_precision_fit_runs_and_can_alternate_with_full_precision(tiny_dat
 
 
 def test_plain_vae_fit_follows_a_mixed_precision_fit(tiny_data) -> None:
-    from dvae_transform.baselines import PlainVAE
+    from dvae_transform.evaluation.baselines import PlainVAE
 
     DVAEPurify.fit(tiny_data, seed=0, mixed_precision="bf16", **TINY)
     plain = PlainVAE.fit(tiny_data[0], epochs=1, width=8, latent_dim=8, batch_size=32)
-    assert plain(tiny_data[0]).shape == tiny_data[0].shape
+    assert plain.purify(tiny_data[0]).shape == tiny_data[0].shape

@@ -15,7 +15,7 @@ from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 
 from dvae_transform import DVAEPurify
-from dvae_transform.hub import REGISTRY
+from dvae_transform.checkpoints.registry import REGISTRY
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "hub" / "publish.py"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dvae_transform.purify import purify_two_stage, quantize, reconstruct, remove_perturbation
+from dvae_transform.precision import quantize
+from dvae_transform.purify import purify_two_stage, reconstruct, remove_perturbation
 
 
 def test_output_shape_range_and_type(tiny_purifier, tiny_data) -> None:

@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 import datasets
+import numpy as np
 import pytest
 import torch
 from _cache_worker import NUM_ITEMS, SHARD_SIZE, make_dataset
@@ -22,8 +23,10 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from dvae_transform import DVAE, DVAEPurify
-from dvae_transform.cache import cache_info
-from dvae_transform.data import PurifiedDataset, load_images_and_labels, purification_fingerprint, weights_hash
+from dvae_transform.cache.maintenance import cache_info
+from dvae_transform.data.purified import PurifiedDataset
+from dvae_transform.data.sources import load_images_and_labels
+from dvae_transform.fingerprint import weights_hash
 from dvae_transform.purify import purify_two_stage
 
 WORKER = Path(__file__).with_name("_cache_worker.py")
@@ -58,6 +61,11 @@ def expected(purifier: DVAEPurify, dataset: TensorDataset, chunk: int = 8) -> to
     images, labels = load_images_and_labels(dataset)
     out = purify_two_stage(purifier.stage1, purifier.stage2, images, labels, batch_size=chunk)
     return (out * 255).round() / 255
+
+
+def purification_fingerprint(dataset, purifier, **kwargs) -> str:
+    """The cache key of purifying ``dataset`` (computed without purifying)."""
+    return PurifiedDataset(dataset, purifier, progress=False, **kwargs).fingerprint
 
 
 def purified(dataset, purifier, root: Path | None, **kwargs) -> PurifiedDataset:
@@ -144,7 +152,7 @@ def test_cache_key_follows_data_weights_and_settings(purifier, data):
     changed = copy.deepcopy(purifier)
     with torch.no_grad():
         next(changed.stage2.parameters()).view(-1)[0] += 1e-3
-    assert weights_hash(changed) != weights_hash(purifier)
+    assert weights_hash(changed.stage1, changed.stage2) != weights_hash(purifier.stage1, purifier.stage2)
     assert purification_fingerprint(data, changed) != key
 
     sampling = copy.deepcopy(purifier)
@@ -175,7 +183,7 @@ def test_unusable_cache_dir_warns_and_still_purifies(purifier, data, tmp_path):
 def test_float16_storage(purifier, data, tmp_path):
     dataset = purified(data, purifier, tmp_path, cache_dtype="float16")
     images, labels = load_images_and_labels(data)
-    reference = purify_two_stage(purifier.stage1, purifier.stage2, images, labels).half().float()
+    reference = purify_two_stage(purifier.stage1, purifier.stage2, images, labels, batch_size=8).half().float()
     assert torch.equal(dataset.images, reference)
     assert torch.equal(purified(data, purifier, tmp_path, cache_dtype="float16").images, reference)
 
@@ -285,11 +293,15 @@ def test_hf_image_column_stays_an_image_column(purifier, data, hf_images, tmp_pa
     assert torch.equal(reloaded[:]["img"], as_torch["img"])
 
 
-def test_hf_array_column_becomes_float_arrays(purifier, hf_arrays, tmp_path):
+def test_hf_array_column_keeps_its_layout(purifier, hf_arrays, tmp_path):
     dataset = purified(hf_arrays, purifier, tmp_path, image_column="pixels", label_column="target")
     out = dataset.to_hf_dataset()
-    assert out.features["pixels"] == datasets.Array3D(shape=(1, 16, 16), dtype="float32")
+    assert out.features == hf_arrays.features  # float CHW arrays stay float CHW arrays, in [0, 1]
     assert torch.equal(out.with_format("torch")[:]["pixels"], dataset.images)
+
+    channels_last = hf_arrays.map(lambda row: {"pixels": np.moveaxis(np.asarray(row["pixels"]), 0, -1)})
+    out = purified(channels_last, purifier, None, image_column="pixels", label_column="target").to_hf_dataset()
+    assert torch.equal(out.with_format("torch")[:]["pixels"], dataset.images.permute(0, 2, 3, 1))
 
 
 def test_hf_fingerprints_are_deterministic(purifier, hf_images, tmp_path):
@@ -352,8 +364,8 @@ def test_grayscale_into_rgb_model_asks_for_conversion(data):
 def test_labels_out_of_range_and_bad_settings(purifier, data):
     wrong = TensorDataset(data.tensors[0], data.tensors[1] + 4)
     assert "labels must lie in [0, 4)" in _error(wrong, purifier)
-    assert "batch_size must be a positive int" in _error(data, purifier, batch_size=0)
-    assert "cache_dtype must be one of" in _error(data, purifier, cache_dtype="int8")
+    assert "batch_size must be positive" in _error(data, purifier, batch_size=0)
+    assert "cache_dtype must be 'float16' or 'uint8'" in _error(data, purifier, cache_dtype="int8")
     with pytest.raises(TypeError, match="purifier must be a DVAEPurify"):
         PurifiedDataset(data, purifier.stage1)
 

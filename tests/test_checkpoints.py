@@ -1,4 +1,5 @@
-"""Saving, loading and Hub round trips of ``DVAEPurify``, driven through the real ``huggingface_hub`` client.
+"""``checkpoints/``: saving, loading and Hub round trips of ``DVAEPurify`` (driven through the real
+``huggingface_hub`` client), safetensors-only weights, config checks, the registry and the model card.
 
 The Hub is ``FakeHub`` (tests/hub_server/); repos are put on it directly with ``add_repo``. Uploads through
 ``push_to_hub`` and ``hub/publish.py`` are tested in tests/test_push.py.
@@ -6,7 +7,6 @@ The Hub is ``FakeHub`` (tests/hub_server/); repos are put on it directly with ``
 
 from __future__ import annotations
 
-import copy
 import io
 import json
 import shutil
@@ -20,9 +20,11 @@ from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundEr
 from safetensors.torch import load_file, save_file
 from torchvision.transforms import v2
 
-from dvae_transform import DVAE, DVAEPurify, hub
-from dvae_transform.hub import AttackResult, PretrainedCheckpoint, list_pretrained, pretrained_info
-from dvae_transform.model import load_safetensors
+from dvae_transform import DVAE, DVAEPurify, list_pretrained, pretrained_info
+from dvae_transform.checkpoints import registry
+from dvae_transform.checkpoints.card import AttackResult
+from dvae_transform.checkpoints.registry import PretrainedCheckpoint
+from dvae_transform.checkpoints.weights import load_safetensors
 
 REPO = "tests-org/tiny-purifier"
 LAYOUT = {
@@ -89,8 +91,8 @@ def test_local_round_trip_purifies_identically(saved: Path, tiny_purifier: DVAEP
 
 
 def test_saved_defaults_are_restored_and_can_be_overridden(tiny_purifier: DVAEPurify, tmp_path: Path) -> None:
-    sampling = copy.copy(tiny_purifier)
-    sampling.batch_size, sampling.sample, sampling.seed = 7, True, 3
+    sampling = tiny_purifier.replace(batch_size=7, sample=True, seed=3)
+    assert (tiny_purifier.batch_size, tiny_purifier.sample, tiny_purifier.seed) != (7, True, 3)
     sampling.save_pretrained(tmp_path)
 
     loaded = DVAEPurify.from_pretrained(tmp_path)
@@ -185,11 +187,11 @@ def test_refused_weights_leave_a_model_untouched(saved: Path, tiny_purifier: DVA
 @pytest.mark.parametrize(
     ("file", "changes", "error", "message"),
     [
-        ("stage1/config.json", {"dropout": 0.1}, ValueError, r"unknown DVAE config key\(s\) \['dropout'\]"),
+        ("stage1/config.json", {"dropout": 0.1}, ValueError, r"unknown key\(s\) \['dropout'\]"),
         ("stage2/config.json", {"width": "8"}, TypeError, r"stage2/config.json: .*width must be an int"),
         ("stage2/config.json", {"image_size": 15}, ValueError, r"image_size must be even"),
         ("config.json", {"colour": "red"}, ValueError, r"unknown key\(s\) \['colour'\]"),
-        ("config.json", {"sample": "yes"}, TypeError, r"sample must be bool"),
+        ("config.json", {"sample": "yes"}, TypeError, r"sample must be a bool"),
         ("config.json", {"format_version": 2}, ValueError, r"format_version 2 is not supported"),
     ],
 )
@@ -274,7 +276,7 @@ def test_revision_pins_the_weights(
     assert torch.equal(purified(DVAEPurify.from_pretrained(REPO), tiny_data), new)
 
     entry = PretrainedCheckpoint("tiny-pinned", REPO, first, "random", 16, 1, 4, "fast", "none")
-    monkeypatch.setitem(hub.REGISTRY, entry.name, entry)
+    monkeypatch.setitem(registry.REGISTRY, entry.name, entry)
     assert torch.equal(purified(DVAEPurify.from_pretrained("tiny-pinned"), tiny_data), old)
 
 
@@ -334,7 +336,7 @@ def test_bad_config_on_the_hub_is_refused(fake_hub, saved: Path) -> None:
     files["stage1/config.json"] = json.dumps({**json.loads(files["stage1/config.json"]), "extra": 1})
     fake_hub.add_repo(REPO, files)
 
-    with pytest.raises(ValueError, match=r"tests-org/tiny-purifier/stage1/config.json: unknown DVAE config key"):
+    with pytest.raises(ValueError, match=r"tests-org/tiny-purifier/stage1/config.json: unknown key"):
         DVAEPurify.from_pretrained(REPO)
 
 
@@ -343,13 +345,13 @@ def test_bad_config_on_the_hub_is_refused(fake_hub, saved: Path) -> None:
 
 def test_registry_lists_and_describes_the_official_checkpoints() -> None:
     names = list_pretrained()
-    assert names == sorted(hub.REGISTRY) and "mnist32-lsp-fast" in names
+    assert names == sorted(registry.REGISTRY) and "mnist32-lsp-fast" in names
     assert list_pretrained("*classwise*") == ["mnist32-classwise-noise-fast"]
     info = pretrained_info("mnist32-lsp-fast")
     assert (info.repo_id, info.image_size, info.channels, info.num_classes, info.attack) == (
         "dvae-transform/mnist32-lsp-fast", 32, 1, 10, "lsp",
     )
-    assert all(entry.revision is None for entry in hub.REGISTRY.values())  # nothing is published yet
+    assert all(entry.revision is None for entry in registry.REGISTRY.values())  # nothing is published yet
     with pytest.raises(ValueError, match="known: mnist32-classwise-noise-fast, mnist32-lsp-fast"):
         pretrained_info("mnist32-nope")
 

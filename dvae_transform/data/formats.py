@@ -5,7 +5,8 @@ Three formats, told apart by what is on disk:
 * ``folder``: an image folder with one sub-folder per class (read with torchvision's
   ``ImageFolder``); written back with the same class sub-folders and file names, as PNG.
 * ``hf``: a Hugging Face ``datasets`` folder written by ``save_to_disk`` (a ``Dataset`` or a
-  ``DatasetDict``, of which one split is read); written back with the image column replaced.
+  ``DatasetDict``, of which one split is read); written back with the image column replaced
+  (:func:`replace_hf_images`, which ``PurifiedDataset.to_hf_dataset`` uses too).
 * ``npz``: a numpy archive holding ``images`` (NCHW, NHWC or NHW; uint8 or float in [0, 1])
   and ``labels``; written back with uint8 images in the same layout.
 
@@ -22,14 +23,14 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image
 from torchvision.datasets import ImageFolder
 from torchvision.transforms.v2 import functional as F
 from tqdm.auto import tqdm
 
-from ._checks import to_float_images
-from .cache import fingerprint
-from .data import hf_columns, load_images_and_labels
+from ..fingerprint import fingerprint
+from ..images import batch_layout, from_nchw, image_layout, image_to_chw, open_image, to_float_images, to_nchw
+from ..precision import as_uint8, decode
+from .sources import hf_columns, load_images_and_labels
 
 FORMATS = ("folder", "hf", "npz")
 # what datasets' save_to_disk writes at the top of a Dataset / a DatasetDict folder
@@ -47,7 +48,7 @@ class DatasetMeta:
         num_classes: the class count the format states (folder classes, an HF ``ClassLabel``), else None.
         classes: class sub-folder names (``folder``).
         files: each image's path relative to its class sub-folder (``folder``).
-        layout: the array layout of the images, ``"NCHW"``, ``"NHWC"`` or ``"NHW"`` (``npz``, array ``hf`` columns).
+        layout: the array layout of the images, ``"NCHW"``, ``"NHWC"`` or ``"NHW"`` (``npz``).
         dataset: the loaded ``Dataset`` or ``DatasetDict`` (``hf``).
         split: the split that was read from a ``DatasetDict`` (``hf``).
         image_column, label_column: the columns read (``hf``).
@@ -123,6 +124,7 @@ def write_dataset(
     labels: torch.Tensor,
     meta: DatasetMeta,
     *,
+    key: str,
     overwrite: bool = False,
     progress: bool = True,
 ) -> Path:
@@ -130,7 +132,8 @@ def write_dataset(
 
     ``out`` is a folder; for ``npz`` it may also name the ``.npz`` file (else the file keeps the
     input's name inside ``out``). Refuses to write over existing output unless ``overwrite``,
-    and never writes over the input.
+    and never writes over the input. ``key`` is the purification's key (it fingerprints a written
+    Hugging Face dataset).
     """
     if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4:
         raise TypeError(f"write_dataset: expected a uint8 NCHW tensor, got {_describe(images)}")
@@ -140,7 +143,7 @@ def write_dataset(
     if meta.format == "npz":
         _write_npz(target, images, labels, meta)
     elif meta.format == "hf":
-        _write_hf(target, images, labels, meta)
+        _write_hf(target, images, meta, key)
     elif meta.format == "folder":
         _write_folder(target, images, labels, meta, progress)
     else:
@@ -187,37 +190,7 @@ def _checked(images: torch.Tensor, source: Path) -> torch.Tensor:
     """uint8 images as they are, anything else checked and converted to float32 in [0, 1]."""
     if images.dtype == torch.uint8:
         return images
-    return to_float_images(images, name=str(source))[0]
-
-
-def _layout_of(shape: tuple[int, ...], source: Path) -> str:
-    """``"NHW"``, ``"NCHW"`` or ``"NHWC"`` for an image batch of ``shape``."""
-    channel_counts = (1, 3, 4)
-    if len(shape) == 3:
-        return "NHW"
-    if len(shape) == 4 and shape[1] in channel_counts:
-        return "NCHW"
-    if len(shape) == 4 and shape[3] in channel_counts:
-        return "NHWC"
-    raise ValueError(
-        f"{source}: images of shape {shape} are neither NHW, NCHW nor NHWC with 1, 3 or 4 channels"
-    )
-
-
-def _to_nchw(array: np.ndarray, layout: str) -> np.ndarray:
-    if layout == "NHW":
-        return array[:, None]
-    if layout == "NHWC":
-        return array.transpose(0, 3, 1, 2)
-    return array
-
-
-def _from_nchw(array: np.ndarray, layout: str) -> np.ndarray:
-    if layout == "NHW":
-        return array[:, 0]
-    if layout == "NHWC":
-        return array.transpose(0, 2, 3, 1)
-    return array
+    return to_float_images(images, name=str(source))
 
 
 # ----------------------------------------------------------------------------- npz
@@ -231,36 +204,30 @@ def _read_npz(path: Path) -> LoadedDataset:
         images, labels = archive["images"], archive["labels"]
     if images.shape[0] == 0:
         raise ValueError(f"{path}: the archive holds no images")
-    layout = _layout_of(images.shape, path)
-    tensor = _checked(torch.from_numpy(np.ascontiguousarray(_to_nchw(images, layout))), path)
+    layout = batch_layout(images.shape, path)
+    tensor = _checked(torch.from_numpy(np.ascontiguousarray(to_nchw(images, layout))), path)
     return LoadedDataset(tensor, _int_labels(labels, images.shape[0], path), DatasetMeta("npz", path, layout=layout))
 
 
 def _write_npz(target: Path, images: torch.Tensor, labels: torch.Tensor, meta: DatasetMeta) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    array = np.ascontiguousarray(_from_nchw(images.numpy(), meta.layout))
+    array = np.ascontiguousarray(from_nchw(images.numpy(), meta.layout))
     np.savez(target, images=array, labels=np.asarray(labels, dtype=np.int64))
 
 
 # ----------------------------------------------------------------------------- image folder
 
 
-def _load_image(path: str) -> Image.Image:
-    """Open an image as grayscale (``L``) if it has no colour, else as RGB."""
-    with Image.open(path) as image:
-        return image.convert("L" if image.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB")
-
-
 def _read_folder(path: Path, progress: bool) -> LoadedDataset:
     try:
-        folder = ImageFolder(path, loader=_load_image, allow_empty=True)
+        folder = ImageFolder(path, loader=open_image, allow_empty=True)
     except FileNotFoundError as error:
         raise ValueError(f"{path}: no class sub-folders found; {_EXPECTED}") from error
     if not folder.samples:
         raise ValueError(f"{path}: the class sub-folders {folder.classes} hold no image files")
     tensors, files = [], []
     for file, label in tqdm(folder.samples, desc="reading images", unit="img", disable=not progress):
-        tensor = F.pil_to_tensor(_load_image(file))
+        tensor = image_to_chw(open_image(file))
         if tensors and tensor.shape != tensors[0].shape:
             raise ValueError(
                 f"{file}: image has shape {tuple(tensor.shape)} but {folder.samples[0][0]} has "
@@ -312,16 +279,11 @@ def _read_hf(path: Path, image_column: str | None, label_column: str | None, spl
     plain = dataset.with_format(None)
     image_name, label_name = hf_columns(plain, image_column, label_column)
     images, labels = load_images_and_labels(plain, image_column=image_name, label_column=label_name)
-    layout = "NCHW"
-    if not isinstance(plain.features[image_name], datasets.Image):
-        shape = np.shape(plain[0][image_name])
-        layout = "NHW" if len(shape) == 2 else "NCHW" if shape == tuple(images.shape[1:]) else "NHWC"
     label_feature = plain.features[label_name]
     meta = DatasetMeta(
         "hf",
         path,
         num_classes=label_feature.num_classes if isinstance(label_feature, datasets.ClassLabel) else None,
-        layout=layout,
         dataset=loaded,
         split=chosen,
         image_column=image_name,
@@ -330,37 +292,62 @@ def _read_hf(path: Path, image_column: str | None, label_column: str | None, spl
     return LoadedDataset(images, _int_labels(labels.numpy(), len(plain), path), meta)
 
 
-def _hf_column_values(images: torch.Tensor, feature: Any, layout: str, first: Any) -> list[Any]:
-    """Purified uint8 images as values for an HF column of ``feature`` whose first original value is ``first``."""
+def hf_image_values(stored: torch.Tensor, feature: Any, first: Any) -> list[Any]:
+    """Purified images (uint8 levels or float16, NCHW) as values of a Hugging Face image column.
+
+    The one rule for writing purified images back: the column keeps its feature type and layout. An
+    ``Image`` column gets PIL images (8-bit levels); an array column gets arrays in the layout of its
+    first value ``first`` (HW, CHW or HWC), uint8 levels if it holds integers, else float32 in [0, 1].
+    """
     import datasets
 
     if isinstance(feature, datasets.Image):
-        return [F.to_pil_image(image) for image in images]
-    array = _from_nchw(images.numpy(), layout)
-    if np.asarray(first).dtype.kind == "f":
-        array = array.astype(np.float32) / 255.0
-    return list(array)
+        return [F.to_pil_image(image) for image in as_uint8(stored)]
+    first = np.asarray(first)
+    layout = image_layout(first.shape)
+    if layout is None:
+        raise ValueError(f"image column values of shape {first.shape} are neither HW, CHW nor HWC")
+    values = decode(stored) if first.dtype.kind == "f" else as_uint8(stored)
+    return list(from_nchw(values.numpy(), "N" + layout))
 
 
-def _write_hf(target: Path, images: torch.Tensor, labels: torch.Tensor, meta: DatasetMeta) -> None:
-    dataset = meta.dataset if meta.split is None else meta.dataset[meta.split]
-    image_name, label_name = meta.image_column, meta.label_column
-    first = dataset.with_format(None)[0][image_name]
-    values = _hf_column_values(images, dataset.features[image_name], meta.layout, first)
+def replace_hf_images(
+    dataset: Any,
+    columns: tuple[str, str],
+    stored: torch.Tensor,
+    key: str,
+    *,
+    keep_in_memory: bool = False,
+) -> Any:
+    """``dataset`` with its image column replaced by ``stored`` images (see :func:`hf_image_values`).
+
+    ``columns`` are the (image, label) column names; the others are kept. Built with ``Dataset.map``
+    under a ``new_fingerprint`` derived from ``key``, the purification's key, so ``datasets``' caching,
+    ``save_to_disk`` and ``with_format("torch")`` work. ``keep_in_memory`` writes no cache file beside
+    the source dataset.
+    """
+    image_name, label_name = columns
+    feature, first = dataset.features[image_name], dataset.with_format(None)[0][image_name]
 
     def replace(_: list[Any], indices: list[int]) -> dict[str, list[Any]]:
-        return {image_name: [values[index] for index in indices], label_name: labels[indices].tolist()}
+        return {image_name: hf_image_values(stored[indices], feature, first)}
 
-    purified = dataset.map(
+    return dataset.map(
         replace,
         with_indices=True,
         batched=True,
-        input_columns=[label_name],
+        input_columns=[label_name],  # the images themselves are never decoded
         features=dataset.features,
-        keep_in_memory=True,
-        new_fingerprint=fingerprint("dvae-purify", image_name, label_name, images, labels),
-        desc="writing purified column",
+        keep_in_memory=keep_in_memory,
+        new_fingerprint=fingerprint(key, image_name),
+        desc="writing purified images",
     )
+
+
+def _write_hf(target: Path, images: torch.Tensor, meta: DatasetMeta, key: str) -> None:
+    dataset = meta.dataset if meta.split is None else meta.dataset[meta.split]
+    columns = (meta.image_column, meta.label_column)
+    purified = replace_hf_images(dataset, columns, images, key, keep_in_memory=True)
     if meta.split is not None:
         purified = type(meta.dataset)({**meta.dataset, meta.split: purified})
     purified.save_to_disk(str(target))

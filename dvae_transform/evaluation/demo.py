@@ -17,12 +17,12 @@ from pathlib import Path
 import torch
 from torchvision.utils import save_image
 
+from ..config import PRESETS
+from ..transforms import DVAEPurify
 from .attacks import lsp
-from .bench import write_block
-from .config import PRESETS
 from .mnist import load_mnist32
-from .transforms import DVAEPurify
-from .victim import accuracy, train_victim
+from .report import write_block
+from .victims import accuracy, train_victim
 
 GRID_COLUMNS = 10
 

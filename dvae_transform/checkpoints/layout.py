@@ -1,0 +1,118 @@
+"""The saved layout of a purifier (local folder or Hub repo) and the checks of its configs.
+
+A saved purifier holds::
+
+    config.json                 format version and purification defaults (:class:`PurifierConfig`)
+    README.md                   model card (:mod:`.card`)
+    stage1/config.json          DVAE constructor arguments of each stage (:class:`~dvae_transform.model.DVAEConfig`)
+    stage1/model.safetensors    its weights (safetensors only: pickle files are never read)
+    stage2/...
+
+Every config is checked (unknown keys, types, values) before any tensor is read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import constants, snapshot_download
+
+from ..model import DVAE, DVAEConfig
+from ..purify import DEFAULT_BATCH_SIZE
+from ..validation import check_int, check_type, from_mapping
+from .weights import WEIGHTS_NAME, save_weights
+
+FORMAT_VERSION = 1
+STAGE_FOLDERS = ("stage1", "stage2")
+CONFIG_NAME = constants.CONFIG_NAME
+
+
+@dataclass(frozen=True)
+class PurifierConfig:
+    """The top-level ``config.json``: format version and the purifier's defaults (see ``DVAEPurify``)."""
+
+    format_version: int
+    batch_size: int = DEFAULT_BATCH_SIZE
+    sample: bool = False
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        check_int(self.format_version, "format_version")
+        if self.format_version != FORMAT_VERSION:
+            raise ValueError(
+                f"format_version {self.format_version} is not supported by this dvae-transform "
+                f"(it reads version {FORMAT_VERSION}); upgrade dvae-transform"
+            )
+        check_int(self.batch_size, "batch_size", low=1)
+        check_type(self.sample, "sample", bool)
+        check_type(self.seed, "seed", int, type(None))
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """A JSON file's content; a missing or malformed file raises an error naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: the purifier folder is incomplete")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from None
+
+
+def save_stage(model: DVAE, folder: Path) -> None:
+    """One stage: ``folder/config.json`` (its constructor arguments) and ``folder/model.safetensors``."""
+    folder.mkdir(exist_ok=True)
+    save_weights(model, folder)
+    (folder / CONFIG_NAME).write_text(json.dumps(model.config, indent=2, sort_keys=True))
+
+
+def save_purifier(folder: Path, stages: Sequence[DVAE], *, batch_size: int, sample: bool, seed: int | None) -> None:
+    """Write the layout above, except the model card, into ``folder``."""
+    config = dataclasses.asdict(PurifierConfig(FORMAT_VERSION, batch_size, sample, seed))
+    (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2))
+    for name, model in zip(STAGE_FOLDERS, stages):
+        save_stage(model, folder / name)
+
+
+def check_purifier_config(config: Any, source: str) -> PurifierConfig:
+    """The top-level config, checked; a missing one means the folder is not a saved purifier."""
+    if config is None:
+        raise FileNotFoundError(
+            f"{source} not found: not a DVAEPurify checkpoint (written by DVAEPurify.save_pretrained or push_to_hub); "
+            "a single DVAE stage loads with DVAE.from_pretrained"
+        )
+    return from_mapping(PurifierConfig, config, source)
+
+
+def load_stages(
+    model_id: str,
+    config: Any,
+    *,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    force_download: bool = False,
+    local_files_only: bool = False,
+    token: str | bool | None = None,
+) -> list[DVAE]:
+    """Both stages of the purifier at ``model_id`` (a folder, or a Hub repo fetched in one snapshot).
+
+    ``config`` is the top-level ``config.json`` already read; it and both stage configs are checked
+    before any weights are read.
+    """
+    root = Path(model_id)
+    if not root.is_dir():
+        stage_files = (f"{folder}/{name}" for folder in STAGE_FOLDERS for name in (CONFIG_NAME, WEIGHTS_NAME))
+        root = Path(snapshot_download(
+            model_id, revision=revision, cache_dir=cache_dir, force_download=force_download,
+            local_files_only=local_files_only, token=token, allow_patterns=[CONFIG_NAME, *stage_files],
+        ))
+    check_purifier_config(config, source=os.path.join(model_id, CONFIG_NAME))
+    for folder in STAGE_FOLDERS:
+        from_mapping(DVAEConfig, read_json(root / folder / CONFIG_NAME), os.path.join(model_id, folder, CONFIG_NAME))
+    return [DVAE.from_pretrained(root / folder) for folder in STAGE_FOLDERS]
