@@ -3,7 +3,8 @@
 Subcommands:
 
 * ``purify``: read a dataset (image folder, ``save_to_disk`` folder or ``.npz``), purify it with
-  saved weights or a purifier fitted on the spot, and write it back in the same format.
+  saved weights or a purifier fitted on the spot through ``PurifiedDataset`` (so a killed run resumes
+  from the cache, and an ``accelerate launch`` shares the work), and write it back in the same format.
 * ``cache``: list or clear the on-disk cache of purified tensors.
 * ``demo`` and ``bench``: thin wiring to :mod:`dvae_transform.evaluation.demo` and
   :mod:`dvae_transform.evaluation.bench`, imported only when used.
@@ -21,16 +22,15 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from tqdm.auto import tqdm
 
 from .cache.maintenance import cache_info, clear_cache
 from .cache.store import default_cache_dir
 from .config import PRESETS
 from .data.formats import FORMATS, output_path, read_dataset, write_dataset
-from .fingerprint import fingerprint
-from .precision import encode
+from .data.purified import PurifiedDataset
+from .distributed import is_main_process
 from .transforms import DVAEPurify
-from .validation import positive_int
+from .validation import InputTypeError, positive_int
 
 PLUGIN_COMMANDS = {
     "demo": "run the end-to-end demonstration (poison, purify, train, compare)",
@@ -159,7 +159,7 @@ def _seconds(start: float) -> str:
 
 
 def _get_purifier(args: argparse.Namespace, images: torch.Tensor, labels: torch.Tensor,
-                  num_classes: int | None) -> DVAEPurify:
+                  num_classes: int | None, accelerator: Accelerator) -> DVAEPurify:
     start = time.perf_counter()
     if args.weights is not None:
         purifier = DVAEPurify.from_pretrained(args.weights)
@@ -173,7 +173,7 @@ def _get_purifier(args: argparse.Namespace, images: torch.Tensor, labels: torch.
             (images, labels),
             num_classes=args.num_classes or num_classes,
             preset=args.preset,
-            accelerator=Accelerator(cpu=args.device == "cpu"),
+            accelerator=accelerator,
             progress=args.progress,
             seed=args.seed,
             **overrides,
@@ -183,17 +183,6 @@ def _get_purifier(args: argparse.Namespace, images: torch.Tensor, labels: torch.
         purifier.save_pretrained(args.save_weights)
         print(f"saved weights to {args.save_weights}")
     return purifier
-
-
-def purify_in_batches(purifier: DVAEPurify, images: torch.Tensor, labels: torch.Tensor, *,
-                      progress: bool = True) -> torch.Tensor:
-    """Purify ``images`` with ``labels`` in batches of ``purifier.batch_size``; returns uint8 NCHW."""
-    out = torch.empty(images.shape, dtype=torch.uint8)
-    step = purifier.batch_size
-    for start in tqdm(range(0, images.shape[0], step), desc="purifying", unit="batch", disable=not progress):
-        purified = purifier.purify(images[start:start + step], labels[start:start + step])
-        out[start:start + step] = encode(purified, "uint8")
-    return out
 
 
 def _purify_command(args: argparse.Namespace) -> int:
@@ -206,19 +195,21 @@ def _purify_command(args: argparse.Namespace) -> int:
     print(f"read {len(images)} images ({shape}) from {args.data} [{meta.format}] in {_seconds(start)}")
     output_path(args.out, meta, overwrite=args.overwrite)
 
-    purifier = _get_purifier(args, images, labels, meta.num_classes)
-    purifier.device = torch.device(args.device)
-    purifier.seed, purifier.sample = args.seed, args.sample
-    if args.batch_size is not None:
-        purifier.batch_size = args.batch_size
+    accelerator = Accelerator(cpu=args.device == "cpu")
+    purifier = _get_purifier(args, images, labels, meta.num_classes, accelerator)
+    batch_size = {} if args.batch_size is None else {"batch_size": args.batch_size}
+    purifier = purifier.replace(device=accelerator.device, seed=args.seed, sample=args.sample, **batch_size)
 
     start = time.perf_counter()
-    purified = purify_in_batches(purifier, images, labels, progress=args.progress)
+    purified = PurifiedDataset((images, labels), purifier, batch_size=purifier.batch_size, accelerator=accelerator,
+                               progress=args.progress).prepare()
     seconds = time.perf_counter() - start
     print(f"purified {len(images)} images in {seconds:.2f} s ({len(images) / max(seconds, 1e-9):.0f} images/s)")
+    if not is_main_process(accelerator):
+        return 0
 
     start = time.perf_counter()
-    written = write_dataset(args.out, purified, labels, meta, key=fingerprint("dvae-purify", images, labels),
+    written = write_dataset(args.out, purified.stored_images, labels, meta, key=purified.fingerprint,
                             overwrite=args.overwrite, progress=args.progress)
     print(f"wrote {written} [{meta.format}] in {_seconds(start)}")
     return 0
@@ -297,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.handler is _plugin_command:
             return _plugin_command(args, extra)
         return args.handler(args)
-    except (ValueError, TypeError, OSError) as error:
+    except (ValueError, InputTypeError, OSError) as error:  # bad input, files or settings; bugs surface
         print(f"dvae-purify {args.command}: error: {error}", file=sys.stderr)
         return 1
 

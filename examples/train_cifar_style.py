@@ -129,8 +129,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
     train_set = load_split(args.data, args.root, train=True)
-    purifier = purifier_from_args(args, train_set, seed=args.seed)
-    purifier.device = device
+    purifier = purifier_from_args(args, train_set, seed=args.seed).replace(device=device)
     size = purifier.image_size
     augment = v2.Compose([v2.RandomCrop(size, padding=size // 8), v2.RandomHorizontalFlip()])
 

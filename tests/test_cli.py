@@ -211,6 +211,27 @@ def test_batch_size_does_not_change_the_output(tmp_path, data_u8, tiny_purifier,
         assert_within_one_level(torch.from_numpy(archive["images"]), expected_output(tiny_purifier, images, labels))
 
 
+def test_purify_goes_through_the_cache_and_reuses_it(npz_path, tmp_path, data_u8, tiny_purifier, weights_dir,
+                                                    monkeypatch):
+    args = ["--data", str(npz_path), "--out", str(tmp_path / "o"), "--batch-size", "16"]
+    assert purify(args, weights_dir) == 0
+    entries = cache_info()  # the default cache root ($DVAE_TRANSFORM_CACHE)
+    assert [(entry["items"], entry["complete"]) for entry in entries] == [(64, True)]
+    with np.load(tmp_path / "o" / "in.npz") as archive:
+        first = archive["images"]
+
+    def no_purification(*args, **kwargs):
+        raise AssertionError("the second run must read the cache")
+
+    monkeypatch.setattr(DVAEPurify, "purify", no_purification)
+    assert purify([*args, "--overwrite"], weights_dir) == 0
+    with np.load(tmp_path / "o" / "in.npz") as archive:
+        np.testing.assert_array_equal(archive["images"], first)
+
+
+# ----------------------------------------------------------------------------- errors
+
+
 def run_error(args: list[str], capsys) -> str:
     assert main(args) == 1
     return capsys.readouterr().err
@@ -260,6 +281,19 @@ def test_empty_and_malformed_folders(tmp_path, data_u8, weights_dir, capsys):
     Image.new("L", (16, 16)).save(tmp_path / "mixed" / "cat" / "a.png")
     Image.new("L", (8, 8)).save(tmp_path / "mixed" / "cat" / "b.png")
     assert "must share one size" in run_error([*base, str(tmp_path / "mixed")], capsys)
+
+
+def test_bad_input_types_are_reported_and_bugs_are_not(tmp_path, weights_dir, capsys, monkeypatch):
+    np.savez(tmp_path / "ints.npz", images=np.zeros((4, 1, 16, 16), np.int64), labels=np.zeros(4, np.int64))
+    base = ["purify", "--out", str(tmp_path / "o"), "--weights", str(weights_dir), "--data"]
+    assert "expected uint8 or floating point images" in run_error([*base, str(tmp_path / "ints.npz")], capsys)
+
+    def bug(*args, **kwargs):
+        raise TypeError("a programming error")
+
+    monkeypatch.setattr("dvae_transform.cli.read_dataset", bug)
+    with pytest.raises(TypeError, match="a programming error"):
+        main([*base, str(tmp_path / "ints.npz")])
 
 
 def test_images_that_do_not_fit_the_weights(tmp_path, weights_dir, capsys):
