@@ -1,13 +1,15 @@
-"""Fit an official D-VAE checkpoint from a recipe and publish it on the Hugging Face Hub.
+"""Fit an official D-VAE checkpoint from its recipe and publish it on the Hugging Face Hub.
 
-    python hub/publish.py hub/recipes/mnist32-lsp-fast.json --dry-run   # fit, evaluate, write the folder
-    python hub/publish.py hub/recipes/mnist32-lsp-fast.json             # ... and push it (needs `hf auth login`)
+    python hub/publish.py mnist32-lsp-fast --dry-run   # fit, evaluate, write the folder
+    python hub/publish.py mnist32-lsp-fast             # ... and push it (needs `hf auth login`)
 
-A recipe (JSON) fixes the data, the poison applied to it, the fit settings and the seed. The script poisons
-the training split with ``dvae_transform.evaluation.attacks.make_poison``, fits with ``DVAEPurify.fit``, measures a
-victim classifier's clean-test accuracy without and with purification, and writes the folder it uploads
+A recipe (``dvae_transform/checkpoints/recipes/<name>.json``, the files the registry of official
+checkpoints is read from) fixes the data, the poison applied to it, the fit settings and the seed. The
+script takes a checkpoint name or a recipe file, poisons the training split with
+``dvae_transform.evaluation.attacks.make_poison``, fits with ``DVAEPurify.fit``, measures a victim
+classifier's clean-test accuracy without and with purification, and writes the folder it uploads
 (weights and model card) with ``save_pretrained``. ``--dry-run`` stops there, without any network access.
-After a push, pin the printed commit sha in ``dvae_transform/checkpoints/registry.py``'s ``REGISTRY``.
+After a push, pin the printed commit sha as the ``revision`` of the recipe.
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_origin, get_type_hints
+from typing import Any
 
 import torch
 from huggingface_hub import HfApi, constants
@@ -28,8 +31,9 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from dvae_transform import DVAEPurify, FitConfig
+from dvae_transform.checkpoints import registry
 from dvae_transform.checkpoints.card import AttackResult
-from dvae_transform.checkpoints.registry import REGISTRY
+from dvae_transform.checkpoints.registry import PretrainedCheckpoint
 from dvae_transform.config import resolve_config
 from dvae_transform.evaluation.attacks import ATTACKS, make_poison
 from dvae_transform.evaluation.mnist import load_mnist32
@@ -58,67 +62,15 @@ DATASETS = {
 }
 
 
-@dataclass(frozen=True)
-class Recipe:
-    """What a published checkpoint is fitted on and how (the fields of ``hub/recipes/*.json``)."""
-
-    name: str
-    repo_id: str
-    dataset: str
-    image_size: int
-    channels: int
-    num_classes: int
-    attack: dict[str, Any]
-    preset: str
-    seed: int
-    overrides: dict[str, Any] = field(default_factory=dict)
-    evaluate: dict[str, Any] = field(default_factory=dict)
-
-
-_ATTACK_KEYS = {"name", "kwargs"}
-_EVALUATE_KEYS = {"attacks", "victim_epochs"}
-
-
-def load_recipe(path: str | Path) -> Recipe:
-    """Read and check a recipe file; unknown keys, wrong types and unknown names raise naming the key."""
-    raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: a recipe is a JSON object")
-    hints = get_type_hints(Recipe)
-    required = {item.name for item in dataclasses.fields(Recipe) if item.default_factory is dataclasses.MISSING}
-    unknown, missing = sorted(set(raw) - set(hints)), sorted(required - set(raw))
-    if unknown or missing:
-        raise ValueError(f"{path}: unknown key(s) {unknown}, missing key(s) {missing}")
-    for name, value in raw.items():
-        kind = get_origin(hints[name]) or hints[name]
-        if isinstance(value, bool) or not isinstance(value, kind):
-            raise TypeError(f"{path}: {name} must be {kind.__name__}, got {type(value).__name__} ({value!r})")
-    recipe = Recipe(**raw)
+def load_recipe(name_or_path: str | os.PathLike) -> PretrainedCheckpoint:
+    """A recipe by checkpoint name or file (see ``registry.load_recipe``), whose dataset and attacks exist."""
+    recipe = registry.load_recipe(name_or_path)
     if recipe.dataset not in DATASETS:
-        raise ValueError(f"{path}: unknown dataset {recipe.dataset!r}; known: {sorted(DATASETS)}")
-    for key, value, known in (("attack", recipe.attack, _ATTACK_KEYS), ("evaluate", recipe.evaluate, _EVALUATE_KEYS)):
-        if set(value) - known:
-            raise ValueError(f"{path}: unknown {key} key(s) {sorted(set(value) - known)}; known: {sorted(known)}")
-    for attack in (recipe.attack.get("name"), *recipe.evaluate.get("attacks", ())):
+        raise ValueError(f"{name_or_path}: unknown dataset {recipe.dataset!r}; known: {sorted(DATASETS)}")
+    for attack in (recipe.attack, *recipe.evaluate.get("attacks", ())):
         if attack not in ATTACKS:
-            raise ValueError(f"{path}: unknown attack {attack!r}; known: {sorted(ATTACKS)}")
-    resolve_config(recipe.preset, **recipe.overrides)  # unknown presets and settings fail here
+            raise ValueError(f"{name_or_path}: unknown attack {attack!r}; known: {sorted(ATTACKS)}")
     return recipe
-
-
-def check_registered(recipe: Recipe) -> None:
-    """The registry entry of ``recipe.name`` must describe what the recipe builds."""
-    entry = REGISTRY.get(recipe.name)
-    if entry is None:
-        raise ValueError(f"{recipe.name} is not in the checkpoint REGISTRY; add its entry before publishing")
-    stated = {
-        "repo_id": recipe.repo_id, "dataset": recipe.dataset, "image_size": recipe.image_size,
-        "channels": recipe.channels, "num_classes": recipe.num_classes, "preset": recipe.preset,
-        "attack": recipe.attack["name"],
-    }
-    differing = {key: (value, getattr(entry, key)) for key, value in stated.items() if getattr(entry, key) != value}
-    if differing:
-        raise ValueError(f"recipe {recipe.name} and its registry entry differ (recipe, registry): {differing}")
 
 
 def _parse_setting(text: str) -> tuple[str, Any]:
@@ -133,7 +85,7 @@ def _parse_setting(text: str) -> tuple[str, Any]:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("recipe", type=Path, help="a recipe file, e.g. hub/recipes/mnist32-lsp-fast.json")
+    parser.add_argument("recipe", help="an official checkpoint name (e.g. mnist32-lsp-fast) or a recipe file")
     parser.add_argument("--dry-run", action="store_true", help="write the folder it would upload; no network")
     parser.add_argument("--output", type=Path, help="folder to write (new or empty; default: a new temporary one)")
     parser.add_argument("--max-images", type=int, help="fit on the first N training images only (for trials)")
@@ -162,7 +114,7 @@ def _check_can_push(token: str | None) -> None:
 
 
 def _evaluate(
-    purifier: DVAEPurify, recipe: Recipe, data: tuple[torch.Tensor, ...], epochs: int, progress: bool
+    purifier: DVAEPurify, recipe: PretrainedCheckpoint, data: tuple[torch.Tensor, ...], epochs: int, progress: bool
 ) -> tuple[float, list[AttackResult]]:
     """Victim clean-test accuracy when trained on clean images, and per attack on poisoned / purified images."""
     train_images, train_labels, test_images, test_labels = data
@@ -193,7 +145,6 @@ def _output_folder(path: Path | None, name: str) -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     recipe = load_recipe(args.recipe)
-    check_registered(recipe)
     repo_id = args.repo_id or recipe.repo_id
     if not args.dry_run:
         _check_can_push(args.token)
@@ -211,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if found != shape:
         raise SystemExit(f"dataset {recipe.dataset} has images {found}, the recipe says {shape}")
 
-    attack, attack_kwargs = recipe.attack["name"], recipe.attack.get("kwargs", {})
+    attack, attack_kwargs = recipe.attack, recipe.attack_kwargs
     poisoned = make_poison(
         attack, train_images, train_labels, **{"num_classes": recipe.num_classes, "seed": recipe.seed, **attack_kwargs}
     )
@@ -245,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     commit = purifier.push_to_hub(repo_id, token=args.token, private=args.private or None,
                                   commit_message=f"Publish {recipe.name}", model_card_kwargs=card)
-    print(f"pushed {commit.commit_url}; pin revision={commit.oid!r} for {recipe.name} in checkpoints/registry.py")
+    print(f"pushed {commit.commit_url}; pin revision={commit.oid!r} as the \"revision\" of recipe {recipe.name}")
     return 0
 
 

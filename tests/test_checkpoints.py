@@ -356,6 +356,14 @@ def test_registry_lists_and_describes_the_official_checkpoints() -> None:
         pretrained_info("mnist32-nope")
 
 
+def test_registry_is_read_from_the_recipe_files() -> None:
+    files = sorted(registry.RECIPES.iterdir(), key=lambda item: item.name)
+    assert [item.name for item in files] == [f"{name}.json" for name in list_pretrained()]
+    for name, entry in registry.REGISTRY.items():
+        by_path = registry.load_recipe(str(registry.RECIPES.joinpath(f"{name}.json")))
+        assert registry.load_recipe(name) == entry == by_path
+
+
 def test_registry_name_loads_its_repo(fake_hub, saved: Path, tiny_purifier: DVAEPurify, tiny_data) -> None:
     fake_hub.add_repo(pretrained_info("mnist32-lsp-fast").repo_id, folder_files(saved))
 

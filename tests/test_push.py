@@ -18,12 +18,13 @@ from safetensors.torch import load_file
 from test_publish import publish  # hub/publish.py, imported by path
 
 from dvae_transform import DVAEPurify
+from dvae_transform.checkpoints.registry import RECIPES
 
 pytestmark = CLIENT_UPLOAD_WARNING
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "hub" / "publish.py"
-RECIPE = ROOT / "hub" / "recipes" / "mnist32-lsp-fast.json"
+RECIPE = Path(str(RECIPES.joinpath("mnist32-lsp-fast.json")))
 TINY = [
     "--max-images",
     "128",
