@@ -1,0 +1,1 @@
+"""Evaluation tools: the benchmark's datasets, victims and attack grid."""
