@@ -38,7 +38,9 @@ def test_micro_batching_does_not_change_results(tiny_purifier, tiny_data) -> Non
     images, labels = tiny_data
     whole = purify_two_stage(tiny_purifier.stage1, tiny_purifier.stage2, images, labels, batch_size=64)
     pieces = purify_two_stage(tiny_purifier.stage1, tiny_purifier.stage2, images, labels, batch_size=7)
-    assert torch.allclose(whole, pieces, atol=1e-5)
+    # Convolutions may sum in another order for another batch size, so a stage-1 value that lies on an
+    # 8-bit rounding boundary can round either way; the output then moves far less than one 8-bit level.
+    assert torch.allclose(whole, pieces, atol=1e-3)
 
 
 def test_mean_latent_is_deterministic_and_sampling_is_seeded(tiny_purifier, tiny_data) -> None:
