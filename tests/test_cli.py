@@ -286,7 +286,7 @@ def test_empty_and_malformed_folders(tmp_path, data_u8, weights_dir, capsys):
 def test_bad_input_types_are_reported_and_bugs_are_not(tmp_path, weights_dir, capsys, monkeypatch):
     np.savez(tmp_path / "ints.npz", images=np.zeros((4, 1, 16, 16), np.int64), labels=np.zeros(4, np.int64))
     base = ["purify", "--out", str(tmp_path / "o"), "--weights", str(weights_dir), "--data"]
-    assert "expected uint8 or floating point images" in run_error([*base, str(tmp_path / "ints.npz")], capsys)
+    assert "expected uint8, uint16 or floating point images" in run_error([*base, str(tmp_path / "ints.npz")], capsys)
 
     def bug(*args, **kwargs):
         raise TypeError("a programming error")

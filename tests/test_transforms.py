@@ -227,7 +227,7 @@ def test_grayscale_into_rgb_model_asks_for_explicit_conversion(rgb_purifier):
         ((torch.full((1, 16, 16), float("nan")), 0), ValueError, "NaN"),
         ((torch.rand(1, 16, 16) * 255, 0), ValueError, r"must lie in \[0, 1\].*divide by 255"),
         ((torch.rand(1, 16, 16) - 1, 0), ValueError, r"must lie in \[0, 1\]"),
-        ((torch.ones(1, 16, 16, dtype=torch.int32), 0), TypeError, "uint8 or floating point"),
+        ((torch.ones(1, 16, 16, dtype=torch.int32), 0), TypeError, "uint8, uint16 or floating point"),
         ((np.zeros((16, 16, 1), dtype=np.uint8), 0), TypeError, "found no image.*ToImage"),
     ],
 )
