@@ -24,7 +24,7 @@ FLOORS: list[tuple[str, list[str]]] = [
     ("network", ["config", "model", "losses"]),
     ("method", ["purify", "fit"]),
     ("storage", ["cache.store", "cache.maintenance", "checkpoints.layout", "checkpoints.registry", "checkpoints.card"]),
-    ("input adapters", ["data.sources", "data.formats"]),
+    ("input adapters", ["data.sources", "data.output", "data.formats"]),
     ("transform", ["transforms"]),
     ("dataset", ["data.purified"]),
     ("tools", ["cli", "evaluation.*"]),

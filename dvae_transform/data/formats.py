@@ -17,6 +17,7 @@ what :func:`write_dataset` needs to write purified images in the same format.
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import zipfile
 import zlib
@@ -29,9 +30,11 @@ from torchvision.datasets import ImageFolder
 from torchvision.transforms.v2 import functional as F
 from tqdm.auto import tqdm
 
+from ..files import atomic_write
 from ..fingerprint import fingerprint
 from ..images import batch_layout, describe, from_nchw, image_layout, read_image, to_float_images, to_nchw
 from ..precision import as_uint8, decode
+from .output import check_output, write_folder
 from .sources import hf_columns, load_images_and_labels
 
 FORMATS = ("folder", "hf", "npz")
@@ -138,9 +141,9 @@ def write_dataset(
     """Write uint8 NCHW ``images`` with ``labels`` to ``out`` in the format of ``meta``; returns the written path.
 
     ``out`` is a folder; for ``npz`` it may also name the ``.npz`` file (else the file keeps the
-    input's name inside ``out``). Refuses to write over existing output unless ``overwrite``,
-    and never writes over the input. ``key`` is the purification's key (it fingerprints a written
-    Hugging Face dataset).
+    input's name inside ``out``). Refuses to write over existing output unless ``overwrite``, and
+    then replaces only a previous output of this command, as a whole (:mod:`.output`); never writes
+    over the input. ``key`` is the purification's key (it fingerprints a written Hugging Face dataset).
     """
     if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4:
         raise TypeError(f"write_dataset: expected a uint8 NCHW tensor, got {describe(images)}")
@@ -150,11 +153,9 @@ def write_dataset(
     if meta.format == "npz":
         _write_npz(target, images, labels, meta)
     elif meta.format == "hf":
-        _write_hf(target, images, meta, key)
-    elif meta.format == "folder":
-        _write_folder(target, images, labels, meta, progress)
+        write_folder(target, lambda folder: _write_hf(folder, images, meta, key))
     else:
-        raise ValueError(f"unknown dataset format {meta.format!r}; expected one of {FORMATS}")
+        write_folder(target, lambda folder: _write_folder(folder, images, labels, meta, progress))
     return target
 
 
@@ -162,17 +163,16 @@ def output_path(out: str | os.PathLike, meta: DatasetMeta, *, overwrite: bool = 
     """Where :func:`write_dataset` writes ``out`` for ``meta``, checked before any work is done.
 
     Raises:
-        ValueError: the output would replace the input.
-        FileExistsError: the output exists and is not empty, and ``overwrite`` is not set.
+        ValueError: the output would replace the input, or lie inside it.
+        FileExistsError: the output exists and is not empty, and ``overwrite`` is not set; or it holds
+            files that a previous run of this command did not write (see :func:`.output.check_output`).
     """
+    if meta.format not in FORMATS:
+        raise ValueError(f"unknown dataset format {meta.format!r}; expected one of {FORMATS}")
     target = Path(out)
     if meta.format == "npz" and target.suffix.lower() != ".npz":
         target = target / meta.source.name
-    if target.resolve() == meta.source.resolve():
-        raise ValueError(f"output {target} is the input; choose another --out")
-    occupied = target.is_file() or (target.is_dir() and any(target.iterdir()))
-    if occupied and not overwrite:
-        raise FileExistsError(f"output {target} exists and is not empty; choose another --out or pass --overwrite")
+    check_output(target, meta.source, is_file=meta.format == "npz", overwrite=overwrite)
     return target
 
 
@@ -221,8 +221,10 @@ def _read_npz(path: Path) -> LoadedDataset:
 
 def _write_npz(target: Path, images: torch.Tensor, labels: torch.Tensor, meta: DatasetMeta) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    array = np.ascontiguousarray(from_nchw(images.numpy(), meta.layout))
-    np.savez(target, images=array, labels=np.asarray(labels, dtype=np.int64))
+    buffer = io.BytesIO()
+    np.savez(buffer, images=np.ascontiguousarray(from_nchw(images.numpy(), meta.layout)),
+             labels=np.asarray(labels, dtype=np.int64))
+    atomic_write(target, buffer.getvalue())
 
 
 # ----------------------------------------------------------------------------- image folder
