@@ -33,10 +33,11 @@ def _layout(manifest: dict[str, Any]) -> tuple[int | None, list[int] | None, str
 
 
 def _entry_complete(path: Path, manifest: dict[str, Any]) -> bool:
-    """Cheap completeness check: every shard has a valid manifest entry and its file has the recorded size."""
-    items, shard_size = _layout(manifest)[0], manifest.get("shard_size")
-    if items is None or not is_count(shard_size) or shard_size == 0:
+    """Cheap completeness check: a valid layout, every shard in the manifest, each file of the recorded size."""
+    layout, shard_size = _layout(manifest), manifest.get("shard_size")
+    if None in layout or not is_count(shard_size) or shard_size == 0:
         return False
+    items = layout[0]
     num_shards = math.ceil(items / shard_size)
     entries = shard_entries(manifest.get("shards"), num_shards)
     return len(entries) == num_shards and all(
