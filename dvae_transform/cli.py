@@ -8,6 +8,13 @@ Subcommands:
 * ``cache``: list or clear the on-disk cache of purified tensors.
 * ``demo`` and ``bench``: thin wiring to :mod:`dvae_transform.evaluation.demo` and
   :mod:`dvae_transform.evaluation.bench`, imported only when used.
+
+Bad input, files or settings (``ValueError``, ``InputTypeError``, ``OSError``) end with one line
+``dvae-purify COMMAND: error: ...`` and exit status 1; bad options exit with 2; anything else is a bug
+and keeps its traceback. An unwritable cache (read-only, disk full) gives a warning and the purified
+images are kept in memory, so ``purify`` still writes its output. The output is staged and moved into
+place (:mod:`dvae_transform.data.output`), so a failed write leaves an earlier output as it was.
+Offline, ``--weights`` reads the Hugging Face cache; a repo not in it is an error naming it.
 """
 
 from __future__ import annotations

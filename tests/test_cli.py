@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -149,6 +150,26 @@ def test_overwrite_replaces_the_previous_output_as_a_whole(tmp_path, data_u8, we
                      "--overwrite"], capsys)
     assert "holds files that dvae-purify did not write (bee/mine.txt)" in err
     assert (out / "bee" / "mine.txt").read_text() == "kept" and sorted(os.listdir(out))[1:] == ["bee", "dog"]
+
+
+def test_a_failed_write_leaves_the_earlier_output_as_it_was(tmp_path, data_u8, weights_dir, capsys, monkeypatch):
+    images, labels = data_u8
+    write_image_folder(tmp_path / "in", images[:8], labels[:8])
+    args = ["purify", "--data", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--weights", str(weights_dir),
+            "--device", "cpu", "--no-progress", "--overwrite"]
+    assert main(args) == 0
+    before = {path: path.read_bytes() for path in (tmp_path / "out").rglob("*") if path.is_file()}
+    saved = []
+
+    def disk_full(image, path, *options, **keywords):
+        if saved:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        saved.append(path)
+
+    monkeypatch.setattr(Image.Image, "save", disk_full)
+    assert "writing " + str(tmp_path / "out") + " failed (No space left on device)" in run_error(args, capsys)
+    assert {path: path.read_bytes() for path in (tmp_path / "out").rglob("*") if path.is_file()} == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["in", "out"]
 
 
 def test_jpeg_files_become_png_with_the_same_stem(tmp_path, data_u8, weights_dir):

@@ -71,20 +71,29 @@ def check_output(target: Path, source: Path, *, is_file: bool, overwrite: bool) 
 
 def write_folder(target: Path, write: Callable[[Path], None]) -> None:
     """Run ``write(folder)`` on a fresh folder beside ``target``, list its files in :data:`MARKER`, then move it
-    to ``target``, replacing an empty folder or a previous output (checked with :func:`check_output`)."""
+    to ``target``, replacing what is there (an empty folder or an earlier output: see :func:`check_output`).
+
+    Raises:
+        OSError: naming ``target`` when the write fails (a full disk); ``target`` is then left as it was.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(dir=target.parent, prefix=TMP_PREFIX))
     try:
         write(staged)
         (staged / MARKER).write_text(json.dumps({"tool": "dvae-purify", "files": sorted(_files(staged))}, indent=1))
         if target.exists():
-            if any(target.iterdir()):
-                _check_own(target)
             old = Path(tempfile.mkdtemp(dir=target.parent, prefix=TMP_PREFIX))
             os.replace(target, old)  # onto the empty folder just made
-            os.replace(staged, target)
+            try:
+                os.replace(staged, target)
+            except OSError:
+                os.replace(old, target)
+                raise
             shutil.rmtree(old)
         else:
             os.replace(staged, target)
+    except OSError as error:
+        raise OSError(error.errno, f"writing {target} failed ({error.strerror or error}); "
+                                   "what was there is left as it was") from error
     finally:
         shutil.rmtree(staged, ignore_errors=True)  # gone already unless the write failed
