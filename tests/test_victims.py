@@ -55,7 +55,7 @@ def test_recipes_are_data_the_report_prints() -> None:
     assert (resnet.schedule, resnet.batch_size, resnet.epochs) == ("one-cycle", 128, 12)
     text = resnet.describe(epochs=60)
     for words in ("ResNet-18", "SGD, momentum 0.9, weight decay 0.0005, batch 128, 60 epoch(s)",
-                  "one-cycle peaking at 0.1", "random crop (padding 4) and horizontal flip", "bf16"):
+                  "one-cycle peaking at 0.1", "random crop (padding 4) and horizontal flip", "channels_last"):
         assert words in text
     assert "Adam, batch 128, 8 epoch(s); lr: constant 0.001" in small.describe()
 

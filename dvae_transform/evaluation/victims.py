@@ -8,9 +8,12 @@ augmentation that :func:`train_victim` follows, and the words a report prints ab
 - ``resnet18``: the paper's victim, a CIFAR-style ResNet-18 trained with SGD and a one-cycle
   schedule, random crop and flip; meant for GPUs.
 
-Training keeps the whole set on ``device``. On CUDA the ResNet-18 runs under bf16 autocast in
-channels_last layout, and its crop and flip are drawn per image on the device, vectorised.
-Initialisation, shuffling and augmentation are seeded, so one seed gives one result on one device.
+Training keeps the whole set on ``device``. On CUDA the ResNet-18 runs in channels_last layout
+with deterministic cuDNN kernels, and its crop and flip are drawn per image on the device,
+vectorised. Initialisation, shuffling and augmentation are seeded, so one seed gives one result on
+one device. It trains in float32 (cuDNN's TF32 convolutions): under bf16 autocast it did not learn
+(Fashion-MNIST, 20,000 images, 3 epochs on an H200: test accuracy 0.097 with bf16, 0.879 in float32,
+at the same speed).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ class VictimRecipe:
     batch_size: int = 128
     epochs: int = 8
     augmentation: str = "shift"  # a key of AUGMENTATIONS
-    cuda_bf16: bool = False  # bf16 autocast and channels_last when training on CUDA
+    cuda_channels_last: bool = False  # channels_last layout and deterministic cuDNN when training on CUDA
     role: str = ""
 
     def describe(self, epochs: int | None = None) -> str:
@@ -54,7 +57,7 @@ class VictimRecipe:
         if self.weight_decay:
             optimizer.append(f"weight decay {self.weight_decay:g}")
         optimizer += [f"batch {self.batch_size}", f"{self.epochs if epochs is None else epochs} epoch(s)"]
-        precision = " bf16 autocast and channels_last on CUDA." if self.cuda_bf16 else ""
+        precision = " On CUDA: channels_last, deterministic cuDNN." if self.cuda_channels_last else ""
         return (
             f"`{self.name}`: {self.model}. {', '.join(optimizer)}; lr: {SCHEDULES[self.schedule].format(lr=self.lr)}. "
             f"Augmentation: {AUGMENTATIONS[self.augmentation][0]}.{precision} {self.role}"
@@ -107,7 +110,7 @@ VICTIMS: dict[str, VictimRecipe] = {
         name="resnet18", architecture="resnet18",
         model="a CIFAR-style ResNet-18 (torchvision's, 3x3 stride-1 stem, no max-pool)",
         optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, schedule="one-cycle", batch_size=128, epochs=12,
-        augmentation="crop_flip", cuda_bf16=True,
+        augmentation="crop_flip", cuda_channels_last=True,
         role="The paper's victim (it trains 60 epochs; 12 here by default).",
     ),
 }
@@ -144,14 +147,12 @@ def _scheduler(recipe: VictimRecipe, optimizer: torch.optim.Optimizer,
 
 
 @contextlib.contextmanager
-def _precision(recipe: VictimRecipe, device: torch.device) -> Iterator[None]:
-    """bf16 autocast and deterministic cuDNN on CUDA for the recipes that ask for it; nothing otherwise."""
-    if not (recipe.cuda_bf16 and device.type == "cuda"):
+def _deterministic(fast: bool) -> Iterator[None]:
+    """Deterministic cuDNN kernels while training a channels_last model on CUDA; nothing otherwise."""
+    if not fast:
         yield
         return
-    with torch.autocast("cuda", dtype=torch.bfloat16), torch.backends.cudnn.flags(
-        enabled=True, benchmark=False, deterministic=True
-    ):
+    with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True):
         yield
 
 
@@ -175,7 +176,7 @@ def train_victim(
     device = torch.device(device)
     images = to_float_images(images).to(device)
     labels = to_labels(labels, images.shape[0], num_classes).to(device)
-    fast = recipe.cuda_bf16 and device.type == "cuda"
+    fast = recipe.cuda_channels_last and device.type == "cuda"
     model = _build(recipe, images[:1], num_classes, seed).to(device)
     if fast:
         model = model.to(memory_format=torch.channels_last)
@@ -186,7 +187,7 @@ def train_victim(
     generator = torch.Generator().manual_seed(seed)  # shuffling (and batch-wise shifts), on the CPU
     device_generator = torch.Generator(device).manual_seed(seed)  # per-image augmentation, on the device
     model.train()
-    with _precision(recipe, device):
+    with _deterministic(fast):
         for _ in range(epochs):
             order = torch.randperm(len(images), generator=generator).to(device)
             for start in range(0, len(images), recipe.batch_size):
