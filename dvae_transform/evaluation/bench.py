@@ -101,7 +101,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="victim training epochs (default: the victim's: "
                            + ", ".join(f"{name} {recipe.epochs}" for name, recipe in VICTIMS.items()) + ")")
     parser.add_argument("--attacks", nargs="*", choices=list(ATTACKS), default=list(ATTACKS), metavar="ATTACK",
-                        help=f"attacks to run (default: all of {', '.join(ATTACKS)}); the clean row always runs")
+                        help=f"attacks to run (default: all of {', '.join(ATTACKS)}); the clean row runs too, "
+                             "unless --no-clean")
     parser.add_argument("--defenses", nargs="+", choices=list(DEFENSES), default=None, metavar="DEFENSE",
                         help=f"defenses to run, from {', '.join(DEFENSES)} (default: all; dvae_warm and dvae_zero_shot "
                              "only with --warm-start)")
@@ -118,7 +119,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("bench-results"),
                         help="folder for results.json, results.md and figures (default: bench-results)")
     parser.add_argument("--benchmarks-file", type=Path, default=Path("BENCHMARKS.md"),
-                        help="markdown file whose bench block gets the tables (default: BENCHMARKS.md)")
+                        help="markdown file that gets the tables, in block bench (default data and victim) or "
+                             "bench-DATA-VICTIM (default: BENCHMARKS.md)")
     parser.add_argument("--no-write", action="store_true", help="leave the benchmarks file alone")
     parser.add_argument("--resume", action="store_true", help="keep the finished cells of <out>/results.json")
     parser.add_argument("--no-clean", action="store_true",
