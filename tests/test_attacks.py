@@ -98,22 +98,48 @@ def test_classwise_noise_respects_budget_when_clamped() -> None:
 
 
 @pytest.mark.parametrize("channels", [1, 3])
-def test_lsp_default_l2_budget_patches_and_shared_direction(channels: int) -> None:
+def test_lsp_default_is_the_papers_budget_on_patches(channels: int) -> None:
     images, labels = _data(channels=channels)
     delta = attacks.lsp(images, labels) - images
-    expected = 0.05 * math.sqrt(channels * 16 * 16)
+    expected = 6 / 255 * math.sqrt(channels * 16 * 16)  # Yu et al.: sqrt(d) * 6/255
     torch.testing.assert_close(delta.flatten(1).norm(dim=1), torch.full((32,), expected), atol=1e-4, rtol=0)
+    cell = delta[:, :, 8:, :8]  # every 8x8 patch is one value per image and channel
+    torch.testing.assert_close(cell, cell[:, :, :1, :1].expand_as(cell), atol=1e-6, rtol=0)
+
+
+def test_lsp_is_samplewise_and_linearly_separable_by_class() -> None:
+    images, labels = _data(num=200, channels=3)
+    delta = (attacks.lsp(images, labels) - images).flatten(1)
+    assert not torch.allclose(delta[0], delta[NUM_CLASSES])  # two images of class 0 get their own points
+    means = torch.stack([delta[labels == label].mean(dim=0) for label in range(NUM_CLASSES)])
+    nearest = torch.cdist(delta, means).argmin(dim=1)  # the perturbation alone tells the class (the shortcut)
+    assert torch.equal(nearest, labels)
+    cosine = torch.nn.functional.cosine_similarity(delta[:, None], delta[None], dim=-1)
+    same = labels[:, None] == labels[None]
+    assert cosine[same].mean() > 0.6 > cosine[~same].mean()
+
+
+def test_lsp_classwise_variant_shares_one_pattern_per_class() -> None:
+    images, labels = _data()
+    delta = attacks.lsp(images, labels, l2=1.6, samplewise=False) - images
+    torch.testing.assert_close(delta.flatten(1).norm(dim=1), torch.full((32,), 1.6), atol=1e-4, rtol=0)
     for label in range(NUM_CLASSES):
         members = delta[labels == label]
         torch.testing.assert_close(members, members[:1].expand_as(members), atol=1e-6, rtol=0)
-    cell = delta[0, :, :8, :8]
-    torch.testing.assert_close(cell, cell[:, :1, :1].expand_as(cell), atol=1e-6, rtol=0)
+    assert not torch.allclose(delta[labels == 0][0], delta[labels == 1][0])
 
 
 def test_lsp_explicit_budget_and_uneven_patch_grid() -> None:
     images, labels = _data(size=12)
     delta = attacks.lsp(images, labels, l2=0.5, patch_size=5) - images
     torch.testing.assert_close(delta.flatten(1).norm(dim=1), torch.full((32,), 0.5), atol=1e-4, rtol=0)
+
+
+def test_lsp_needs_a_distinct_centroid_per_class() -> None:
+    images, labels = _data(size=8)  # one 8x8 patch, one channel: only the centroids -1 and +1
+    with pytest.raises(ValueError, match="distinct centroid per class: 4 classes but only 2"):
+        attacks.lsp(images, labels)
+    assert attacks.lsp(images, labels % 2).shape == images.shape
 
 
 def test_ops_changes_one_pixel_per_image_at_a_class_position() -> None:
@@ -148,8 +174,16 @@ def test_autoregressive_per_image_l2_budget_and_fresh_starts() -> None:
     delta = attacks.autoregressive(images, labels, l2=0.3) - images
     torch.testing.assert_close(delta.flatten(1).norm(dim=1), torch.full((32,), 0.3), atol=1e-4, rtol=0)
     assert not torch.allclose(delta[0], delta[NUM_CLASSES])
-    clamped = attacks.autoregressive(torch.zeros(8, 1, 16, 16), torch.arange(8) % 2) - 0
+    clamped = attacks.autoregressive(torch.zeros(8, 1, 16, 16), torch.arange(8) % 2, l2=1.0) - 0
     assert (clamped.flatten(1).norm(dim=1) <= 1.0 + 1e-4).all()
+
+
+@pytest.mark.parametrize(("channels", "size"), [(3, 32), (1, 32), (1, 16)])
+def test_autoregressive_default_is_the_cifar10_budget_at_its_per_pixel_rms(channels: int, size: int) -> None:
+    images, labels = _data(num=8, channels=channels, size=size)
+    delta = attacks.autoregressive(images, labels) - images
+    expected = 1.0 * math.sqrt(channels * size * size / 3072)  # 1.0 on 3x32x32 (Sandoval-Segura et al.)
+    torch.testing.assert_close(delta.flatten(1).norm(dim=1), torch.full((8,), expected), atol=1e-4, rtol=0)
 
 
 def test_error_minimizing_linf_budget() -> None:
@@ -157,6 +191,14 @@ def test_error_minimizing_linf_budget() -> None:
     delta = attacks.error_minimizing(images, labels, eps=4 / 255, **CHEAP_EM) - images
     assert delta.abs().max() <= 4 / 255 + 1e-6
     assert delta.abs().max() > 2 / 255
+    default = attacks.error_minimizing(images, labels, **CHEAP_EM) - images  # Huang et al.: 8/255
+    assert 6 / 255 < default.abs().max() <= 8 / 255 + 1e-6
+
+
+def test_classwise_noise_default_is_the_published_linf_budget() -> None:
+    images, labels = _data()
+    delta = attacks.classwise_noise(images, labels) - images
+    assert 7 / 255 < delta.abs().max() <= 8 / 255 + 1e-6
 
 
 def test_single_image_and_uint8_input() -> None:
@@ -203,6 +245,7 @@ def test_bad_arguments_are_named(kwargs: dict, error: type[Exception], words: st
     ("name", "kwargs", "words"),
     [
         ("lsp", {"l2": 0.0}, "l2"),
+        ("autoregressive", {"l2": -1.0}, "l2"),
         ("lsp", {"patch_size": 0}, "patch_size"),
         ("autoregressive", {"l2": float("nan")}, "l2"),
         ("error_minimizing", {"pgd_steps": 2.5}, "pgd_steps"),

@@ -1,4 +1,4 @@
-"""The benchmark end to end on a tiny MNIST slice: its runner, results file, report and figures."""
+"""The benchmark end to end on tiny data: its runner, results file, report, figures and its bad-input errors."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from safetensors.torch import load_file
 
 from dvae_transform import DVAEPurify
 from dvae_transform.evaluation import bench, report
-from dvae_transform.evaluation.victims import RECIPE
+from dvae_transform.evaluation.diagnostics import FIELDS
+from dvae_transform.evaluation.victims import VICTIMS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -28,7 +29,7 @@ def _table_rows(report: str, title: str) -> dict[str, list[str]]:
     return rows
 
 
-def test_quick_bench_writes_results_report_figures_and_resumes(tmp_path):
+def test_quick_bench_writes_results_report_diagnostics_figures_and_resumes(tmp_path, capsys):
     out, notes = tmp_path / "out", tmp_path / "B.md"
     notes.write_text("# Notes\n\nintro\n\n<!-- bench:start -->\nstale table\n<!-- bench:end -->\n\noutro\n")
     attacks, defenses = ["classwise_noise", "lsp"], ["none", "jpeg", "dvae"]
@@ -41,14 +42,27 @@ def test_quick_bench_writes_results_report_figures_and_resumes(tmp_path):
     assert set(results["cells"]) == {f"{a}/{d}/0" for a in rows for d in defenses}
     assert all(0.0 <= cell["accuracy"] <= 1.0 for cell in results["cells"].values())
     assert results["runs"][-1]["computed"] == len(rows) * len(defenses)
+    assert results["settings"]["data"]["name"] == "mnist" and results["settings"]["victim"]["name"] == "small"
+    assert results["settings"]["attack_settings"]["lsp"] == {"l2": 1.6, "samplewise": False}  # MNIST's settings
+    diagnostics = {key: cell.get("diagnostics") for key, cell in results["cells"].items()}
+    assert {key for key, value in diagnostics.items() if value is not None} == {f"{a}/dvae/0" for a in rows}
+    assert set(diagnostics["lsp/dvae/0"]) == set(FIELDS) and -1 <= diagnostics["lsp/dvae/0"]["cosine"] <= 1
+    assert diagnostics["clean/dvae/0"]["cosine"] is None  # no poison, nothing to estimate
     markdown = (out / "results.md").read_text()
-    assert f"Victim: {RECIPE.describe()} This run: 1 epoch(s)" in markdown  # the recipe is data, not a docstring
+    assert markdown.startswith("## Benchmark: mnist, victim `small`")
+    assert f"Victim: {VICTIMS['small'].describe(1)}" in markdown  # the recipe is data, not a docstring
+    assert "64 train / 64 test images (seed-0 subset of 4000 / 1000)" in markdown
+    assert "Cells computed on: cpu, 1 run." in markdown
     table = _table_rows(markdown, "Clean-test accuracy")
     assert table["attack"] == defenses
     assert set(table) == {"attack", "---", *rows, "**mean over attacks**"}
     for row in rows:
         assert all(0.0 <= float(value) <= 1.0 for value in table[row])
     assert _table_rows(markdown, "Defense wall time")["attack"] == defenses
+    diagnostics_table = _table_rows(markdown, "Stage-1 diagnostics")
+    assert set(diagnostics_table) == {"attack", "---", *rows} and diagnostics_table["lsp"][0] == "dvae"
+    assert diagnostics_table["clean"][1] == "–" and float(diagnostics_table["lsp"][1]) == pytest.approx(
+        diagnostics["lsp/dvae/0"]["cosine"], abs=5e-4)
     for figure in ("accuracy.png", "samples.png"):
         assert (out / figure).read_bytes().startswith(PNG_MAGIC)
     text = notes.read_text()
@@ -64,8 +78,9 @@ def test_quick_bench_writes_results_report_figures_and_resumes(tmp_path):
     text = notes.read_text()
     assert text.count(report.START_MARKER) == 1 and text.count(report.END_MARKER) == 1 and "bitdepth" in text
 
-    with pytest.raises(ValueError, match="other settings"):
-        bench.main([*argv, "--defenses", "none", "--resume", "--epochs", "3"])
+    assert bench.main([*argv, "--defenses", "none", "--resume", "--epochs", "3"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "other settings (fit.epochs: 1 there, 3 now)" in error
 
 
 def test_warm_start_and_zero_shot_defenses_use_a_saved_purifier(tmp_path, monkeypatch):
@@ -90,9 +105,9 @@ def test_warm_start_and_zero_shot_defenses_use_a_saved_purifier(tmp_path, monkey
 
 
 @pytest.mark.parametrize("defense", ["dvae_warm", "dvae_zero_shot"])
-def test_weight_based_defenses_need_a_warm_start(tmp_path, defense):
-    with pytest.raises(ValueError, match="--warm-start"):
-        bench.main(["--quick", "--defenses", defense, "--out", str(tmp_path)])
+def test_weight_based_defenses_need_a_warm_start(tmp_path, defense, capsys):
+    assert bench.main(["--quick", "--defenses", defense, "--out", str(tmp_path)]) == 2
+    assert f"the {defense} defense needs --warm-start PATH" in capsys.readouterr().err
 
 
 def test_write_block_creates_appends_and_rejects_broken_markers(tmp_path):

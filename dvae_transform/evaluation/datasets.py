@@ -16,25 +16,15 @@ labels for a train and a test split, each optionally cut to a fixed, seeded rand
 Files are never trusted. ``download=True`` fetches missing files with torchvision's
 md5-checked downloads (``FashionMNIST(download=True)``, ``download_and_extract_archive`` /
 ``download_url`` with the URLs and checksums of its ``CIFAR10``, ``CIFAR100`` and ``SVHN``
-classes); torchvision never reads them here. CIFAR files are Python pickles, and a pickle
-can run code while it loads, so every CIFAR file, official or not, is read with a
-restricted unpickler that resolves only the globals an array needs (numpy's
-``_reconstruct``, ``ndarray`` and ``dtype``, and ``_codecs.encode`` for latin-1 text) and
-refuses any other global before it can be called. idx files are parsed here, header checked;
-``.mat`` files are read with ``scipy.io.loadmat``, which runs no code.
+classes); torchvision never reads them here: :mod:`.dataset_files` does (CIFAR pickles through
+a restricted unpickler that runs no code).
 """
 
 from __future__ import annotations
 
-import codecs
-import gzip
-import pickle
-import struct
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -42,10 +32,19 @@ import torch.nn.functional as F
 
 from dvae_transform.images import to_float_images
 
-try:  # numpy >= 2
-    from numpy._core.multiarray import _reconstruct
-except ImportError:  # pragma: no cover - numpy 1.x
-    from numpy.core.multiarray import _reconstruct
+from .dataset_files import (
+    DatasetFiles,
+    download_cifar,
+    download_fashion_mnist,
+    download_svhn,
+    image_mode,
+    locate,
+    read_cifar_batches,
+    read_cifar_names,
+    read_idx_pair,
+    read_image,
+    read_svhn,
+)
 
 FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
 _GRAY_MODES = frozenset({"1", "L", "LA"})
@@ -92,15 +91,6 @@ class _Loaded:
     source: str  # where the images came from, for the description
 
 
-@dataclass(frozen=True)
-class _Files:
-    """Where a dataset's files live under ``root`` and how to fetch them."""
-
-    names: tuple[tuple[str, ...], ...]  # per file: accepted names, preferred first
-    folders: tuple[str, ...]  # candidate sub-folders of root, "" = root itself
-    download: Callable[[Path], None]
-
-
 # ---------------------------------------------------------------------------- shared checks
 
 
@@ -111,81 +101,13 @@ def _check_size(split: str, size: int | None) -> None:
         raise ValueError(f"{split}={size!r}: expected a positive number of images, or None for all")
 
 
-def _check_count(images: int, labels: int, source: str) -> None:
-    if images != labels:
-        raise ValueError(f"{source}: {images} images but {labels} labels; expected one label per image")
-
-
-def _check_labels(labels: np.ndarray, num_classes: int, source: str) -> np.ndarray:
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(
-            f"{source}: expected a 1-D array of integer labels, got {labels.dtype} of shape {labels.shape}"
-        )
-    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(
-            f"{source}: labels must lie in [0, {num_classes}), got values in [{labels.min()}, {labels.max()}]"
-        )
-    return labels.astype(np.int64)
-
-
 def _subset(total: int, size: int | None, seed: int, what: str) -> torch.Tensor:
     """The first ``size`` indices of a seeded permutation of ``total`` (all, in order, for None)."""
     if size is None:
         return torch.arange(total)
     if size > total:
-        raise ValueError(f"{what}={size} > {total} images: expected at most {total}, or None for all")
+        raise ValueError(f"{what}={size} > {total} images: expected at most {total} (or no subset, for all)")
     return torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:size]
-
-
-# ---------------------------------------------------------------------------- locating files
-
-
-def _describe_name(names: tuple[str, ...]) -> str:
-    return names[0] if len(names) == 1 else f"{names[0]} (or {', '.join(names[1:])})"
-
-
-def _locate(
-    name: str, root: str | Path | None, files: _Files, download: bool, default: Path | None = None
-) -> list[Path]:
-    """The paths of ``files`` under ``root``, downloading them first when asked and missing."""
-    hint = "; pass download=True to fetch the files with torchvision"
-    if root is None:
-        if default is not None and default.is_dir():
-            root = default
-        else:
-            where = f" and {default} does not exist" if default is not None else ""
-            raise FileNotFoundError(f"{name}: no root given{where}; expected root=DIR holding {describe(name)}")
-    root = Path(root).expanduser()
-    if root.exists() and not root.is_dir():
-        raise FileNotFoundError(f"{name}: {root} is not a folder; expected a folder holding {describe(name)}")
-    if not root.exists() and not download:
-        raise FileNotFoundError(f"{name}: dataset folder {root} does not exist{hint}")
-
-    def search() -> tuple[list[Path] | None, Path, list[tuple[str, ...]]]:
-        best: tuple[int, Path, list[tuple[str, ...]]] = (0, root, list(files.names))
-        for sub in files.folders:
-            folder = root / sub
-            found = [next((folder / n for n in names if (folder / n).is_file()), None) for names in files.names]
-            if all(found):
-                return found, folder, []
-            count = sum(path is not None for path in found)
-            if count > best[0]:
-                best = (count, folder, [names for names, path in zip(files.names, found) if path is None])
-        return None, best[1], best[2] if best[0] else []
-
-    found, folder, missing = search()
-    if found is None and download:
-        root.mkdir(parents=True, exist_ok=True)
-        files.download(root)
-        found, folder, missing = search()
-        if found is None:
-            raise FileNotFoundError(f"{name}: the download left no complete dataset in {root}")
-    if found is None and missing:
-        listed = ", ".join(_describe_name(names) for names in missing)
-        raise FileNotFoundError(f"{name}: incomplete dataset folder {folder}: missing {listed}{hint}")
-    if found is None:
-        raise FileNotFoundError(f"{name}: no {name} files in {root}; expected {describe(name)}{hint}")
-    return found
 
 
 # ---------------------------------------------------------------------------- mnist
@@ -207,46 +129,10 @@ def _load_mnist(root: Path | None, download: bool, image_size: int | None) -> _L
     )
 
 
-# ---------------------------------------------------------------------------- fashion-mnist (idx)
+# ---------------------------------------------------------------------------- fashion-mnist (idx files)
 
 
-def _read_idx(path: Path, ndim: int) -> np.ndarray:
-    """An idx file of unsigned bytes (magic 0x0000080N, N big-endian uint32 sizes, then the data)."""
-    try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError, zlib.error) as error:
-        raise ValueError(f"{path}: not a readable gzip file ({error})") from None
-    expected = 0x0800 | ndim
-    if len(raw) < 4 * (ndim + 1):
-        raise ValueError(f"{path}: {len(raw)} bytes, too short for an idx header of {ndim} dimension(s)")
-    magic, *dims = struct.unpack(f">{ndim + 1}I", raw[: 4 * (ndim + 1)])
-    if magic != expected:
-        raise ValueError(f"{path}: idx magic 0x{magic:08x}, expected 0x{expected:08x} (unsigned bytes, {ndim}-D)")
-    body = raw[4 * (ndim + 1) :]
-    if len(body) != int(np.prod(dims)):
-        raise ValueError(
-            f"{path}: the header's sizes {'x'.join(map(str, dims))} need {int(np.prod(dims))} bytes, found {len(body)}"
-        )
-    return np.frombuffer(body, dtype=np.uint8).reshape(dims).copy()  # writable, for torch
-
-
-def _read_idx_pair(image_file: Path, label_file: Path) -> _Split:
-    images = _read_idx(image_file, 3)
-    if images.shape[1:] != (28, 28):
-        raise ValueError(f"{image_file}: {images.shape[1]}x{images.shape[2]} images, expected 28x28")
-    labels = _read_idx(label_file, 1)
-    _check_count(len(images), len(labels), f"{image_file.name} / {label_file.name} in {image_file.parent}")
-    labels = _check_labels(labels, 10, str(label_file))
-    return _Split.of_arrays(images[:, None], labels, pad=2)
-
-
-def _download_fashion(root: Path) -> None:
-    from torchvision.datasets import FashionMNIST
-
-    FashionMNIST(str(root), train=True, download=True)
-
-
-_FASHION_FILES = _Files(
+_FASHION_FILES = DatasetFiles(
     names=tuple(
         (f"{stem}.gz", stem)
         for stem in (
@@ -257,107 +143,25 @@ _FASHION_FILES = _Files(
         )
     ),
     folders=("", "FashionMNIST/raw"),
-    download=_download_fashion,
+    download=download_fashion_mnist,
 )
 
 
 def _load_fashion(root: Path | None, download: bool, image_size: int | None) -> _Loaded:
     from torchvision.datasets import FashionMNIST
 
-    train_x, train_y, test_x, test_y = _locate("fashion-mnist", root, _FASHION_FILES, download, FASHION_MNIST_ROOT)
+    train_x, train_y, test_x, test_y = locate(
+        "fashion-mnist", root, _FASHION_FILES, download, describe("fashion-mnist"), FASHION_MNIST_ROOT
+    )
     return _Loaded(
-        _read_idx_pair(train_x, train_y),
-        _read_idx_pair(test_x, test_y),
+        _Split.of_arrays(*read_idx_pair(train_x, train_y), pad=2),
+        _Split.of_arrays(*read_idx_pair(test_x, test_y), pad=2),
         tuple(FashionMNIST.classes),
         f"idx files in {train_x.parent}, 28x28 zero-padded",
     )
 
 
-# ---------------------------------------------------------------------------- cifar (restricted pickle)
-
-
-def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
-    """``_codecs.encode`` as protocol-2 pickles use it for bytes, and only that."""
-    if codecs.lookup(encoding).name != "iso8859-1":
-        raise pickle.UnpicklingError(f"_codecs.encode with encoding {encoding!r}; only latin-1 is allowed")
-    return codecs.encode(text, "latin1")
-
-
-_ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
-    ("_codecs", "encode"): _latin1_encode,
-}
-
-
-class _RefusedGlobal(pickle.UnpicklingError):
-    pass
-
-
-class _ArrayUnpickler(pickle.Unpickler):
-    """Resolves only the globals in ``_ALLOWED_GLOBALS``; anything else is refused, never imported."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return _ALLOWED_GLOBALS[(module, name)]
-        except KeyError:
-            allowed = ", ".join(sorted({f"{m}.{n}" for m, n in _ALLOWED_GLOBALS}))
-            raise _RefusedGlobal(f"refused the global {module}.{name}; CIFAR files may only use {allowed}") from None
-
-
-def _unpickle(path: Path) -> dict[str, Any]:
-    """A CIFAR pickle read with ``_ArrayUnpickler``: a dict with str keys."""
-    try:
-        with path.open("rb") as file:
-            content = _ArrayUnpickler(file, encoding="latin1").load()
-    except _RefusedGlobal as error:
-        raise ValueError(f"{path}: {error}") from None
-    except Exception as error:  # a corrupt pickle fails in many ways; nothing was executed
-        raise ValueError(f"{path}: not a readable CIFAR pickle ({type(error).__name__}: {error})") from None
-    if not isinstance(content, dict):
-        raise ValueError(f"{path}: expected a pickled dict, got {type(content).__name__}")
-    return {key.decode("latin1") if isinstance(key, bytes) else str(key): value for key, value in content.items()}
-
-
-def _entry(content: dict[str, Any], key: str, path: Path) -> Any:
-    if key not in content:
-        raise ValueError(f"{path}: no '{key}' entry, found {sorted(content)}")
-    return content[key]
-
-
-def _read_cifar_batches(paths: Sequence[Path], label_key: str, num_classes: int) -> _Split:
-    images, labels = [], []
-    for path in paths:
-        content = _unpickle(path)
-        data = _entry(content, "data", path)
-        if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-            got = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
-            raise ValueError(f"{path}: 'data' must be a uint8 array of shape (N, 3072), got {got}")
-        batch_labels = np.asarray(_entry(content, label_key, path))
-        _check_count(len(data), len(batch_labels), str(path))
-        images.append(data.reshape(-1, 3, 32, 32))
-        labels.append(_check_labels(batch_labels, num_classes, f"{path} '{label_key}'"))
-    return _Split.of_arrays(np.concatenate(images), np.concatenate(labels))
-
-
-def _read_cifar_names(path: Path, key: str, num_classes: int) -> tuple[str, ...]:
-    names = _entry(_unpickle(path), key, path)
-    if not isinstance(names, (list, tuple)) or len(names) != num_classes:
-        raise ValueError(f"{path}: '{key}' must list {num_classes} class names")
-    return tuple(name.decode("latin1") if isinstance(name, bytes) else str(name) for name in names)
-
-
-def _cifar_download(dataset: str) -> Callable[[Path], None]:
-    def download(root: Path) -> None:
-        from torchvision import datasets
-        from torchvision.datasets.utils import download_and_extract_archive
-
-        cls = getattr(datasets, dataset)
-        download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
-
-    return download
+# ---------------------------------------------------------------------------- cifar (python batches)
 
 
 def _cifar_loader(
@@ -371,96 +175,39 @@ def _cifar_loader(
     names_key: str,
     num_classes: int,
 ) -> Callable[[Path | None, bool, int | None], _Loaded]:
-    files = _Files(
-        names=tuple((file,) for file in (*train, test, meta)), folders=(folder, ""), download=_cifar_download(dataset)
+    files = DatasetFiles(
+        names=tuple((file,) for file in (*train, test, meta)), folders=(folder, ""), download=download_cifar(dataset)
     )
 
     def load(root: Path | None, download: bool, image_size: int | None) -> _Loaded:
-        *train_paths, test_path, meta_path = _locate(name, root, files, download)
+        *train_paths, test_path, meta_path = locate(name, root, files, download, describe(name))
         return _Loaded(
-            _read_cifar_batches(train_paths, label_key, num_classes),
-            _read_cifar_batches([test_path], label_key, num_classes),
-            _read_cifar_names(meta_path, names_key, num_classes),
+            _Split.of_arrays(*read_cifar_batches(train_paths, label_key, num_classes)),
+            _Split.of_arrays(*read_cifar_batches([test_path], label_key, num_classes)),
+            read_cifar_names(meta_path, names_key, num_classes),
             f"python batches in {test_path.parent}",
         )
 
     return load
 
 
-# ---------------------------------------------------------------------------- svhn (.mat)
+# ---------------------------------------------------------------------------- svhn (.mat files)
 
 
-def _read_svhn(path: Path) -> _Split:
-    try:
-        from scipy.io import loadmat
-    except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ImportError("svhn needs scipy: pip install 'dvae-transform[bench]'") from error
-    try:
-        content = loadmat(str(path), variable_names=("X", "y"))
-    except Exception as error:  # scipy raises many kinds on a corrupt file
-        raise ValueError(f"{path}: not a readable MATLAB .mat file ({type(error).__name__}: {error})") from None
-    expected = "X (32x32x3xN uint8) and y (N labels 1-10)"
-    missing = [key for key in ("X", "y") if key not in content]
-    if missing:
-        raise ValueError(f"{path}: no variable {' or '.join(missing)}; expected {expected}")
-    images, labels = content["X"], content["y"]
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[:3] != (32, 32, 3):
-        raise ValueError(f"{path}: X is {images.dtype} {images.shape}; expected {expected}")
-    labels = labels.reshape(-1)
-    if not np.issubdtype(labels.dtype, np.number) or not np.array_equal(labels, np.round(labels)):
-        raise ValueError(f"{path}: y must hold whole numbers 1-10, got dtype {labels.dtype}")
-    labels = labels.astype(np.int64)
-    _check_count(images.shape[3], len(labels), str(path))
-    if labels.size and (labels.min() < 1 or labels.max() > 10):
-        raise ValueError(
-            f"{path}: y must lie in 1-10 (10 is the digit 0), got values in [{labels.min()}, {labels.max()}]"
-        )
-    return _Split.of_arrays(images.transpose(3, 2, 0, 1), labels % 10)
-
-
-def _download_svhn(root: Path) -> None:
-    from torchvision.datasets import SVHN
-    from torchvision.datasets.utils import download_url
-
-    for split in ("train", "test"):
-        url, filename, md5 = SVHN.split_list[split]
-        if not (root / filename).is_file():
-            download_url(url, str(root), filename, md5)
-
-
-_SVHN_FILES = _Files(names=(("train_32x32.mat",), ("test_32x32.mat",)), folders=("",), download=_download_svhn)
+_SVHN_FILES = DatasetFiles(names=(("train_32x32.mat",), ("test_32x32.mat",)), folders=("",), download=download_svhn)
 
 
 def _load_svhn(root: Path | None, download: bool, image_size: int | None) -> _Loaded:
-    train, test = _locate("svhn", root, _SVHN_FILES, download)
-    return _Loaded(_read_svhn(train), _read_svhn(test), _DIGITS, f".mat files in {train.parent}")
+    train, test = locate("svhn", root, _SVHN_FILES, download, describe("svhn"))
+    return _Loaded(
+        _Split.of_arrays(*read_svhn(train)),
+        _Split.of_arrays(*read_svhn(test)),
+        _DIGITS,
+        f".mat files in {train.parent}",
+    )
 
 
 # ---------------------------------------------------------------------------- imagefolder
-
-
-def _image_mode(path: str) -> str:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:  # reads the header only
-            return image.mode
-    except (OSError, ValueError) as error:
-        raise ValueError(f"imagefolder: cannot read image {path} ({error})") from None
-
-
-def _read_image(path: str, mode: str, size: int) -> torch.Tensor:
-    from PIL import Image
-    from torchvision.transforms.v2.functional import pil_to_tensor, resize
-
-    try:
-        with Image.open(path) as image:
-            tensor = pil_to_tensor(image.convert(mode))
-    except (OSError, ValueError) as error:
-        raise ValueError(f"imagefolder: cannot read image {path} ({error})") from None
-    if tuple(tensor.shape[-2:]) != (size, size):
-        tensor = resize(tensor, [size, size], antialias=True)
-    return tensor
 
 
 def _load_imagefolder(root: Path | None, download: bool, image_size: int | None) -> _Loaded:
@@ -494,12 +241,12 @@ def _load_imagefolder(root: Path | None, download: bool, image_size: int | None)
             f"imagefolder: {root}/train and {root}/test need the same class folders; "
             f"only in train: {only_train}, only in test: {only_test}"
         )
-    modes = {_image_mode(path) for path, _ in train.samples + test.samples}
+    modes = {image_mode(path) for path, _ in train.samples + test.samples}
     mode = "L" if modes <= _GRAY_MODES else "RGB"
 
     def split_of(folder: ImageFolder) -> _Split:
         def take(index: torch.Tensor) -> torch.Tensor:
-            return torch.stack([_read_image(folder.samples[i][0], mode, size) for i in index.tolist()])
+            return torch.stack([read_image(folder.samples[i][0], mode, size) for i in index.tolist()])
 
         return _Split(torch.tensor(folder.targets, dtype=torch.int64), take)
 

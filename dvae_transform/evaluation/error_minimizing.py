@@ -46,8 +46,8 @@ def _train_model(
     generator: torch.Generator,
 ) -> None:
     model.train()
-    for _ in range(steps):
-        index = torch.randperm(poisoned.shape[0], generator=generator)[:batch_size].to(poisoned.device)
+    batches = torch.stack([torch.randperm(poisoned.shape[0], generator=generator)[:batch_size] for _ in range(steps)])
+    for index in batches.to(poisoned.device):  # one copy to the device per round, not one per step
         optimizer.zero_grad()
         F.cross_entropy(model(poisoned[index]), labels[index]).backward()
         optimizer.step()
@@ -82,10 +82,10 @@ def _minimise_noise(
 def _accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> float:
     model.eval()
     correct = sum(
-        int((model(images[start : start + batch_size]).argmax(dim=1) == labels[start : start + batch_size]).sum())
+        (model(images[start : start + batch_size]).argmax(dim=1) == labels[start : start + batch_size]).sum()
         for start in range(0, images.shape[0], batch_size)
     )
-    return correct / images.shape[0]
+    return int(correct) / images.shape[0]
 
 
 def error_minimizing_poison(

@@ -1,4 +1,4 @@
-"""Figures of the benchmark: victim accuracy per attack and a grid of sample digits.
+"""Figures of the benchmark: victim accuracy per attack and a grid of sample images.
 
 matplotlib (in the ``bench`` extra) is imported only when a figure is drawn. Figures
 are rendered with the Agg canvas directly, so pyplot's global state is never touched.
@@ -27,11 +27,11 @@ def _new_figure(width: float, height: float):
     return figure
 
 
-def accuracy_bars(summary: Summary, path: str | Path, *, ceiling: float | None = None) -> Path:
+def accuracy_bars(summary: Summary, path: str | Path, *, ceiling: float | None = None, title: str = "") -> Path:
     """One bar panel per attack: mean accuracy per defense, error bars for the spread over seeds.
 
     ``summary[attack][defense]`` is ``(mean, spread or None)``; ``ceiling`` (the clean
-    accuracy without defense) is drawn as a dashed line in every panel.
+    accuracy without defense) is drawn as a dashed line in every panel; ``title`` heads the figure.
     """
     attacks = list(summary)
     if not attacks:
@@ -56,6 +56,8 @@ def accuracy_bars(summary: Summary, path: str | Path, *, ceiling: float | None =
         ax.set_ylabel("clean-test accuracy", fontsize=8)
     for ax in axes[len(attacks):]:
         ax.set_visible(False)
+    if title:
+        figure.suptitle(title, fontsize=11)
     path = Path(path)
     figure.savefig(path, dpi=110)
     return path
@@ -66,8 +68,13 @@ def sample_grid(
     rows: Sequence[str],
     columns: Sequence[str],
     path: str | Path,
+    *,
+    title: str = "",
 ) -> Path:
-    """A grid of image strips: ``samples[(row, column)]`` is an NCHW batch in [0, 1]; missing cells stay blank."""
+    """A grid of image strips: ``samples[(row, column)]`` is an NCHW batch in [0, 1]; missing cells stay blank.
+
+    ``title`` heads the figure.
+    """
     if not rows or not columns:
         raise ValueError("sample_grid: needs at least one row and one column")
     strips = {
@@ -79,7 +86,7 @@ def sample_grid(
     blank = torch.ones_like(next(iter(strips.values())))
     column_width = 1.9
     row_height = column_width * blank.shape[0] / blank.shape[1] + 0.15
-    figure = _new_figure(column_width * len(columns), row_height * len(rows) + 0.3)
+    figure = _new_figure(column_width * len(columns), row_height * len(rows) + (0.6 if title else 0.3))
     axes = figure.subplots(len(rows), len(columns), squeeze=False)
     for i, row in enumerate(rows):
         for j, column in enumerate(columns):
@@ -93,6 +100,8 @@ def sample_grid(
                 ax.set_title(column, fontsize=8)
             if j == 0:
                 ax.set_ylabel(row, fontsize=8, rotation=0, ha="right", va="center")
+    if title:
+        figure.suptitle(title, fontsize=10)
     path = Path(path)
     figure.savefig(path, dpi=110)
     return path

@@ -1,4 +1,4 @@
-"""The benchmark's report: markdown tables of the victim's accuracy and the defenses' wall time.
+"""The benchmark's report: markdown tables of the victim's accuracy, the defenses' wall time and D-VAE's diagnostics.
 
 :func:`write_block` puts a report between markers in a markdown file (``BENCHMARKS.md``), replacing
 the previous one.
@@ -16,9 +16,10 @@ import torch
 
 from ..files import atomic_write
 from .defenses import describe
+from .diagnostics import FIELDS
 from .results import Results, now
 from .runner import CLEAN
-from .victims import RECIPE
+from .victims import VictimRecipe
 
 Summary = dict[str, dict[str, tuple[float, float | None]]]
 
@@ -65,31 +66,82 @@ def _markdown_table(table: Summary, defenses: Sequence[str],
     return "\n".join(lines)
 
 
+# (field, column header, number format) of the diagnostics table
+_DIAGNOSTIC_COLUMNS = (
+    ("cosine", "cos(x - x1, δ)", ".3f"),
+    ("class_cosine", "class-mean cos", ".3f"),
+    ("psnr_poisoned", "PSNR poisoned", ".1f"),
+    ("psnr_stage1", "PSNR x1", ".1f"),
+    ("psnr_purified", "PSNR output", ".1f"),
+    ("kl_stage1", "KL stage 1", ".2f"),
+    ("kl_stage2", "KL stage 2", ".2f"),
+    ("out_of_range", "rec + p outside [0, 1]", ".2%"),
+)
+
+
+def _diagnostics_table(results: Results, attacks: Sequence[str], defenses: Sequence[str],
+                       seeds: Sequence[int]) -> str | None:
+    """One row per (attack, D-VAE defense) with diagnostics: each field's mean over the seeds that have it."""
+    rows = []
+    for attack in attacks:
+        for defense in defenses:
+            found = [c["diagnostics"] for s in seeds if (c := results.cell(attack, defense, s)) and "diagnostics" in c]
+            if not found:
+                continue
+            cells = []
+            for field, _, number in _DIAGNOSTIC_COLUMNS:
+                values = [record[field] for record in found if record.get(field) is not None]
+                cells.append(format(statistics.fmean(values), number) if values else "–")
+            rows.append(f"| {attack} | {defense} | " + " | ".join(cells) + " |")
+    if not rows:
+        return None
+    header = "| attack | defense | " + " | ".join(title for _, title, _ in _DIAGNOSTIC_COLUMNS) + " |"
+    return "\n".join([header, "|---" * (len(_DIAGNOSTIC_COLUMNS) + 2) + "|", *rows])
+
+
+def _devices(results: Results) -> str:
+    computed = [run.get("device", "unrecorded") for run in results.data["runs"] if run["computed"]]
+    counts = {device: computed.count(device) for device in computed}
+    return "; ".join(f"{device}, {count} run{'s' * (count > 1)}" for device, count in counts.items()) or "none"
+
+
+def _attacks_line(settings: dict) -> str:
+    line = "Attacks: the published budgets (defaults of `dvae_transform.evaluation.attacks`)"
+    overrides = settings["attack_settings"]
+    if overrides:
+        line += ", except " + "; ".join(
+            f"{name} " + ", ".join(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
+                                   for key, value in budget.items())
+            for name, budget in overrides.items()
+        )
+    return line + "."
+
+
 def render_report(results: Results, attacks: Sequence[str], defenses: Sequence[str], seeds: Sequence[int],
-                  command: str) -> str:
-    """The markdown block: command, date, machine, settings, accuracy and wall-time tables."""
+                  command: str, data_description: str) -> str:
+    """The markdown block: command, date, machine, settings, accuracy, wall-time and diagnostics tables."""
     settings = results.data["settings"]
+    victim = VictimRecipe(**settings["victim"])
     spread = " ± standard deviation" if len(seeds) > 1 else ""
     accuracy = summarise(results, attacks, defenses, seeds, "accuracy")
     seconds = summarise(results, attacks, defenses, seeds, "defense_seconds")
     lines = [
-        "## MNIST benchmark",
+        f"## Benchmark: {settings['data']['name']}, victim `{victim.name}`",
         "",
         f"Command: `{command}`",
         "",
         f"Date: {now()}. Machine: {os.cpu_count()} CPUs ({platform.machine()}), "
-        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, Python {platform.python_version()}.",
+        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, Python {platform.python_version()}. "
+        f"Cells computed on: {_devices(results)}.",
         "",
-        f"Data: embedded MNIST (`load_mnist32`), {settings['num_train']} train / {settings['num_test']} test "
-        f"images of 1x32x32; seeds {', '.join(map(str, seeds))} (each seeds the attack, the fit and the victim).",
+        f"Data: {data_description}; seeds {', '.join(map(str, seeds))} "
+        "(each seeds the attack, the fit and the victim).",
         "",
-        "Attacks (defaults of `dvae_transform.evaluation.attacks` except): "
-        + "; ".join(f"{name} {budget}" for name, budget in settings["attack_budgets"].items()) + ".",
+        _attacks_line(settings),
         "",
         "Defenses: " + "; ".join(describe(name, settings) for name in defenses) + ".",
         "",
-        f"Victim: {RECIPE.describe()} This run: {settings['victim_epochs']} epoch(s), batch {RECIPE.batch_size}, "
-        f"{RECIPE.optimizer} lr {RECIPE.lr}.",
+        f"Victim: {victim.describe(settings['victim_epochs'])}",
         "",
         f"Clean-test accuracy of the victim (mean{spread} over seeds; `clean` = no attack, the ceiling):",
         "",
@@ -99,6 +151,11 @@ def render_report(results: Results, attacks: Sequence[str], defenses: Sequence[s
         "",
         _markdown_table(seconds, defenses, 1, show_spread=False),
     ]
+    diagnostics = _diagnostics_table(results, attacks, defenses, seeds)
+    if diagnostics is not None:
+        legend = "; ".join(f"{title}: {FIELDS[field]}" for field, title, _ in _DIAGNOSTIC_COLUMNS)
+        lines += ["", f"Stage-1 diagnostics of the D-VAE cells (mean over seeds; δ = x_poisoned - x_clean). {legend}.",
+                  "", diagnostics]
     return "\n".join(lines) + "\n"
 
 

@@ -1,4 +1,4 @@
-"""The benchmark's results store: ``results.json`` (one record per finished cell) and the sample digits.
+"""The benchmark's results store: ``results.json`` (one record per finished cell) and the sample images.
 
 Every finished cell is written at once (atomically), so a killed run keeps its work and a resumed
 run skips it.
@@ -19,6 +19,18 @@ from ..files import atomic_write
 RESULTS_FILE, SAMPLES_FILE = "results.json", "samples.safetensors"
 
 
+def differences(stored: dict[str, Any], settings: dict[str, Any], prefix: str = "") -> list[str]:
+    """The settings that differ, as ``key.sub: stored value there, new value now`` (nested dicts by key)."""
+    found = []
+    for key in sorted(set(stored) | set(settings)):
+        old, new = stored.get(key), settings.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            found += differences(old, new, f"{prefix}{key}.")
+        elif old != new:
+            found.append(f"{prefix}{key}: {old!r} there, {new!r} now")
+    return found
+
+
 def now() -> str:
     """The current local time, ISO format to the second."""
     return datetime.now().astimezone().isoformat(timespec="seconds")
@@ -34,8 +46,8 @@ class Results:
             stored = json.loads(path.read_text())
             if stored["settings"] != settings:
                 raise ValueError(
-                    f"--resume: {path} was made with other settings ({stored['settings']}, now {settings}); "
-                    "use the same options or another --out"
+                    f"--resume: {path} was made with other settings "
+                    f"({'; '.join(differences(stored['settings'], settings))}); use the same options or another --out"
                 )
             self.data = stored
 
@@ -46,8 +58,9 @@ class Results:
     def cell(self, attack: str, defense: str, seed: int) -> dict[str, Any] | None:
         return self.data["cells"].get(self.key(attack, defense, seed))
 
-    def start_run(self, command: str) -> None:
-        self.data["runs"].append({"started": now(), "command": command, "computed": 0})
+    def start_run(self, command: str, device: str) -> None:
+        """Record a new run of ``command``, computing its cells on ``device`` (in words)."""
+        self.data["runs"].append({"started": now(), "command": command, "device": device, "computed": 0})
         self.save()
 
     def add(self, attack: str, defense: str, seed: int, **record: Any) -> None:
@@ -60,7 +73,8 @@ class Results:
         """Take the cells of another results file made with the same settings."""
         stored = json.loads((other / RESULTS_FILE).read_text())
         if stored["settings"] != self.data["settings"]:
-            raise ValueError(f"--merge: {other} was made with other settings ({stored['settings']})")
+            changed = "; ".join(differences(stored["settings"], self.data["settings"]))
+            raise ValueError(f"--merge: {other} was made with other settings ({changed}); merge runs of one grid")
         for name in ("cells", "poison_seconds"):
             self.data[name].update(stored[name])
         self.data["runs"].extend(stored["runs"])
@@ -74,7 +88,7 @@ class Results:
 
 
 class Samples:
-    """A few digits of every input and output, kept in ``samples.safetensors`` for the image grid."""
+    """A few images of every input and output, kept in ``samples.safetensors`` for the image grid."""
 
     def __init__(self, path: Path, *, resume: bool) -> None:
         self.path = path

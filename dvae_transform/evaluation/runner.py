@@ -1,54 +1,48 @@
-"""The benchmark's cells: poison the embedded MNIST digits, defend, train the victim, score it.
+"""The benchmark's cells: poison a dataset's training split, defend it, train the victim, score it.
 
 For every attack and seed the training split is poisoned once; each defense (:mod:`.defenses`)
 purifies it, a victim classifier (:mod:`.victims`) is trained on the result, and the cell is that
-victim's accuracy on the clean test split. A ``clean`` row (no attack) gives the ceiling.
+victim's accuracy on the clean test split. A ``clean`` row (no attack) gives the ceiling. A cell
+whose defense is a fitted or saved D-VAE also records stage 1's diagnostics (:mod:`.diagnostics`).
+Attacks, fits, purification and victims all run on one device (:func:`on_device`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import functools
 import json
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate.state import AcceleratorState, PartialState
 
 from ..config import resolve_config
+from ..transforms import DVAEPurify
 from .attacks import make_poison
 from .baselines import BitDepthReduction
+from .datasets import BenchData
 from .defenses import JPEG_QUALITY, DefenseContext, build_defense
-from .mnist import DigitSplit, load_mnist32
+from .diagnostics import stage1_diagnostics
+from .mnist import MNIST_ATTACK_SETTINGS
 from .results import Results, Samples
-from .victims import RECIPE, accuracy, train_victim
+from .victims import VictimRecipe, accuracy, train_victim
 
 CLEAN = "clean"
-NUM_CLASSES = 10
 QUICK_SIZES = (64, 64)  # train / test images
 QUICK_VICTIM_EPOCHS = 1
 QUICK_FIT = {"epochs": 1, "width": 8, "latent_dim": 8}
-SAMPLE_DIGITS = 4
-# Budgets for MNIST where the published ones (tuned on CIFAR) barely hurt the victim: clamping at the black
-# background and white strokes removes much of a perturbation, and the digits are learnt as fast as a shortcut.
-MNIST_BUDGETS: dict[str, dict[str, float]] = {
-    "classwise_noise": {"eps": 32 / 255},
-    "autoregressive": {"l2": 3.0},
-    "error_minimizing": {"eps": 32 / 255},
-}
+SUBSET_SEED = 0  # --train / --test keep the first images of this seeded permutation
+SAMPLE_CLASSES = 4  # the sample figure shows one training image of each of the first classes
 
 
-@functools.cache
-def load_data(quick: bool) -> DigitSplit:
-    """The embedded split (or the quick slice of it), parsed once per process."""
-    data = load_mnist32()
-    if not quick:
-        return data
-    train, test = QUICK_SIZES
-    return DigitSplit(data.train_images[:train], data.train_labels[:train], data.test_images[:test],
-                      data.test_labels[:test])
+def attack_settings(data_name: str) -> dict[str, dict[str, Any]]:
+    """The attacks' keyword arguments on dataset ``data_name``: MNIST's own, else the published defaults."""
+    return dict(MNIST_ATTACK_SETTINGS) if data_name == "mnist" else {}
 
 
 def fit_overrides(quick: bool, epochs: int | None) -> dict[str, Any]:
@@ -59,49 +53,85 @@ def fit_overrides(quick: bool, epochs: int | None) -> dict[str, Any]:
     return overrides
 
 
-def run_settings(preset: str, overrides: dict[str, Any], data: DigitSplit, *, quick: bool,
-                 warm_start: Path | None) -> dict[str, Any]:
-    """What every cell depends on besides (attack, defense, seed); a resumed run must match it."""
+def run_settings(preset: str, overrides: dict[str, Any], data: BenchData, victim: VictimRecipe, victim_epochs: int,
+                 *, warm_start: Path | None) -> dict[str, Any]:
+    """What every cell depends on besides (attack, defense, seed); a resumed or merged run must match it."""
     fit = dataclasses.asdict(resolve_config(preset, **overrides))
     fit.pop("seed")
     return json.loads(json.dumps({
+        "data": {
+            "name": data.name,
+            "num_train": len(data.train_images),
+            "num_test": len(data.test_images),
+            "image_shape": list(data.train_images.shape[1:]),
+            "num_classes": data.num_classes,
+            "subset_seed": SUBSET_SEED,
+        },
         "preset": preset,
         "fit": fit,
-        "num_train": len(data.train_images),
-        "num_test": len(data.test_images),
-        "victim_epochs": QUICK_VICTIM_EPOCHS if quick else RECIPE.epochs,
+        "victim": dataclasses.asdict(victim),
+        "victim_epochs": victim_epochs,
+        "attack_settings": attack_settings(data.name),
         "jpeg_quality": JPEG_QUALITY,
-        "attack_budgets": MNIST_BUDGETS,
         "bitdepth_bits": BitDepthReduction().bits,
         "warm_start": None if warm_start is None else str(warm_start.resolve()),
     }))
 
 
-def _timed(function: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, float]:
-    started = time.perf_counter()
-    result = function(*args, **kwargs)
-    return result, time.perf_counter() - started
+@contextlib.contextmanager
+def on_device(device: str | torch.device) -> Iterator[torch.device]:
+    """Run the benchmark on ``device``: the attacks, purification and victims get it as an argument;
+    Accelerate, which places the D-VAE and plain-VAE fits, reads it from ``ACCELERATE_TORCH_DEVICE``.
+
+    A single-process Accelerate state left by an earlier fit on another device is reset.
+    """
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: no CUDA device is available")
+    state = PartialState._shared_state
+    if state and state.get("device") != device:
+        if state.get("num_processes", 1) > 1:
+            raise ValueError(f"--device {device}: this process already runs a distributed launch on {state['device']}")
+        AcceleratorState._reset_state(reset_partial_state=True)
+    previous = os.environ.get("ACCELERATE_TORCH_DEVICE")
+    os.environ["ACCELERATE_TORCH_DEVICE"] = str(device)
+    try:
+        yield device
+    finally:
+        if previous is None:
+            os.environ.pop("ACCELERATE_TORCH_DEVICE")
+        else:
+            os.environ["ACCELERATE_TORCH_DEVICE"] = previous
 
 
-def _poison(attack: str, data: DigitSplit, seed: int) -> torch.Tensor:
+def _poison(attack: str, data: BenchData, seed: int, device: torch.device) -> torch.Tensor:
+    """The poisoned training split (on the CPU), computed on ``device``."""
     if attack == CLEAN:
         return data.train_images
-    return make_poison(attack, data.train_images, data.train_labels, num_classes=NUM_CLASSES, seed=seed,
-                       **MNIST_BUDGETS.get(attack, {}))
-
-
-def _defend(defense: str, images: torch.Tensor, labels: torch.Tensor, seed: int,
-            context: DefenseContext) -> torch.Tensor:
-    return build_defense(defense, images, labels, seed, context).purify(images, labels)
+    return make_poison(attack, data.train_images.to(device), data.train_labels, num_classes=data.num_classes,
+                       seed=seed, **attack_settings(data.name).get(attack, {})).cpu()
 
 
 def _sample_indices(labels: torch.Tensor) -> torch.Tensor:
-    """The first image of each of the first ``SAMPLE_DIGITS`` classes."""
-    return torch.stack([(labels == digit).nonzero()[0, 0] for digit in range(SAMPLE_DIGITS)])
+    """The first image of each of the first ``SAMPLE_CLASSES`` classes present."""
+    return torch.stack([(labels == label).nonzero()[0, 0] for label in labels.unique()[:SAMPLE_CLASSES]])
 
 
-def run_cells(attacks: list[str], defenses: list[str], seeds: list[int], data: DigitSplit, results: Results,
-              samples: Samples, context: DefenseContext, *, device: str) -> None:
+def _defend(defense: str, data: BenchData, poisoned: torch.Tensor, seed: int,
+            context: DefenseContext) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The purified training split and the cell's record: the defense's wall time and, for D-VAE, diagnostics."""
+    labels = data.train_labels
+    started = time.perf_counter()
+    purifier = build_defense(defense, poisoned, labels, seed, context)
+    purified = purifier.purify(poisoned, labels).cpu()
+    record: dict[str, Any] = {"defense_seconds": time.perf_counter() - started}
+    if isinstance(purifier, DVAEPurify):
+        record["diagnostics"] = stage1_diagnostics(purifier, data.train_images, poisoned, purified, labels)
+    return purified, record
+
+
+def run_cells(attacks: list[str], defenses: list[str], seeds: list[int], data: BenchData, results: Results,
+              samples: Samples, context: DefenseContext, *, victim: VictimRecipe, device: torch.device) -> None:
     """Compute every cell not yet in ``results``, saving each as soon as it is done."""
     victim_epochs = results.data["settings"]["victim_epochs"]
     shown = _sample_indices(data.train_labels)
@@ -114,21 +144,24 @@ def run_cells(attacks: list[str], defenses: list[str], seeds: list[int], data: D
             pending = [d for d in defenses if results.cell(attack, d, seed) is None]
             if not pending:
                 continue
-            poisoned, seconds = _timed(_poison, attack, data, seed)
-            results.add_poison_time(attack, seed, seconds)
+            started = time.perf_counter()
+            poisoned = _poison(attack, data, seed, device)
+            results.add_poison_time(attack, seed, time.perf_counter() - started)
             if attack != CLEAN:
-                print(f"poisoned {attack} (seed {seed}) in {seconds:.1f} s", flush=True)
+                print(f"poisoned {attack} (seed {seed}) in {time.perf_counter() - started:.1f} s", flush=True)
             if seed == seeds[0] and attack != CLEAN:
                 samples.add(attack, "poisoned", poisoned[shown])
             for defense in pending:
-                purified, defense_seconds = _timed(_defend, defense, poisoned, data.train_labels, seed, context)
-                model, victim_seconds = _timed(train_victim, purified, data.train_labels, num_classes=NUM_CLASSES,
-                                               epochs=victim_epochs, seed=seed, device=device)
-                score = accuracy(model, data.test_images, data.test_labels)
-                results.add(attack, defense, seed, accuracy=score, defense_seconds=defense_seconds,
-                            victim_seconds=victim_seconds)
+                purified, record = _defend(defense, data, poisoned, seed, context)
+                started = time.perf_counter()
+                model = train_victim(purified, data.train_labels, num_classes=data.num_classes, recipe=victim,
+                                     epochs=victim_epochs, seed=seed, device=device)
+                record["victim_seconds"] = time.perf_counter() - started
+                record["accuracy"] = accuracy(model, data.test_images, data.test_labels)
+                results.add(attack, defense, seed, **record)
                 if seed == seeds[0] and defense != "none":
                     samples.add(attack, defense, purified[shown])
                 done += 1
-                print(f"[{done}/{len(todo)}] {attack} / {defense} / seed {seed}: accuracy {score:.3f} "
-                      f"(defense {defense_seconds:.1f} s, victim {victim_seconds:.1f} s)", flush=True)
+                print(f"[{done}/{len(todo)}] {attack} / {defense} / seed {seed}: accuracy {record['accuracy']:.3f} "
+                      f"(defense {record['defense_seconds']:.1f} s, victim {record['victim_seconds']:.1f} s)",
+                      flush=True)
