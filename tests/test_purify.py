@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from dvae_transform import DVAE
 from dvae_transform.precision import quantize
 from dvae_transform.purify import purify_two_stage, reconstruct, remove_perturbation
 
@@ -77,3 +78,20 @@ def test_models_keep_their_training_mode(tiny_purifier, tiny_data) -> None:
 def test_bad_batch_size(tiny_purifier, tiny_data) -> None:
     with pytest.raises(ValueError, match="batch_size must be positive"):
         reconstruct(tiny_purifier.stage2, tiny_data[0], batch_size=0)
+
+
+def test_models_keep_their_weights_and_layout(tiny_purifier, tiny_data) -> None:
+    stage1, stage2 = tiny_purifier.stage1, tiny_purifier.stage2
+    before = {name: (tensor.data_ptr(), tensor.stride()) for name, tensor in stage1.state_dict().items()}
+    purify_two_stage(stage1, stage2, *tiny_data)
+    assert {name: (tensor.data_ptr(), tensor.stride()) for name, tensor in stage1.state_dict().items()} == before
+
+
+@pytest.mark.parametrize("size", [64, 224])
+def test_larger_images_purify_run_to_run_identically(size: int) -> None:
+    torch.manual_seed(0)
+    stages = [DVAE(in_channels=3, image_size=size, num_classes=2, width=4, latent_dim=4) for _ in range(2)]
+    images, labels = torch.rand(3, 3, size, size), torch.tensor([0, 1, 1])
+    first = purify_two_stage(*stages, images, labels, batch_size=2, sample=True, seed=4)
+    assert first.shape == images.shape and 0.0 <= first.min() and first.max() <= 1.0
+    assert torch.equal(first, purify_two_stage(*stages, images, labels, batch_size=2, sample=True, seed=4))

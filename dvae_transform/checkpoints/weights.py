@@ -6,7 +6,10 @@ Pickle checkpoints (``pytorch_model.bin``, ``*.pt``, ...) are refused: unpicklin
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -17,7 +20,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_model
 from torch import nn
 
-from ..validation import from_mapping
+from ..validation import InputTypeError, from_mapping
 
 WEIGHTS_NAME = constants.SAFETENSORS_SINGLE_FILE
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -60,13 +63,16 @@ def weights_file(
         raise FileNotFoundError(_missing_weights_message(f"{model_id}/{WEIGHTS_NAME}")) from error
 
 
-def load_safetensors(model: nn.Module, path: str | os.PathLike, *, device: str | torch.device = "cpu") -> None:
-    """Load a safetensors file into ``model`` after checking it holds exactly its tensors, shapes and dtypes.
+def read_weights(
+    path: str | os.PathLike, expected: Mapping[str, torch.Tensor], *, device: str | torch.device = "cpu"
+) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, checked against ``expected`` (names to tensors, meta tensors will do).
 
-    A corrupt or truncated file, a missing or extra tensor, a wrong shape or dtype, or a non-finite
-    value raises ``ValueError`` naming the file; ``model`` is left untouched then.
+    Names and shapes are compared with the file's header before any tensor is read, so a file that
+    does not fit allocates nothing; dtypes and finiteness are checked once read. A corrupt or truncated
+    file, a missing or extra tensor, a wrong shape or dtype, or a non-finite value raises ``ValueError``
+    naming the file.
     """
-    expected = model.state_dict()
     try:
         with safe_open(os.fspath(path), framework="pt", device=str(device)) as file:
             names = set(file.keys())
@@ -87,7 +93,12 @@ def load_safetensors(model: nn.Module, path: str | os.PathLike, *, device: str |
             raise ValueError(f"{path}: tensor {name!r} is {tensor.dtype}, expected {expected[name].dtype}")
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise ValueError(f"{path}: tensor {name!r} holds NaN or infinite values")
-    model.load_state_dict(tensors)
+    return tensors
+
+
+def load_safetensors(model: nn.Module, path: str | os.PathLike, *, device: str | torch.device = "cpu") -> None:
+    """Load a safetensors file into ``model`` after :func:`read_weights` checked it; ``model`` is untouched on error."""
+    model.load_state_dict(read_weights(path, model.state_dict(), device=device))
 
 
 def save_weights(model: nn.Module, folder: Path) -> None:
@@ -99,11 +110,30 @@ class SafetensorsHubMixin(PyTorchModelHubMixin):
     """``PyTorchModelHubMixin`` on safetensors terms: the config is checked, then only ``model.safetensors`` is read.
 
     Unlike the mixin's default loader it never falls back to a pickled ``pytorch_model.bin``, and it
-    checks every tensor's name, shape and dtype against the config before loading any. A subclass
-    names the dataclass that checks its constructor arguments in ``config_class``.
+    allocates nothing before the weights are known to fit: the config is checked (``config_class``,
+    a dataclass whose checks bound every size), the network is built on the meta device, and every
+    tensor's name and shape in the file's header is compared with it. The tensors read then become
+    the network's parameters (no second copy). Loading thus needs about the weight file's size in memory.
+
+    A subclass names its config dataclass in ``config_class`` and has a ``config`` dict (what ``config.json``
+    holds); it may override :meth:`_from_config`
+    (build from a checked config) and the two layout hooks, when a config records that its file stores
+    some tensors in another layout than the network's.
     """
 
     config_class: ClassVar[type]
+
+    @classmethod
+    def _from_config(cls, config: Any) -> nn.Module:
+        return cls(**dataclasses.asdict(config))
+
+    def _to_stored_layout(self, tensors: dict[str, torch.Tensor], config: Any) -> dict[str, torch.Tensor]:
+        """The network's tensors as the file of ``config`` stores them."""
+        return tensors
+
+    def _from_stored_layout(self, tensors: dict[str, torch.Tensor], config: Any) -> dict[str, torch.Tensor]:
+        """The tensors of the file of ``config`` in the network's layout."""
+        return tensors
 
     @classmethod
     def _from_pretrained(
@@ -119,15 +149,22 @@ class SafetensorsHubMixin(PyTorchModelHubMixin):
         map_location: str = "cpu",
         **model_kwargs: Any,
     ) -> Any:
-        weights = weights_file(model_id, revision=revision, cache_dir=cache_dir, force_download=force_download,
-                               local_files_only=local_files_only, token=token)
         source = os.path.join(model_id, constants.CONFIG_NAME)
         if config is None:
             raise FileNotFoundError(f"{source} not found: the network settings are needed to build the model")
-        from_mapping(cls.config_class, config, source)
-        model = cls(**model_kwargs)
-        load_safetensors(model, weights, device=map_location)
+        checked = from_mapping(cls.config_class, config, source)
+        overrides = sorted(name for name, value in model_kwargs.items() if config.get(name) != value)
+        if overrides:
+            raise InputTypeError(f"{cls.__name__}.from_pretrained takes the network settings from {source}; "
+                                 f"unexpected argument(s) {overrides}")
+        weights = weights_file(model_id, revision=revision, cache_dir=cache_dir, force_download=force_download,
+                               local_files_only=local_files_only, token=token)
+        with torch.device("meta"):
+            model = cls._from_config(checked)
+        tensors = read_weights(weights, model._to_stored_layout(model.state_dict(), checked), device=map_location)
+        model.load_state_dict(model._from_stored_layout(tensors, checked), assign=True)
         return model.eval()
 
     def _save_pretrained(self, save_directory: Path) -> None:
         save_weights(self, save_directory)
+        (save_directory / constants.CONFIG_NAME).write_text(json.dumps(self.config, indent=2, sort_keys=True))
