@@ -14,8 +14,10 @@ from conftest import make_images
 
 from dvae_transform import PRESETS, DVAEPurify, FitConfig
 from dvae_transform.config import resolve_config
+from dvae_transform.fit_checkpoint import StageCheckpoint
 
 TINY = {"epochs": 2, "width": 8, "latent_dim": 8, "batch_size": 32, "progress": False}
+ONE_EPOCH = {**TINY, "epochs": 1}
 
 
 def _state(purifier: DVAEPurify) -> dict[str, torch.Tensor]:
@@ -70,22 +72,70 @@ def test_killed_fit_resumes_and_matches_uninterrupted_fit(tmp_path) -> None:
     checkpoint = tmp_path / "ckpt"
     process = subprocess.Popen([sys.executable, "-c", KILLED_FIT, str(checkpoint)], cwd=Path(__file__).parents[1])
     deadline = time.monotonic() + 120
-    while not (checkpoint / "stage1" / "last_state.pt").exists():
+    while not (checkpoint / "stage1" / "last.safetensors").exists():
         assert process.poll() is None and time.monotonic() < deadline, "the fit ended before its first checkpoint"
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert not (checkpoint / "stage2" / "final").exists()
+    assert StageCheckpoint(checkpoint, 2).finished_epochs() < 6
     resumed = DVAEPurify.fit(data, seed=1, checkpoint_dir=checkpoint, **settings)
     _assert_same_weights(DVAEPurify.fit(data, seed=1, **settings), resumed)
     # A finished checkpoint is reused as it is.
     _assert_same_weights(resumed, DVAEPurify.fit(data, seed=1, checkpoint_dir=checkpoint, **settings))
 
 
-def test_checkpoint_with_other_settings_is_refused(tiny_data, tmp_path) -> None:
-    DVAEPurify.fit(tiny_data, seed=0, checkpoint_dir=tmp_path, **TINY)
+def test_checkpoint_is_one_file_per_stage_and_resuming_never_unpickles(tiny_data, tmp_path, monkeypatch) -> None:
+    first = DVAEPurify.fit(tiny_data, seed=0, checkpoint_dir=tmp_path, **TINY)
+    files = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*") if path.is_file())
+    assert files == ["fit.json", "stage1/last.safetensors", "stage2/last.safetensors"]
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("torch.load was called")
+
+    monkeypatch.setattr(torch, "load", refuse)
+    _assert_same_weights(first, DVAEPurify.fit(tiny_data, seed=0, checkpoint_dir=tmp_path, **TINY))
+
+
+def test_checkpoint_of_other_settings_data_or_warm_start_is_refused(tiny_data, tiny_purifier, tmp_path) -> None:
+    images, labels = tiny_data
+    DVAEPurify.fit(tiny_data, seed=0, checkpoint_dir=tmp_path, **ONE_EPOCH)
     with pytest.raises(ValueError, match="other settings"):
-        DVAEPurify.fit(tiny_data, seed=9, checkpoint_dir=tmp_path, **TINY)
+        DVAEPurify.fit(tiny_data, seed=9, checkpoint_dir=tmp_path, **ONE_EPOCH)
+    changed = images.clone()
+    changed[0, 0, 0, 0] = 1 - changed[0, 0, 0, 0]
+    with pytest.raises(ValueError, match=f"checkpoint_dir {tmp_path} holds a fit of other data"):
+        DVAEPurify.fit((changed, labels), seed=0, checkpoint_dir=tmp_path, **ONE_EPOCH)
+    with pytest.raises(ValueError, match="other data"):
+        DVAEPurify.fit((images, labels.roll(1)), seed=0, checkpoint_dir=tmp_path, **ONE_EPOCH)
+    with pytest.raises(ValueError, match="another warm start"):
+        DVAEPurify.fit(tiny_data, init=tiny_purifier, seed=0, checkpoint_dir=tmp_path, **ONE_EPOCH)
+
+
+@pytest.mark.parametrize("name", ["fit.json", "stage1/last.safetensors"])
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_damaged_checkpoint_files_are_named(tiny_data, tmp_path, name, damage) -> None:
+    DVAEPurify.fit(tiny_data, seed=0, checkpoint_dir=tmp_path, **ONE_EPOCH)
+    path = tmp_path / name
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2] if damage == "truncate" else b"\x00garbage")
+    with pytest.raises(ValueError) as caught:
+        DVAEPurify.fit(tiny_data, seed=0, checkpoint_dir=tmp_path, **ONE_EPOCH)
+    assert str(path) in str(caught.value) and "weights_only" not in str(caught.value)
+
+
+def test_warm_start_with_more_classes_is_refused_before_training(tiny_purifier, tmp_path) -> None:
+    images, _ = make_images(16)
+    with pytest.raises(ValueError, match="warm start: the starting weights have 4 classes, this fit needs 6"):
+        DVAEPurify.fit((images, torch.arange(16) % 6), init=tiny_purifier, checkpoint_dir=tmp_path, **ONE_EPOCH)
+    with pytest.raises(ValueError, match="the starting weights have 4 classes, this fit needs 5"):
+        DVAEPurify.fit((images, torch.arange(16) % 4), init=tiny_purifier, num_classes=5, **ONE_EPOCH)
+    assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_non_square_images_are_refused_before_training(tmp_path) -> None:
+    images = torch.rand(8, 1, 16, 24)
+    with pytest.raises(ValueError, match=r"images are 16x24 \(height x width\).*square.*Resize\(16\)"):
+        DVAEPurify.fit((images, torch.arange(8) % 2), checkpoint_dir=tmp_path, **ONE_EPOCH)
+    assert not any(tmp_path.iterdir())
 
 
 def test_warm_start_begins_from_given_weights(tiny_data, tiny_purifier) -> None:

@@ -1,0 +1,87 @@
+"""Reading a map-style source in given batches of item indices, through DataLoader workers.
+
+Anything with ``read_items(indices) -> (images, labels)`` and ``len()`` is read this way: the batches
+are fetched by ``num_workers`` worker processes (none: in this process), in the order given, into
+pinned memory when asked. A worker that dies (killed, out of memory) ends the read with an error
+naming the items being waited for and the likely cause.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+MAX_WORKERS = 4
+
+
+class ItemReader(Protocol):
+    """What :func:`read_batches` reads."""
+
+    def __len__(self) -> int: ...
+
+    def read_items(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+def default_workers() -> int:
+    """DataLoader worker processes used when none are given: the usable CPUs, at most ``MAX_WORKERS``."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(MAX_WORKERS, usable)
+
+
+class _Batches(Dataset):
+    """A torch Dataset whose batched fetch (``__getitems__``) is the reader's ``read_items``."""
+
+    def __init__(self, reader: ItemReader) -> None:
+        self.reader = reader
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.reader.read_items(indices)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.reader.read_items([index])
+
+
+def worker_death(error: RuntimeError, what: str) -> RuntimeError | None:
+    """An error naming ``what`` was being read if ``error`` reports a dead DataLoader worker, else None."""
+    if "DataLoader worker (pid" not in str(error):
+        return None
+    return RuntimeError(
+        f"reading {what} failed: a DataLoader worker process died ({error}); a worker killed by the system "
+        "has often run out of memory: use fewer workers (num_workers=)"
+    )
+
+
+def _as_is(batch: Any) -> Any:
+    return batch
+
+
+def read_batches(
+    reader: ItemReader,
+    batches: Sequence[Sequence[int]],
+    *,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``reader.read_items(batch)`` for every batch of ``batches``, in order, read ahead by ``num_workers`` workers."""
+    batches = [[int(index) for index in batch] for batch in batches]
+    if not batches:
+        return
+    workers = min(num_workers, len(batches))
+    loader = DataLoader(_Batches(reader), batch_sampler=batches, collate_fn=_as_is, num_workers=workers,
+                        pin_memory=pin_memory and torch.cuda.is_available())
+    iterator = iter(loader)
+    for batch in batches:
+        try:
+            yield next(iterator)
+        except RuntimeError as error:
+            death = worker_death(error, f"dataset items {batch[0]}-{batch[-1]}")
+            if death is None:
+                raise
+            raise death from error
