@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 MAX_WORKERS = 4
 
@@ -24,6 +24,11 @@ class ItemReader(Protocol):
     def __len__(self) -> int: ...
 
     def read_items(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+def usable_workers(requested: int) -> int:
+    """``requested``, or 0 inside a DataLoader worker (a worker process cannot start workers of its own)."""
+    return 0 if get_worker_info() is not None else requested
 
 
 def default_workers() -> int:
@@ -58,6 +63,22 @@ def worker_death(error: RuntimeError, what: str) -> RuntimeError | None:
     )
 
 
+def worker_error(error: Exception, what: str) -> Exception | None:
+    """The error to raise for ``error`` from a DataLoader worker: the original message without the worker's
+    traceback (an exception raised in a worker), the cause of a dead worker, or None (anything else)."""
+    message = str(error)
+    if isinstance(error, RuntimeError) and "DataLoader worker (pid" in message:
+        return worker_death(error, what)
+    if message.startswith("Caught ") and "Original Traceback" in message:
+        last = message.rstrip().splitlines()[-1]
+        original = last.split(": ", 1)[1] if last.startswith(f"{type(error).__name__}: ") else last
+        try:
+            return type(error)(original)
+        except TypeError:
+            return None
+    return None
+
+
 def _as_is(batch: Any) -> Any:
     return batch
 
@@ -73,15 +94,15 @@ def read_batches(
     batches = [[int(index) for index in batch] for batch in batches]
     if not batches:
         return
-    workers = min(num_workers, len(batches))
+    workers = usable_workers(min(num_workers, len(batches)))
     loader = DataLoader(_Batches(reader), batch_sampler=batches, collate_fn=_as_is, num_workers=workers,
                         pin_memory=pin_memory and torch.cuda.is_available())
     iterator = iter(loader)
     for batch in batches:
         try:
             yield next(iterator)
-        except RuntimeError as error:
-            death = worker_death(error, f"dataset items {batch[0]}-{batch[-1]}")
-            if death is None:
+        except Exception as error:
+            clean = worker_error(error, f"dataset items {batch[0]}-{batch[-1]}")
+            if clean is None:
                 raise
-            raise death from error
+            raise clean from error

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from ..distributed import gather, is_main_process, wait_for_everyone
 from ..files import atomic_write
 from ..validation import InputTypeError
-from .loader import worker_death
+from .loader import usable_workers, worker_error
 from .shards import ShardReader
 from .sources import hf_columns, is_hf_iterable, label_value, split_item, stack_images, stores_uint8
 
@@ -99,12 +99,12 @@ class _Stream(TorchIterable):
 
 def _chunks_of(stream: _Stream, workers: int) -> Iterator[tuple[torch.Tensor, ...]]:
     try:
-        yield from DataLoader(stream, batch_size=None, num_workers=workers)
-    except RuntimeError as error:
-        death = worker_death(error, "the stream")
-        if death is None:
+        yield from DataLoader(stream, batch_size=None, num_workers=usable_workers(workers))
+    except Exception as error:
+        clean = worker_error(error, "the stream")
+        if clean is None:
             raise
-        raise death from error
+        raise clean from error
 
 
 def _columns(data: Any, image_column: str | None, label_column: str | None) -> tuple[str, str] | None:

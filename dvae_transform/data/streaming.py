@@ -51,13 +51,15 @@ READ_CHUNK = 1024  # items per read when loading a source into memory
 
 
 class WorkFolder:
-    """Where a fit keeps data on disk: ``checkpoint_dir/data``, or a temporary folder removed with this object.
+    """Where data goes on disk: ``checkpoint_dir/data``, or a temporary folder under the cache root
+    (``cache_root``, default the user's cache) removed with this object.
 
     The folder is made on first use; with several processes every process must ask at the same point.
     """
 
-    def __init__(self, checkpoint_dir: str | os.PathLike | None, accelerator: Accelerator | None) -> None:
-        self.accelerator = accelerator
+    def __init__(self, checkpoint_dir: str | os.PathLike | None, accelerator: Accelerator | None, *,
+                 cache_root: str | os.PathLike | None = None) -> None:
+        self.accelerator, self.cache_root = accelerator, cache_root
         self._path = None if checkpoint_dir is None else Path(checkpoint_dir) / "data"
         self._temporary = checkpoint_dir is None
         self._finalizer: weakref.finalize | None = None
@@ -67,7 +69,7 @@ class WorkFolder:
         if self._path is None:
             made = None
             if is_main_process(self.accelerator):
-                made = tempfile.mkdtemp(prefix="fit-", dir=_temporary_root())
+                made = tempfile.mkdtemp(prefix="work-", dir=_temporary_root(self.cache_root))
                 self._finalizer = weakref.finalize(self, shutil.rmtree, made, True)
             self._path = Path(broadcast(self.accelerator, made))
         return self._path
@@ -78,8 +80,8 @@ class WorkFolder:
             self._finalizer()
 
 
-def _temporary_root() -> str:
-    root = default_cache_dir() / "tmp"
+def _temporary_root(cache_root: str | os.PathLike | None) -> str:
+    root = (default_cache_dir() if cache_root is None else Path(cache_root)) / "tmp"
     try:
         root.mkdir(parents=True, exist_ok=True)
         return str(root)
