@@ -33,6 +33,7 @@ from .images import to_labels
 from .losses import dvae_loss, psnr
 from .model import DVAE
 from .training_set import TensorSet, TrainingSet, epoch_plan
+from .workers import worker_errors
 
 METRICS = ("loss", "kl", "psnr", "psnr_combined", "perturbation_power")
 RANK_SEED_STRIDE = 1_000_003  # process r draws its latent noise from seed + r * stride
@@ -122,21 +123,20 @@ def train_stage(
         show = progress and accelerator.is_local_main_process
         bar = tqdm(total=len(steps), desc=f"stage {stage} epoch {epoch + 1}/{config.epochs}", disable=not show,
                    leave=False)
-        for x, y in data.batches(steps, device):
-            output = step_model(x, y, sample=True, generator=generator)
-            terms = dvae_loss(
-                output, x, kl_bound=kl_bound, penalize_perturbation=epoch >= warmup_epochs,
-                perturbation_branch=perturbation_branch,
-            )
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(terms.total)
-            accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            with torch.no_grad():
-                sums[:-1] += _batch_metrics(terms, output, x).to(sums.dtype)
-                sums[-1] += len(x)
-            bar.update()
+        with worker_errors():
+            for x, y in data.batches(steps, device):
+                output = step_model(x, y, sample=True, generator=generator)
+                terms = dvae_loss(output, x, kl_bound=kl_bound, penalize_perturbation=epoch >= warmup_epochs,
+                                  perturbation_branch=perturbation_branch)
+                optimizer.zero_grad(set_to_none=True)
+                accelerator.backward(terms.total)
+                accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                with torch.no_grad():
+                    sums[:-1] += _batch_metrics(terms, output, x).to(sums.dtype)
+                    sums[-1] += len(x)
+                bar.update()
         bar.close()
         *totals, count = accelerator.reduce(sums, reduction="sum").tolist()  # the epoch's one synchronisation
         seconds = time.perf_counter() - started

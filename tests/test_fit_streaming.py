@@ -130,7 +130,7 @@ def test_iterable_without_labels_is_named(data) -> None:
 
 def test_a_dead_worker_is_reported(data) -> None:
     items = [(image, int(label)) for image, label in zip(*data)]
-    with pytest.raises(RuntimeError, match="DataLoader worker process died .* fewer workers"):
+    with pytest.raises(RuntimeError, match="DataLoader worker process died while reading the dataset .* fewer"):
         DVAEPurify.fit(_Items(items, kill_at=50), stream=True, **TINY)
 
 

@@ -19,7 +19,9 @@ ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 MAX_LINES = 400
 
 FLOORS: list[tuple[str, list[str]]] = [
-    ("foundations", ["metadata", "validation", "files", "precision", "fingerprint", "images", "distributed"]),
+    ("foundations", [
+        "metadata", "validation", "files", "precision", "fingerprint", "images", "distributed", "workers",
+    ]),
     ("weights", ["checkpoints.weights"]),  # safetensors-only loading, the network's Hub mixin
     ("network", ["config", "model", "losses"]),
     ("method", ["purify", "training_set", "fit_checkpoint", "fit"]),

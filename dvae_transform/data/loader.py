@@ -2,8 +2,9 @@
 
 Anything with ``read_items(indices) -> (images, labels)`` and ``len()`` is read this way: the batches
 are fetched by ``num_workers`` worker processes (none: in this process), in the order given, into
-pinned memory when asked. A worker that dies (killed, out of memory) ends the read with an error
-naming the items being waited for and the likely cause.
+pinned memory when asked. Errors from the workers are plain errors (:mod:`dvae_transform.workers`); a
+consumer that does long work between batches wraps its loop in
+:func:`~dvae_transform.workers.worker_errors` too, since a dying worker is reported wherever it runs.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any, Protocol
 
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
+
+from ..workers import worker_errors
 
 MAX_WORKERS = 4
 
@@ -53,32 +56,6 @@ class _Batches(Dataset):
         return self.reader.read_items([index])
 
 
-def worker_death(error: RuntimeError, what: str) -> RuntimeError | None:
-    """An error naming ``what`` was being read if ``error`` reports a dead DataLoader worker, else None."""
-    if "DataLoader worker (pid" not in str(error):
-        return None
-    return RuntimeError(
-        f"reading {what} failed: a DataLoader worker process died ({error}); a worker killed by the system "
-        "has often run out of memory: use fewer workers (num_workers=)"
-    )
-
-
-def worker_error(error: Exception, what: str) -> Exception | None:
-    """The error to raise for ``error`` from a DataLoader worker: the original message without the worker's
-    traceback (an exception raised in a worker), the cause of a dead worker, or None (anything else)."""
-    message = str(error)
-    if isinstance(error, RuntimeError) and "DataLoader worker (pid" in message:
-        return worker_death(error, what)
-    if message.startswith("Caught ") and "Original Traceback" in message:
-        last = message.rstrip().splitlines()[-1]
-        original = last.split(": ", 1)[1] if last.startswith(f"{type(error).__name__}: ") else last
-        try:
-            return type(error)(original)
-        except TypeError:
-            return None
-    return None
-
-
 def _as_is(batch: Any) -> Any:
     return batch
 
@@ -97,12 +74,5 @@ def read_batches(
     workers = usable_workers(min(num_workers, len(batches)))
     loader = DataLoader(_Batches(reader), batch_sampler=batches, collate_fn=_as_is, num_workers=workers,
                         pin_memory=pin_memory and torch.cuda.is_available())
-    iterator = iter(loader)
-    for batch in batches:
-        try:
-            yield next(iterator)
-        except Exception as error:
-            clean = worker_error(error, f"dataset items {batch[0]}-{batch[-1]}")
-            if clean is None:
-                raise
-            raise clean from error
+    with worker_errors():
+        yield from loader

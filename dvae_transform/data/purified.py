@@ -21,6 +21,7 @@ from ..precision import STORAGE_DTYPES, decode, encode
 from ..purify import DEFAULT_BATCH_SIZE
 from ..transforms import DVAEPurify
 from ..validation import InputTypeError, check_choice, check_int
+from ..workers import worker_errors
 from .formats import replace_hf_images
 from .loader import default_workers, read_batches
 from .shards import ShardReader, ShardReadError
@@ -206,12 +207,12 @@ class PurifiedDataset(Dataset):
         kept: dict[int, torch.Tensor] = {}
         with cache.lock() if cache is not None else contextlib.nullcontext():
             todo = broadcast(accelerator, cache.missing_shards() if cache is not None else range(self.num_shards))
-            cache = self._fill(list(todo), labels, cache, kept)
+            self._fill(list(todo), labels, cache, kept)
         cached = broadcast(accelerator, cache is not None)
         wait_for_everyone(accelerator)
         if cached and cache is None:  # the other processes read what the main process wrote
             cache = self._open_cache()
-        valid = set(range(self.num_shards)) - set(cache.missing_shards() if cache is not None else ())
+        valid = _valid_shards(cache)
         parts = [
             kept[index] if index in kept
             else cache.path / shard_name(index) if index in valid
@@ -260,16 +261,16 @@ class PurifiedDataset(Dataset):
         return encode(self.purifier.purify(images, labels), self.cache_dtype)
 
     def _fill(self, todo: list[int], labels: torch.Tensor, cache: TensorCache | None,
-              kept: dict[int, torch.Tensor]) -> TensorCache | None:
+              kept: dict[int, torch.Tensor]) -> None:
         """Purify the shards ``todo``, shared between the processes a round at a time; the main process
-        writes each round to ``cache`` (returned, or None once it failed); shards not written are ``kept``."""
+        writes each round to ``cache`` until a write fails; the shards not written are ``kept``."""
         accelerator = self.accelerator
         mine = share(accelerator, todo)
         rounds = math.ceil(len(todo) / (1 if accelerator is None else accelerator.num_processes))
         reads = read_batches(self.source, [self._shard_range(index) for index in mine], num_workers=self.num_workers)
         show = self.progress and is_main_process(accelerator)
         total = sum(len(self._shard_range(index)) for index in todo)
-        with tqdm(total=total, desc="purifying", unit="img", disable=not show) as bar:
+        with tqdm(total=total, desc="purifying", unit="img", disable=not show) as bar, worker_errors():
             for step in range(rounds):
                 done = []
                 if step < len(mine):
@@ -282,7 +283,6 @@ class PurifiedDataset(Dataset):
                 if not broadcast(accelerator, cache is not None):
                     kept.update(results)
                 bar.update(sum(len(self._shard_range(index)) for index, _ in results))
-        return cache
 
     def _stored_shard(self, index: int) -> torch.Tensor:
         return self._read_store(index, 0, len(self._shard_range(index)))
@@ -314,6 +314,16 @@ class PurifiedDataset(Dataset):
         if self.source.columns is None:
             raise InputTypeError(f"to_hf_dataset needs a datasets.Dataset source, got {type(self.dataset).__name__}")
         return replace_hf_images(self.dataset, self.source.columns, self.stored_images, self.fingerprint)
+
+
+def _valid_shards(cache: TensorCache | None) -> set[int]:
+    """The shards ``cache`` holds validly (none without a cache, or when a full disk keeps it from checking)."""
+    if cache is None:
+        return set()
+    try:
+        return set(range(cache.num_shards)) - set(cache.missing_shards())
+    except CacheUnavailableError:
+        return set()
 
 
 def _write(cache: TensorCache | None, results: list[tuple[int, torch.Tensor]]) -> TensorCache | None:

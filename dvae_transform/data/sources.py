@@ -29,6 +29,7 @@ from ..fingerprint import fingerprint
 from ..images import image_to_chw, to_float_images
 from ..precision import decode
 from ..validation import InputTypeError
+from ..workers import worker_errors
 from .loader import read_batches
 from .shards import ShardReader
 
@@ -227,9 +228,10 @@ class Source:
         if chunk not in self._scans:
             digests, labels = [], []
             chunks = [range(start, min(start + chunk, len(self))) for start in range(0, len(self), chunk)]
-            for images, chunk_labels in read_batches(self, chunks, num_workers=self.num_workers):
-                digests.append(fingerprint(decode(images), chunk_labels))
-                labels.append(chunk_labels)
+            with worker_errors():
+                for images, chunk_labels in read_batches(self, chunks, num_workers=self.num_workers):
+                    digests.append(fingerprint(decode(images), chunk_labels))
+                    labels.append(chunk_labels)
             self._scans[chunk] = digests, torch.cat(labels)
         return self._scans[chunk]
 

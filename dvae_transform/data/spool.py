@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 from ..distributed import gather, is_main_process, wait_for_everyone
 from ..files import atomic_write
 from ..validation import InputTypeError
-from .loader import usable_workers, worker_error
+from ..workers import worker_errors
+from .loader import usable_workers
 from .shards import ShardReader
 from .sources import hf_columns, is_hf_iterable, label_value, split_item, stack_images, stores_uint8
 
@@ -97,16 +98,6 @@ class _Stream(TorchIterable):
         return images, labels, torch.full((len(pairs),), shard), torch.tensor(positions)
 
 
-def _chunks_of(stream: _Stream, workers: int) -> Iterator[tuple[torch.Tensor, ...]]:
-    try:
-        yield from DataLoader(stream, batch_size=None, num_workers=usable_workers(workers))
-    except Exception as error:
-        clean = worker_error(error, "the stream")
-        if clean is None:
-            raise
-        raise clean from error
-
-
 def _columns(data: Any, image_column: str | None, label_column: str | None) -> tuple[str, str] | None:
     if not is_hf_iterable(data):
         return None
@@ -133,8 +124,10 @@ def spool(data: Any, folder: Path, *, image_column: str | None = None, label_col
     stream = _Stream(data, shards=shards, rank=rank, world=world, columns=columns)
     written: list[tuple[str, int, torch.Tensor, torch.Tensor, torch.Tensor]] = []
     shape = None
-    with tqdm(desc="spooling", unit="img", disable=not (progress and is_main_process(accelerator))) as bar:
-        for images, labels, shard_ids, positions in _chunks_of(stream, workers):
+    chunks = DataLoader(stream, batch_size=None, num_workers=usable_workers(workers))
+    show = progress and is_main_process(accelerator)
+    with tqdm(desc="spooling", unit="img", disable=not show) as bar, worker_errors():
+        for images, labels, shard_ids, positions in chunks:
             if shape is not None and tuple(images.shape[1:]) != shape:
                 raise ValueError(
                     f"dataset item {int(positions[0])} of shard {int(shard_ids[0])} has shape "

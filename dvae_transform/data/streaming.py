@@ -34,6 +34,7 @@ from ..fingerprint import weights_hash
 from ..precision import decode, encode
 from ..purify import remove_perturbation
 from ..training_set import TensorSet, TrainingSet
+from ..workers import worker_errors
 from .loader import default_workers, read_batches
 from .shards import ShardReader
 from .sources import Source, is_iterable
@@ -96,7 +97,8 @@ def read_all(source: Source) -> tuple[torch.Tensor, torch.Tensor]:
     chunks = [range(start, min(start + READ_CHUNK, len(source))) for start in range(0, len(source), READ_CHUNK)]
     images: torch.Tensor | None = None
     labels = torch.empty(len(source), dtype=torch.long)
-    for rows, (batch, batch_labels) in zip(chunks, read_batches(source, chunks, num_workers=source.num_workers)):
+    batches = zip(chunks, read_batches(source, chunks, num_workers=source.num_workers))
+    for rows, (batch, batch_labels) in batches:
         if images is None:
             images = torch.empty((len(source), *batch.shape[1:]), dtype=batch.dtype)
         elif images.dtype != batch.dtype:  # uint8 so far, then a float image
@@ -136,7 +138,8 @@ class StreamedSet:
         ranges = [cache.shard_range(index) for index in indices]
         batches = read_batches(self.source, ranges, num_workers=self.num_workers, pin_memory=True)
         show = is_main_process(accelerator) and bool(indices)
-        with tqdm(total=sum(map(len, ranges)), desc="stage-1 output", unit="img", disable=not show) as bar:
+        with tqdm(total=sum(map(len, ranges)), desc="stage-1 output", unit="img", disable=not show) as bar, \
+                worker_errors():
             for index, (images, labels) in zip(indices, batches):
                 cache.write_shard(index, encode(remove_perturbation(model, decode(images), labels)))
                 bar.update(len(labels))
