@@ -26,7 +26,7 @@ from accelerate.state import AcceleratorState, PartialState
 from tqdm.auto import tqdm
 
 from .config import FitConfig
-from .distributed import broadcast
+from .distributed import broadcast, gather, sync_buffers
 from .fingerprint import fingerprint, weights_hash
 from .fit_checkpoint import CheckpointError, StageCheckpoint, check_record
 from .images import to_labels
@@ -112,7 +112,7 @@ def train_stage(
         optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
     )
     generator = torch.Generator(device).manual_seed(config.seed * 7 + stage + RANK_SEED_STRIDE * rank)
-    first_epoch = checkpoint.restore(accelerator.unwrap_model(model), optimizer, scheduler, [generator])
+    first_epoch = checkpoint.restore(accelerator.unwrap_model(model), optimizer, scheduler, generator, rank)
     step_model = torch.compile(model) if compile else model
     history = []
     model.train()
@@ -148,10 +148,12 @@ def train_stage(
                 f"stage {stage} epoch {epoch + 1}/{config.epochs}: loss {record['loss']:.4f} "
                 f"kl {record['kl']:.2f} psnr {record['psnr']:.2f} dB ({record['images_per_s']:.0f} img/s)"
             )
+        states = gather(accelerator, [generator.get_state()]) if checkpoint.path is not None else []
         if accelerator.is_main_process:
-            checkpoint.save(accelerator.unwrap_model(model), optimizer, scheduler, [generator], epoch)
+            checkpoint.save(accelerator.unwrap_model(model), optimizer, scheduler, states, epoch)
         accelerator.wait_for_everyone()
     trained = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
+    sync_buffers(accelerator, trained)  # batch-norm statistics: the main process's, in every process
     accelerator.free_memory()
     return trained.eval(), history
 

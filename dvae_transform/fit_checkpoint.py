@@ -4,7 +4,7 @@
 warm-start weights' hash; a later fit into the same folder must match it. ``stage<k>/last.safetensors``
 holds everything needed to resume stage ``k`` after its last finished epoch, written in one
 :func:`~dvae_transform.files.atomic_write`: the model's tensors, the optimizer's state tensors and the
-random generator's state as tensors, the epoch, the optimizer's hyper-parameters and the scheduler's
+random generators' states (one per process) as tensors, the epoch, the optimizer's hyper-parameters and the scheduler's
 state as JSON metadata. A kill leaves either the previous epoch's file or the new one, never a mix.
 A stage whose file holds its last epoch is finished. Nothing is ever unpickled.
 """
@@ -92,14 +92,14 @@ class StageCheckpoint:
         self.path = None if root is None else root / f"stage{stage}" / STATE
 
     def save(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-             generators: list[torch.Generator], epoch: int) -> None:
-        """Write the state after ``epoch`` (0-based) in one atomic file."""
+             generator_states: list[torch.Tensor], epoch: int) -> None:
+        """Write the state after ``epoch`` (0-based) in one atomic file; ``generator_states``: one per process."""
         if self.path is None:
             return
         tensors = {f"model.{name}": value.detach().cpu().contiguous() for name, value in model.state_dict().items()}
         optimizer_tensors, groups = _optimizer_tensors(optimizer)
         tensors.update(optimizer_tensors)
-        tensors.update({f"rng.{index}": generator.get_state() for index, generator in enumerate(generators)})
+        tensors.update({f"rng.{rank}": state for rank, state in enumerate(generator_states)})
         metadata = {"format": FORMAT, "epoch": str(epoch), "optimizer": json.dumps(groups),
                     "scheduler": json.dumps(scheduler.state_dict())}
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -126,21 +126,23 @@ class StageCheckpoint:
         read = self._read()
         return 0 if read is None else int(read[1]["epoch"]) + 1
 
-    def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None,
-                generators: list[torch.Generator] = ()) -> int:
-        """Load the saved state into the given objects; returns the number of finished epochs (0: nothing saved)."""
+    def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                generator: torch.Generator, rank: int = 0) -> int:
+        """Load the saved state into the given objects (``generator``: process ``rank``'s); returns the number
+        of finished epochs (0: nothing saved)."""
         read = self._read()
         if read is None:
             return 0
         tensors, metadata = read
         weights = {key[len("model."):]: value for key, value in tensors.items() if key.startswith("model.")}
+        if f"rng.{rank}" not in tensors:
+            saved = sum(key.startswith("rng.") for key in tensors)
+            raise CheckpointError(f"{self.path} was written by {saved} process(es); resume it with as many")
         try:
             model.load_state_dict(weights)
-            if optimizer is not None:
-                optimizer.load_state_dict(_optimizer_state(tensors, json.loads(metadata["optimizer"])))
-                scheduler.load_state_dict(json.loads(metadata["scheduler"]))
-            for index, generator in enumerate(generators):
-                generator.set_state(tensors[f"rng.{index}"])
+            optimizer.load_state_dict(_optimizer_state(tensors, json.loads(metadata["optimizer"])))
+            scheduler.load_state_dict(json.loads(metadata["scheduler"]))
+            generator.set_state(tensors[f"rng.{rank}"])
         except (RuntimeError, KeyError, ValueError) as error:
             raise CheckpointError(f"{self.path} does not fit this model ({error}); use a new checkpoint_dir") from None
         return int(metadata["epoch"]) + 1

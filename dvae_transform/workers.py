@@ -21,7 +21,8 @@ def _plain(error: Exception) -> Exception | None:
         )
     if message.startswith("Caught ") and "Original Traceback" in message:
         last = message.rstrip().splitlines()[-1]
-        original = last.split(": ", 1)[1] if last.startswith(f"{type(error).__name__}: ") else last
+        name, _, text = last.partition(": ")
+        original = text if name.split(".")[-1] == type(error).__name__ else last
         try:
             return type(error)(original)
         except TypeError:  # an exception class that needs other arguments: keep torch's report

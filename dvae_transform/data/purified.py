@@ -203,6 +203,8 @@ class PurifiedDataset(Dataset):
         accelerator = self.accelerator
         if accelerator is not None:
             self.purifier.to(accelerator.device)
+        if self.cache:  # the main process reads the data for the key; the others get it
+            self._key = broadcast(accelerator, self.fingerprint if is_main_process(accelerator) else None)
         cache = self._open_cache() if self.cache and is_main_process(accelerator) else None
         kept: dict[int, torch.Tensor] = {}
         with cache.lock() if cache is not None else contextlib.nullcontext():
@@ -223,7 +225,8 @@ class PurifiedDataset(Dataset):
         self._store = ShardReader(parts, counts, labels)
         if len(self) * math.prod(self._item_shape) * STORAGE_DTYPES[self.cache_dtype].itemsize <= IN_MEMORY_BYTES:
             self._memory = torch.cat([self._stored_shard(index) for index in range(self.num_shards)])
-        if self._spool is not None and not kept and len(valid) == self.num_shards:
+        wait_for_everyone(accelerator)
+        if self._spool is not None and broadcast(accelerator, not kept and len(valid) == self.num_shards):
             self._spool.cleanup()  # everything is served from the cache: the spooled input is no longer needed
             self._spool = None
         return self
