@@ -96,6 +96,12 @@ def stores_uint8(feature: Any) -> bool:
     return False
 
 
+def hf_values(values: Any) -> list[Any]:
+    """A Hugging Face image column's values, tensors (``with_format("torch")``) as arrays, whose layout
+    (HW, CHW or HWC) is then told apart like any array's."""
+    return [value.numpy() if isinstance(value, torch.Tensor) else value for value in values]
+
+
 def split_item(item: Any, index: int) -> tuple[Any, Any]:
     """An item's ``(image, label)``, or an error naming the item."""
     if not isinstance(item, (tuple, list)) or len(item) < 2:
@@ -206,7 +212,7 @@ class Source:
         if self.columns is not None:
             image_name, label_name = self.columns
             batch = self.data[indices]
-            images = stack_images(list(batch[image_name]), indices, expected, uint8=self._uint8_column)
+            images = stack_images(hf_values(batch[image_name]), indices, expected, uint8=self._uint8_column)
             return images, torch.as_tensor(batch[label_name]).long()
         pairs = [split_item(self._get(index), index) for index in indices]
         labels = torch.tensor([label_value(label, index) for index, (_, label) in zip(indices, pairs)])

@@ -32,7 +32,7 @@ from ..validation import InputTypeError
 from ..workers import worker_errors
 from .loader import usable_workers
 from .shards import ShardReader
-from .sources import hf_columns, is_hf_iterable, label_value, split_item, stack_images, stores_uint8
+from .sources import hf_columns, hf_values, is_hf_iterable, label_value, split_item, stack_images, stores_uint8
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -71,7 +71,7 @@ class _Stream(TorchIterable):
             return
         position = 0
         for batch in data.iter(batch_size=CHUNK):
-            for image, label in zip(batch[self.columns[0]], batch[self.columns[1]]):
+            for image, label in zip(hf_values(batch[self.columns[0]]), batch[self.columns[1]]):
                 yield position, (image, label)
                 position += 1
 
