@@ -26,9 +26,11 @@ def test_a_list_of_two_items_is_a_dataset_not_a_pair(uint8_images) -> None:
     assert torch.equal(images, uint8_images[:2].float() / 255) and labels.tolist() == [3, 1]
 
 
-def test_the_pair_form_is_two_tensors_or_arrays(uint8_images) -> None:
+def test_the_pair_form_is_images_and_labels(uint8_images) -> None:
     labels = torch.arange(6)
-    for pair in [(uint8_images, labels), [uint8_images, labels], (uint8_images.numpy(), labels.numpy())]:
+    pairs = [(uint8_images, labels), [uint8_images, labels], (uint8_images.numpy(), labels.numpy()),
+             (uint8_images.permute(0, 2, 3, 1).numpy(), labels.tolist())]
+    for pair in pairs:
         assert is_pair(pair)
         images, read_labels = load_images_and_labels(pair)
         assert torch.equal(images, uint8_images.float() / 255) and torch.equal(read_labels, labels)
@@ -57,7 +59,7 @@ def test_hf_uint8_array_column_is_read_as_uint8_levels(uint8_images, layout, for
 
 def test_hf_int64_array_column_is_still_refused(uint8_images) -> None:
     dataset = datasets.Dataset.from_dict({"image": uint8_images.long().numpy(), "label": np.arange(6)})
-    with pytest.raises(TypeError, match="expected uint8 or floating point images, got dtype torch.int64"):
+    with pytest.raises(TypeError, match="dataset item 0: expected uint8, uint16 or floating point images, got .*int64"):
         Source(dataset).read_items([0])
 
 

@@ -2,9 +2,10 @@
 
 Three kinds of map-style input are read alike:
 
-* the **pair form**: a tuple (or list) of exactly two tensors or numpy arrays, ``(images, labels)``,
-  whose first dimensions must be equal (N images, N labels). A list of ``(image, label)`` items is
-  never the pair form, whatever its length: its elements are tuples, not tensors or arrays;
+* the **pair form** ``(images, labels)``: a tuple (or list) of exactly two elements, the first a tensor
+  or numpy array of N images, the second N labels (a tensor, an array or a sequence of ints). A list
+  of ``(image, label)`` items is never the pair form, whatever its length: its first element is a
+  tuple, not a tensor or array;
 * a torch ``Dataset`` of ``(image, label)`` items (PIL, tensor or array images);
 * a Hugging Face ``datasets.Dataset`` (image and label columns found by name). An array column whose
   feature stores ``uint8`` values is read as uint8 levels, in any format (plain lists, ``"numpy"`` or
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 
 from ..fingerprint import fingerprint
-from ..images import image_to_chw, to_float_images
+from ..images import batch_layout, image_to_chw, to_float_images, to_nchw
 from ..precision import decode
 from ..validation import InputTypeError
 from ..workers import worker_errors
@@ -55,12 +56,8 @@ def is_iterable(data: object) -> bool:
 
 
 def is_pair(data: object) -> bool:
-    """The pair form: a tuple or list of exactly two tensors or arrays (see the module docstring)."""
-    return (
-        isinstance(data, (tuple, list))
-        and len(data) == 2
-        and all(isinstance(part, (torch.Tensor, np.ndarray)) for part in data)
-    )
+    """The pair form: a tuple or list of two elements, the first a tensor or array (see the module docstring)."""
+    return isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], (torch.Tensor, np.ndarray))
 
 
 def _pick_column(columns: list[str], requested: str | None, candidates: tuple[str, ...], role: str) -> str:
@@ -125,7 +122,7 @@ def stack_images(values: Sequence[Any], indices: Sequence[int], expected: tuple[
     Every image must have the shape ``expected`` (or the first one's); an error names the item.
     ``uint8=True`` reads integer arrays as uint8 levels (their column stores uint8).
     """
-    images = [image_to_chw(value) for value in values]
+    images = [image_to_chw(value, f"dataset item {index}") for value, index in zip(values, indices)]
     if uint8:
         images = [image.to(torch.uint8) if not image.is_floating_point() else image for image in images]
     reference, first = (tuple(images[0].shape), indices[0]) if expected is None else (expected, None)
@@ -139,7 +136,7 @@ def stack_images(values: Sequence[Any], indices: Sequence[int], expected: tuple[
     name = f"dataset items {indices[0]}-{indices[-1]}" if len(indices) > 1 else f"dataset item {indices[0]}"
     if all(image.dtype == torch.uint8 for image in images) and images[0].ndim == 3:
         return torch.stack(images)
-    return to_float_images([decode(image) if image.dtype == torch.uint8 else image for image in images], name=name)
+    return to_float_images(images, name=name)
 
 
 def _is_map_style(data: object) -> bool:
@@ -147,10 +144,11 @@ def _is_map_style(data: object) -> bool:
 
 
 def _as_stored_batch(images: Any) -> torch.Tensor:
-    """The pair form's images at storage precision: a uint8 NCHW batch as it is, anything else checked as float."""
-    tensor = torch.as_tensor(images) if isinstance(images, np.ndarray) else images
-    if tensor.dtype == torch.uint8 and tensor.ndim == 4:
-        return tensor
+    """The pair form's images at storage precision: a uint8 batch as NCHW uint8, anything else checked as float."""
+    if isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.ndim == 4:
+        return torch.from_numpy(np.ascontiguousarray(to_nchw(images, batch_layout(images.shape, "images"))))
+    if isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and images.ndim == 4:
+        return images.as_subclass(torch.Tensor)
     return to_float_images(images)
 
 
