@@ -33,6 +33,7 @@ from .images import to_labels
 from .losses import dvae_loss, psnr
 from .model import DVAE
 from .training_set import TensorSet, TrainingSet, epoch_plan
+from .validation import check_type
 from .workers import worker_errors
 
 METRICS = ("loss", "kl", "psnr", "psnr_combined", "perturbation_power")
@@ -243,6 +244,7 @@ def fit_two_stage(
     ``compile=True`` runs the models through ``torch.compile``. The stage-1 output is kept like the
     data: in memory, or written to disk in shards (see :mod:`dvae_transform.data.streaming`).
     """
+    check_type(compile, "compile", bool)
     if isinstance(data, torch.Tensor):
         data = TensorSet(data, labels)
     accelerator = accelerator or accelerator_for(config)

@@ -34,6 +34,7 @@ from ..fingerprint import weights_hash
 from ..precision import decode, encode
 from ..purify import remove_perturbation
 from ..training_set import TensorSet, TrainingSet
+from ..validation import check_int, check_type
 from ..workers import worker_errors
 from .loader import default_workers, read_batches
 from .shards import ShardReader
@@ -169,6 +170,9 @@ def training_set(
     workers (default :func:`~dvae_transform.data.loader.default_workers`). ``checkpoint_dir``: where a
     streamed fit keeps its data (see the module docstring).
     """
+    check_type(stream, "stream", bool, type(None))
+    if num_workers is not None:
+        check_int(num_workers, "num_workers", low=0)
     workers = default_workers() if num_workers is None else num_workers
     folder = WorkFolder(checkpoint_dir, accelerator)
     if is_iterable(data):
