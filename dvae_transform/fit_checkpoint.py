@@ -85,6 +85,16 @@ def _optimizer_state(tensors: dict[str, torch.Tensor], groups: list[dict[str, An
     return {"state": state, "param_groups": groups}
 
 
+def _match_parameter_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give loaded optimizer states the memory layout of their parameter (the model may be channels-last)."""
+    for group in optimizer.param_groups:
+        for parameter in group["params"]:
+            state = optimizer.state.get(parameter, {})
+            for name, value in state.items():
+                if value.shape == parameter.shape:
+                    state[name] = torch.empty_like(parameter, dtype=value.dtype).copy_(value)
+
+
 class StageCheckpoint:
     """The per-epoch checkpoint of one stage under ``root/stage<k>/`` (no checkpoint when ``root`` is None)."""
 
@@ -141,6 +151,7 @@ class StageCheckpoint:
         try:
             model.load_state_dict(weights)
             optimizer.load_state_dict(_optimizer_state(tensors, json.loads(metadata["optimizer"])))
+            _match_parameter_layout(optimizer)
             scheduler.load_state_dict(json.loads(metadata["scheduler"]))
             generator.set_state(tensors[f"rng.{rank}"])
         except (RuntimeError, KeyError, ValueError) as error:

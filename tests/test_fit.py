@@ -14,6 +14,7 @@ from conftest import make_images
 
 from dvae_transform import PRESETS, DVAEPurify, FitConfig
 from dvae_transform.config import resolve_config
+from dvae_transform.fit import build_model
 from dvae_transform.fit_checkpoint import StageCheckpoint
 
 TINY = {"epochs": 2, "width": 8, "latent_dim": 8, "batch_size": 32, "progress": False}
@@ -94,6 +95,30 @@ def test_checkpoint_is_one_file_per_stage_and_resuming_never_unpickles(tiny_data
 
     monkeypatch.setattr(torch, "load", refuse)
     _assert_same_weights(first, DVAEPurify.fit(tiny_data, seed=0, checkpoint_dir=tmp_path, **TINY))
+
+
+def test_checkpoint_restores_channels_last_training_state(tmp_path) -> None:
+    """The state is saved contiguous; restored into a channels-last model (as on CUDA) it takes that layout."""
+
+    def setup():
+        model = build_model(FitConfig(width=8, latent_dim=8), in_channels=1, image_size=8, num_classes=2, seed=0)
+        model = model.to(memory_format=torch.channels_last)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, foreach=True)
+        return model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+    model, optimizer, scheduler = setup()
+    model(torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 0, 1]), sample=False).reconstruction.sum().backward()
+    optimizer.step()
+    scheduler.step()
+    StageCheckpoint(tmp_path, 1).save(model, optimizer, scheduler, [torch.Generator().get_state()], epoch=0)
+    restored, restored_optimizer, restored_scheduler = setup()
+    assert StageCheckpoint(tmp_path, 1).restore(restored, restored_optimizer, restored_scheduler,
+                                                torch.Generator()) == 1
+    weight = restored.stem[3].conv1.weight
+    state = restored_optimizer.state[weight]
+    assert state["exp_avg"].is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(state["exp_avg"], optimizer.state[model.stem[3].conv1.weight]["exp_avg"])
+    assert torch.equal(weight, model.stem[3].conv1.weight)
 
 
 def test_checkpoint_of_other_settings_data_or_warm_start_is_refused(tiny_data, tiny_purifier, tmp_path) -> None:
