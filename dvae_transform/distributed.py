@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
+import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, gather_object
 
@@ -44,6 +45,13 @@ def gather(accelerator: Accelerator | None, items: list[Any]) -> list[Any]:
     if not _several(accelerator):
         return list(items)
     return gather_object(list(items))
+
+
+def sync_buffers(accelerator: Accelerator | None, module: torch.nn.Module) -> None:
+    """Give every process the main process's buffers of ``module`` (e.g. batch-norm running statistics)."""
+    if _several(accelerator):
+        for buffer in module.buffers():
+            torch.distributed.broadcast(buffer, src=0)
 
 
 def wait_for_everyone(accelerator: Accelerator | None) -> None:

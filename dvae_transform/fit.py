@@ -3,32 +3,41 @@
 Stage 1 fits a D-VAE with a tight KL bound on the poisoned images; its
 perturbation branch is subtracted (``x1 = clamp(x - p)``). Stage 2 fits a fresh
 D-VAE with a looser bound on ``x1``. See ``METHOD.md`` for the recipe.
+
+The loop reads a :class:`~dvae_transform.training_set.TrainingSet` (data in memory or streamed) in
+the batches of :func:`~dvae_transform.training_set.epoch_plan`, keeps the epoch's metrics on the device
+(one synchronisation per epoch), and uses Adam's fused or multi-tensor kernels where the device has
+them. Same seed, same device and process count: the same weights, bit for bit.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
-import json
 import math
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, PartialState
-from safetensors.torch import load_file, save
-from torch.utils.data import DataLoader, Sampler, TensorDataset
 from tqdm.auto import tqdm
 
 from .config import FitConfig
-from .files import atomic_write
+from .distributed import broadcast, gather, sync_buffers
+from .fingerprint import fingerprint, weights_hash
+from .fit_checkpoint import CheckpointError, StageCheckpoint, check_record
+from .images import to_labels
 from .losses import dvae_loss, psnr
 from .model import DVAE
-from .purify import remove_perturbation
+from .training_set import TensorSet, TrainingSet, epoch_plan
+from .validation import check_type
+from .workers import worker_errors
+
+METRICS = ("loss", "kl", "psnr", "psnr_combined", "perturbation_power")
+RANK_SEED_STRIDE = 1_000_003  # process r draws its latent noise from seed + r * stride
 
 
 @dataclass
@@ -38,23 +47,6 @@ class FitResult:
     stage1: DVAE
     stage2: DVAE
     history: list[dict[str, float]] = field(default_factory=list)
-
-
-class EpochShuffle(Sampler[int]):
-    """A permutation that depends only on (seed, epoch), so runs and resumes repeat exactly."""
-
-    def __init__(self, size: int, seed: int) -> None:
-        self.size, self.seed, self.epoch = size, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.size, generator=generator).tolist())
-
-    def __len__(self) -> int:
-        return self.size
 
 
 def build_model(config: FitConfig, *, in_channels: int, image_size: int, num_classes: int, seed: int) -> DVAE:
@@ -71,74 +63,28 @@ def build_model(config: FitConfig, *, in_channels: int, image_size: int, num_cla
         )
 
 
-class _StageCheckpoint:
-    """Per-epoch checkpoint of one stage: weights in safetensors, optimizer state beside them."""
-
-    def __init__(self, root: Path | None, stage: int) -> None:
-        self.folder = None if root is None else root / f"stage{stage}"
-
-    @property
-    def final(self) -> Path | None:
-        return None if self.folder is None else self.folder / "final"
-
-    def finished_model(self) -> DVAE | None:
-        if self.final is None or not (self.final / "config.json").is_file():
-            return None
-        return DVAE.from_pretrained(self.final)
-
-    def save_epoch(self, model: DVAE, optimizer, scheduler, generator: torch.Generator, epoch: int) -> None:
-        if self.folder is None:
-            return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        state = io.BytesIO()
-        torch.save(
-            {
-                "epoch": epoch,
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "generator": generator.get_state(),
-            },
-            state,
-        )
-        atomic_write(self.folder / "last.safetensors", save({k: v.contiguous() for k, v in model.state_dict().items()}))
-        atomic_write(self.folder / "last_state.pt", state.getvalue())
-
-    def restore(self, model: DVAE, optimizer, scheduler, generator: torch.Generator) -> int:
-        """Load the last epoch's state if there is one; returns the next epoch to run."""
-        if self.folder is None or not (self.folder / "last_state.pt").is_file():
-            return 0
-        model.load_state_dict(load_file(str(self.folder / "last.safetensors")))
-        state = torch.load(self.folder / "last_state.pt", weights_only=True)  # written by this process earlier
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        generator.set_state(state["generator"])
-        return int(state["epoch"]) + 1
-
-    def save_final(self, model: DVAE) -> None:
-        if self.final is not None:
-            model.save_pretrained(self.final)
+def _adam(model: torch.nn.Module, lr: float, device: torch.device) -> torch.optim.Adam:
+    """Adam with the fused kernel on CUDA, the multi-tensor one elsewhere (the same update rule)."""
+    options = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    return torch.optim.Adam(model.parameters(), lr=lr, **options)
 
 
-def _check_checkpoint_config(root: Path, config: FitConfig, num_classes: int) -> None:
-    record = {"config": dataclasses.asdict(config), "num_classes": num_classes}
-    record = json.loads(json.dumps(record))
-    path = root / "fit_config.json"
-    if path.is_file():
-        stored = json.loads(path.read_text())
-        if stored != record:
-            raise ValueError(
-                f"checkpoint_dir {root} holds a fit with other settings ({stored}); "
-                "use a new directory or the same settings"
-            )
-    else:
-        root.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(record, indent=2))
+def _memory_format(device: torch.device) -> torch.memory_format:
+    """Channels-last on CUDA, where cuDNN's convolutions are faster in it; the default layout elsewhere."""
+    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+
+
+def _batch_metrics(terms: Any, output: Any, x: torch.Tensor) -> torch.Tensor:
+    combined = torch.clamp(output.reconstruction.float() + output.perturbation.float(), 0, 1)
+    values = (terms.total.detach(), terms.kl, psnr(output.reconstruction, x), psnr(combined, x),
+              terms.perturbation_power)
+    return torch.stack([value.float() for value in values]) * len(x)
 
 
 def train_stage(
     model: DVAE,
-    images: torch.Tensor,
-    labels: torch.Tensor,
+    data: TrainingSet | torch.Tensor,
+    labels: torch.Tensor | None = None,
     *,
     stage: int,
     config: FitConfig,
@@ -146,85 +92,76 @@ def train_stage(
     checkpoint_dir: Path | None = None,
     progress: bool = True,
     perturbation_branch: bool = True,
+    compile: bool = False,
 ) -> tuple[DVAE, list[dict[str, float]]]:
-    """Fit one D-VAE stage; returns the trained (unwrapped) model and per-epoch metrics.
+    """Fit one D-VAE stage on ``data`` (a training set, or images with ``labels``); returns the model and metrics.
 
     ``perturbation_branch=False`` trains the image path alone (a plain rate-constrained VAE).
+    ``compile=True`` runs the model through ``torch.compile``.
     """
-    checkpoint = _StageCheckpoint(checkpoint_dir, stage)
-    finished = checkpoint.finished_model()
-    if finished is not None:
-        return finished.to(accelerator.device), []
+    if isinstance(data, torch.Tensor):
+        data = TensorSet(data, labels)
+    checkpoint = StageCheckpoint(checkpoint_dir, stage)
+    device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
     kl_bound = config.kl_bounds[stage - 1]
     warmup_epochs = round(config.epochs * config.warmup_fraction)
-    per_process_batch = max(1, config.batch_size // accelerator.num_processes)
-    loader = DataLoader(
-        TensorDataset(images, labels),
-        batch_size=per_process_batch,
-        sampler=EpochShuffle(len(images), config.seed + stage),
-        generator=torch.Generator().manual_seed(config.seed),  # keeps the global RNG untouched
-    )
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    total_steps = config.epochs * len(loader)
+    shuffle_seed = config.seed + stage
+
+    def plan(epoch: int) -> list[torch.Tensor]:
+        return epoch_plan(len(data), config.batch_size, seed=shuffle_seed, epoch=epoch, rank=rank, world=world)
+
+    memory_format = _memory_format(device)
+    model = model.to(device, memory_format=memory_format)
+    optimizer = _adam(model, config.lr, device)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    total_steps = config.epochs * len(plan(0))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
     )
-    generator = torch.Generator(accelerator.device).manual_seed(config.seed * 7 + stage)
-    first_epoch = checkpoint.restore(accelerator.unwrap_model(model), optimizer, scheduler, generator)
+    generator = torch.Generator(device).manual_seed(config.seed * 7 + stage + RANK_SEED_STRIDE * rank)
+    first_epoch = checkpoint.restore(accelerator.unwrap_model(model), optimizer, scheduler, generator, rank)
+    step_model = torch.compile(model) if compile else model
     history = []
     model.train()
     for epoch in range(first_epoch, config.epochs):
-        loader.set_epoch(epoch)
-        sums = {"loss": 0.0, "kl": 0.0, "psnr": 0.0, "psnr_combined": 0.0, "perturbation_power": 0.0}
-        count, started = 0, time.perf_counter()
-        bar = tqdm(
-            loader,
-            desc=f"stage {stage} epoch {epoch + 1}/{config.epochs}",
-            disable=not (progress and accelerator.is_local_main_process),
-            leave=False,
-        )
-        for x, y in bar:
-            output = model(x, y, sample=True, generator=generator)
-            terms = dvae_loss(
-                output, x, kl_bound=kl_bound, penalize_perturbation=epoch >= warmup_epochs,
-                perturbation_branch=perturbation_branch,
-            )
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(terms.total)
-            accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            with torch.no_grad():
-                combined = torch.clamp(output.reconstruction.float() + output.perturbation.float(), 0, 1)
-                batch = {
-                    "loss": terms.total.item(),
-                    "kl": terms.kl.item(),
-                    "psnr": psnr(output.reconstruction, x).item(),
-                    "psnr_combined": psnr(combined, x).item(),
-                    "perturbation_power": terms.perturbation_power.item(),
-                }
-            for key, value in batch.items():
-                sums[key] += value * len(x)
-            count += len(x)
-            bar.set_postfix(loss=f"{batch['loss']:.4f}", kl=f"{batch['kl']:.2f}", psnr=f"{batch['psnr']:.1f}")
+        steps = plan(epoch)
+        sums = torch.zeros(len(METRICS) + 1, device=device, dtype=torch.float64 if device.type != "mps" else None)
+        started = time.perf_counter()
+        show = progress and accelerator.is_local_main_process
+        bar = tqdm(total=len(steps), desc=f"stage {stage} epoch {epoch + 1}/{config.epochs}", disable=not show,
+                   leave=False)
+        with worker_errors():
+            for x, y in data.batches(steps, device):
+                x = x.contiguous(memory_format=memory_format)
+                output = step_model(x, y, sample=True, generator=generator)
+                terms = dvae_loss(output, x, kl_bound=kl_bound, penalize_perturbation=epoch >= warmup_epochs,
+                                  perturbation_branch=perturbation_branch)
+                optimizer.zero_grad(set_to_none=True)
+                accelerator.backward(terms.total)
+                accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                with torch.no_grad():
+                    sums[:-1] += _batch_metrics(terms, output, x).to(sums.dtype)
+                    sums[-1] += len(x)
+                bar.update()
+        bar.close()
+        *totals, count = accelerator.reduce(sums, reduction="sum").tolist()  # the epoch's one synchronisation
         seconds = time.perf_counter() - started
-        record = {key: value / count for key, value in sums.items()}
-        images_per_s = count * accelerator.num_processes / seconds
-        record.update(stage=stage, epoch=epoch + 1, seconds=seconds, images_per_s=images_per_s)
+        record = {key: value / count for key, value in zip(METRICS, totals)}
+        record.update(stage=stage, epoch=epoch + 1, seconds=seconds, images_per_s=count / seconds)
         history.append(record)
-        if progress and accelerator.is_local_main_process:
+        if show:
             tqdm.write(
                 f"stage {stage} epoch {epoch + 1}/{config.epochs}: loss {record['loss']:.4f} "
                 f"kl {record['kl']:.2f} psnr {record['psnr']:.2f} dB ({record['images_per_s']:.0f} img/s)"
             )
+        states = gather(accelerator, [generator.get_state()]) if checkpoint.path is not None else []
         if accelerator.is_main_process:
-            checkpoint.save_epoch(accelerator.unwrap_model(model), optimizer, scheduler, generator, epoch)
+            checkpoint.save(accelerator.unwrap_model(model), optimizer, scheduler, states, epoch)
         accelerator.wait_for_everyone()
-    trained = accelerator.unwrap_model(model)
-    if accelerator.is_main_process:
-        checkpoint.save_final(trained)
-    accelerator.wait_for_everyone()
+    trained = accelerator.unwrap_model(model, keep_fp32_wrapper=False).to(memory_format=torch.contiguous_format)
+    sync_buffers(accelerator, trained)  # batch-norm statistics: the main process's, in every process
     accelerator.free_memory()
     return trained.eval(), history
 
@@ -246,44 +183,106 @@ def accelerator_for(config: FitConfig) -> Accelerator:
     return Accelerator(mixed_precision=config.mixed_precision)
 
 
+def _check_shapes(data: TrainingSet, num_classes: int, init: tuple[DVAE, DVAE] | None) -> None:
+    """Refuse data the stages cannot be fitted on, before any training."""
+    needed = int(data.labels.max()) + 1
+    channels, height, width = data.item_shape
+    if height != width:
+        raise ValueError(
+            f"images are {height}x{width} (height x width); D-VAE fits square images: resize them first, "
+            f"e.g. torchvision.transforms.v2.Resize({min(height, width)}) then v2.CenterCrop({min(height, width)})"
+        )
+    if init is not None:
+        start = init[0]
+        if start.num_classes != num_classes or needed > start.num_classes:
+            raise ValueError(
+                f"warm start: the starting weights have {start.num_classes} classes, this fit needs "
+                f"{max(num_classes, needed)} (labels up to {needed - 1}); "
+                "a warm start keeps the class count (its class embedding is learned per class): fit from scratch "
+                "(no init) or use weights fitted for the same classes"
+            )
+        if (start.in_channels, start.image_size) != (channels, height):
+            raise ValueError(
+                f"warm start: the starting weights take {start.in_channels}x{start.image_size}x{start.image_size} "
+                f"images, the data holds {channels}x{height}x{width}"
+            )
+
+
+def _check_record(root: Path, data: TrainingSet, config: FitConfig, num_classes: int,
+                  init: tuple[DVAE, DVAE] | None, accelerator: Accelerator) -> None:
+    """Record (or compare) what ``root`` is a checkpoint of; every process raises on a mismatch."""
+    problem = None
+    if accelerator.is_main_process:
+        record = {
+            "config": dataclasses.asdict(config),
+            "num_classes": num_classes,
+            "data": fingerprint(data.identity()),
+            "init": None if init is None else weights_hash(*init),
+        }
+        try:
+            check_record(root, record)
+        except CheckpointError as error:
+            problem = str(error)
+    problem = broadcast(accelerator, problem)
+    if problem is not None:
+        raise CheckpointError(problem)
+
+
 def fit_two_stage(
-    images: torch.Tensor,
-    labels: torch.Tensor,
+    data: TrainingSet | torch.Tensor,
+    labels: torch.Tensor | None = None,
     *,
-    num_classes: int,
+    num_classes: int | None = None,
     config: FitConfig,
     accelerator: Accelerator | None = None,
     init: tuple[DVAE, DVAE] | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    compile: bool = False,
 ) -> FitResult:
-    """Train stage 1 on ``images``, purify them, train stage 2 on the result.
+    """Train stage 1 on ``data``, purify it, train stage 2 on the result.
 
-    ``images`` are float NCHW in [0, 1], ``labels`` int64 (both already checked).
-    ``init`` warm-starts both stages from existing models (their architecture wins
-    over ``config``'s width/latent settings). ``checkpoint_dir`` saves every epoch and
-    resumes a killed fit where it stopped.
+    ``data`` is a training set (:mod:`dvae_transform.data.streaming` builds one from any input), or float
+    NCHW images in [0, 1] / uint8 with int64 ``labels``. ``num_classes`` defaults to ``init``'s, else to
+    the largest label + 1. ``init`` warm-starts both stages from existing models (their architecture
+    wins over ``config``'s width/latent settings; channels, size and classes must match the data).
+    ``checkpoint_dir`` saves every epoch and resumes a killed fit where it stopped; it records the
+    data's fingerprint and the warm start, and refuses to resume a fit of other data or settings.
+    ``compile=True`` runs the models through ``torch.compile``. The stage-1 output is kept like the
+    data: in memory, or written to disk in shards (see :mod:`dvae_transform.data.streaming`).
     """
+    check_type(compile, "compile", bool)
+    if isinstance(data, torch.Tensor):
+        data = TensorSet(data, labels)
     accelerator = accelerator or accelerator_for(config)
+    if num_classes is None:
+        num_classes = init[0].num_classes if init is not None else int(data.labels.max()) + 1
+    _check_shapes(data, num_classes, init)
+    to_labels(data.labels, len(data), num_classes)  # labels in [0, num_classes), or an error naming them
     root = None if checkpoint_dir is None else Path(checkpoint_dir)
-    if root is not None and accelerator.is_main_process:
-        _check_checkpoint_config(root, config, num_classes)
-    shape = {"in_channels": images.shape[1], "image_size": images.shape[-1], "num_classes": num_classes}
+    if root is not None:
+        _check_record(root, data, config, num_classes, init, accelerator)
+    channels, size, _ = data.item_shape
     history: list[dict[str, float]] = []
-    inputs = images
-    models = []
-    for stage in (1, 2):
-        if init is None:
-            model = build_model(config, seed=config.seed + 1000 * stage, **shape)
-        else:
-            model = DVAE(**init[stage - 1].config)
-            model.load_state_dict(init[stage - 1].state_dict())
-        trained, stage_history = train_stage(
-            model, inputs, labels, stage=stage, config=config, accelerator=accelerator,
-            checkpoint_dir=root, progress=progress,
-        )
-        history.extend(stage_history)
-        models.append(trained)
-        if stage == 1:
-            inputs = remove_perturbation(trained, images, labels)
+    models: list[DVAE] = []
+    stage_data = data
+    try:
+        for stage in (1, 2):
+            if init is None:
+                model = build_model(config, seed=config.seed + 1000 * stage, in_channels=channels, image_size=size,
+                                    num_classes=num_classes)
+            else:
+                model = DVAE(**init[stage - 1].config)
+                model.load_state_dict(init[stage - 1].state_dict())
+            trained, stage_history = train_stage(
+                model, stage_data, stage=stage, config=config, accelerator=accelerator,
+                checkpoint_dir=root, progress=progress, compile=compile,
+            )
+            history.extend(stage_history)
+            models.append(trained)
+            if stage == 1 and StageCheckpoint(root, 2).finished_epochs() < config.epochs:
+                stage_data = data.purified(trained, accelerator)
+    finally:
+        if stage_data is not data:
+            stage_data.close()
     return FitResult(models[0], models[1], history)

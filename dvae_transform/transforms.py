@@ -27,8 +27,8 @@ from .checkpoints.card import render_model_card
 from .checkpoints.layout import load_stages, save_purifier
 from .checkpoints.registry import resolve_source
 from .config import FitConfig, resolve_config
-from .data.sources import load_images_and_labels
-from .fit import fit_two_stage
+from .data.streaming import training_set
+from .fit import accelerator_for, fit_two_stage
 from .images import ImageInput, apply_to_batch, to_float_images, to_labels
 from .metadata import hub_metadata
 from .model import DVAE
@@ -169,6 +169,8 @@ class DVAEPurify(
         accelerator: Accelerator | None = None,
         checkpoint_dir: str | os.PathLike | None = None,
         progress: bool = True,
+        stream: bool | None = None,
+        compile: bool = False,
         **overrides: Any,
     ) -> DVAEPurify:
         """Fit both stages on poisoned ``data`` and return a ready purifier.
@@ -185,8 +187,9 @@ class DVAEPurify(
           (``preset="paper"`` reproduces the published settings).
 
         Args:
-            data: an ``(images, labels)`` pair (NCHW float in [0, 1] or uint8), a torch
-                ``Dataset`` of ``(image, label)`` or a Hugging Face ``datasets.Dataset``.
+            data: an ``(images, labels)`` pair (NCHW float in [0, 1] or uint8), a torch ``Dataset`` or
+                ``IterableDataset`` of ``(image, label)``, or a Hugging Face ``datasets.Dataset`` or
+                ``IterableDataset`` (``streaming=True``).
             num_classes: defaults to ``max(label) + 1`` (or ``init``'s class count).
             preset: ``"fast"`` (CPU-friendly) or ``"paper"`` (published settings), or a ``FitConfig``.
             image_column, label_column: column names for a Hugging Face dataset.
@@ -195,26 +198,26 @@ class DVAEPurify(
             accelerator: an ``accelerate.Accelerator`` (one is created if not given).
             checkpoint_dir: save every epoch here and resume from it.
             progress: show progress bars.
+            stream: read the data in batches from its source instead of holding it in memory; by
+                default only inputs over 1 GiB and iterable datasets are streamed (see
+                :mod:`dvae_transform.data.streaming`).
+            compile: run the models through ``torch.compile`` (faster steps after a compilation).
             **overrides: any ``FitConfig`` field, e.g. ``epochs=5``.
         """
         config = resolve_config(preset, **overrides)
-        images, labels = load_images_and_labels(data, image_column=image_column, label_column=label_column)
         init = cls._warm_start(init)
-        if init is not None:
-            num_classes = num_classes or init.num_classes
-            init.check_images(images, name="data")
-        elif num_classes is None:
-            num_classes = int(labels.max()) + 1
-        labels = to_labels(labels, images.shape[0], num_classes)
+        accelerator = accelerator or accelerator_for(config)
+        train_set = training_set(data, image_column=image_column, label_column=label_column, stream=stream,
+                                 accelerator=accelerator, checkpoint_dir=checkpoint_dir, progress=progress)
         result = fit_two_stage(
-            images,
-            labels,
+            train_set,
             num_classes=num_classes,
             config=config,
             accelerator=accelerator,
             init=None if init is None else (init.stage1, init.stage2),
             checkpoint_dir=checkpoint_dir,
             progress=progress,
+            compile=compile,
         )
         purifier = cls(result.stage1, result.stage2, device=next(result.stage1.parameters()).device)
         purifier.history = result.history

@@ -271,9 +271,35 @@ DATASET = [
     row("pil-mode-I", lambda e: e.purified([(pil("I"), 0)] * 3), ValueError, NO_RANGE),
     row("to-hf-of-tensors", lambda e: e.purified((image(4, 1, 16, 16), [0] * 4)).to_hf_dataset(), InputTypeError,
         "to_hf_dataset needs a datasets.Dataset source, got tuple"),
+    row("mixed-sizes", lambda e: e.purified([(image(1, 16, 16), 0)] * 3 + [(image(1, 18, 18), 1)]), ValueError,
+        "dataset item 3 has shape (1, 18, 18), not item 0's (1, 16, 16): all images must have one size"),
+    row("stream-without-labels", lambda e: e.purified(_Stream([image(1, 16, 16)] * 3)), InputTypeError,
+        "dataset item 0 must be an (image, label) pair, got Tensor"),
+    row("hf-stream-without-labels", lambda e: e.purified(_hf_stream({"image": [GRAY] * 3})), ValueError,
+        "no label column found", "in columns ['image']"),
+    row("stream-mixed-sizes", lambda e: e.purified(_Stream([(image(1, 16, 16), 0), (image(1, 18, 18), 1)])),
+        ValueError, "dataset item 1 has shape (1, 18, 18), not item 0's (1, 16, 16)"),
+    row("num-workers-negative", lambda e: PurifiedDataset((image(4, 1, 16, 16), [0] * 4), e.gray, num_workers=-1),
+        ValueError, "num_workers must be >= 0, got -1"),
 ]
 
 _PAIR = (image(8, 1, 16, 16), torch.arange(8) % 4)
+
+
+class _Stream(torch.utils.data.IterableDataset):
+    """A torch IterableDataset over ``items``."""
+
+    def __init__(self, items: list) -> None:
+        self.items = items
+
+    def __iter__(self):
+        return iter(self.items)
+
+
+def _hf_stream(columns: dict[str, list]) -> Any:
+    import datasets
+
+    return datasets.Dataset.from_dict(columns).to_iterable_dataset()
 
 FIT = [
     row("float-labels", lambda e: e.fit((_PAIR[0], _PAIR[1].float())), InputTypeError, NOT_INT,
@@ -304,7 +330,37 @@ FIT = [
         "image_size must be even and at least 4, got 15"),
     row("string-labels", lambda e: e.fit([(image(1, 16, 16), "a")] * 3), InputTypeError,
         "label must be an integer, got 'a'"),
+    row("non-square", lambda e: e.fit((image(4, 1, 16, 24), [0, 1, 0, 1])), ValueError,
+        "images are 16x24 (height x width); D-VAE fits square images", "v2.Resize(16)"),
+    row("warm-start-more-classes", lambda e: e.fit((_PAIR[0], torch.arange(8) % 6), init=e.gray), ValueError,
+        "warm start: the starting weights have 4 classes, this fit needs 6 (labels up to 5)"),
+    row("warm-start-other-size", lambda e: e.fit((image(4, 1, 32, 32), [0, 1, 2, 3]), init=e.gray), ValueError,
+        "warm start: the starting weights take 1x16x16 images, the data holds 1x32x32"),
+    row("mixed-sizes", lambda e: e.fit([(image(1, 16, 16), 0)] * 3 + [(image(1, 18, 18), 1)]), ValueError,
+        "dataset item 3 has shape (1, 18, 18), not item 0's (1, 16, 16)"),
+    row("stream-without-labels", lambda e: e.fit(_Stream([image(1, 16, 16)] * 3)), InputTypeError,
+        "dataset item 0 must be an (image, label) pair, got Tensor"),
+    row("hf-stream-without-labels", lambda e: e.fit(_hf_stream({"img": [GRAY] * 3})), ValueError,
+        "no label column found", "in columns ['img']"),
+    row("stream-string", lambda e: e.fit(_PAIR, stream="yes"), InputTypeError, "stream must be a bool or None"),
+    row("compile-string", lambda e: e.fit(_PAIR, compile="yes"), InputTypeError, "compile must be a bool, got str"),
+    row("checkpoint-record-damaged", lambda e: e.fit(_PAIR, checkpoint_dir=_damaged_record(e)), ValueError,
+        "fit.json is not a readable fit record", "delete the checkpoint folder"),
+    row("checkpoint-of-an-older-version", lambda e: e.fit(_PAIR, checkpoint_dir=_old_checkpoint(e)), ValueError,
+        "was written by an older version; use a new folder"),
 ]
+
+
+def _damaged_record(e: Env) -> Path:
+    (e.tmp / "checkpoint").mkdir()
+    (e.tmp / "checkpoint" / "fit.json").write_text('{"format": ')
+    return e.tmp / "checkpoint"
+
+
+def _old_checkpoint(e: Env) -> Path:
+    (e.tmp / "checkpoint").mkdir()
+    (e.tmp / "checkpoint" / "fit_config.json").write_text("{}")
+    return e.tmp / "checkpoint"
 
 
 def _edit_json(path: Path, **changes: Any) -> None:

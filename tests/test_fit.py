@@ -14,8 +14,11 @@ from conftest import make_images
 
 from dvae_transform import PRESETS, DVAEPurify, FitConfig
 from dvae_transform.config import resolve_config
+from dvae_transform.fit import build_model
+from dvae_transform.fit_checkpoint import StageCheckpoint
 
 TINY = {"epochs": 2, "width": 8, "latent_dim": 8, "batch_size": 32, "progress": False}
+ONE_EPOCH = {**TINY, "epochs": 1}
 
 
 def _state(purifier: DVAEPurify) -> dict[str, torch.Tensor]:
@@ -70,22 +73,94 @@ def test_killed_fit_resumes_and_matches_uninterrupted_fit(tmp_path) -> None:
     checkpoint = tmp_path / "ckpt"
     process = subprocess.Popen([sys.executable, "-c", KILLED_FIT, str(checkpoint)], cwd=Path(__file__).parents[1])
     deadline = time.monotonic() + 120
-    while not (checkpoint / "stage1" / "last_state.pt").exists():
+    while not (checkpoint / "stage1" / "last.safetensors").exists():
         assert process.poll() is None and time.monotonic() < deadline, "the fit ended before its first checkpoint"
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert not (checkpoint / "stage2" / "final").exists()
+    assert StageCheckpoint(checkpoint, 2).finished_epochs() < 6
     resumed = DVAEPurify.fit(data, seed=1, checkpoint_dir=checkpoint, **settings)
     _assert_same_weights(DVAEPurify.fit(data, seed=1, **settings), resumed)
     # A finished checkpoint is reused as it is.
     _assert_same_weights(resumed, DVAEPurify.fit(data, seed=1, checkpoint_dir=checkpoint, **settings))
 
 
-def test_checkpoint_with_other_settings_is_refused(tiny_data, tmp_path) -> None:
-    DVAEPurify.fit(tiny_data, seed=0, checkpoint_dir=tmp_path, **TINY)
+def test_checkpoint_is_one_file_per_stage_and_resuming_never_unpickles(tiny_data, tmp_path, monkeypatch) -> None:
+    first = DVAEPurify.fit(tiny_data, seed=0, checkpoint_dir=tmp_path, **TINY)
+    files = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*") if path.is_file())
+    assert files == ["fit.json", "stage1/last.safetensors", "stage2/last.safetensors"]
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("torch.load was called")
+
+    monkeypatch.setattr(torch, "load", refuse)
+    _assert_same_weights(first, DVAEPurify.fit(tiny_data, seed=0, checkpoint_dir=tmp_path, **TINY))
+
+
+def test_checkpoint_restores_channels_last_training_state(tmp_path) -> None:
+    """The state is saved contiguous; restored into a channels-last model (as on CUDA) it takes that layout."""
+
+    def setup():
+        model = build_model(FitConfig(width=8, latent_dim=8), in_channels=1, image_size=8, num_classes=2, seed=0)
+        model = model.to(memory_format=torch.channels_last)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, foreach=True)
+        return model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+    model, optimizer, scheduler = setup()
+    model(torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 0, 1]), sample=False).reconstruction.sum().backward()
+    optimizer.step()
+    scheduler.step()
+    StageCheckpoint(tmp_path, 1).save(model, optimizer, scheduler, [torch.Generator().get_state()], epoch=0)
+    restored, restored_optimizer, restored_scheduler = setup()
+    assert StageCheckpoint(tmp_path, 1).restore(restored, restored_optimizer, restored_scheduler,
+                                                torch.Generator()) == 1
+    weight = restored.stem[3].conv1.weight
+    state = restored_optimizer.state[weight]
+    assert state["exp_avg"].is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(state["exp_avg"], optimizer.state[model.stem[3].conv1.weight]["exp_avg"])
+    assert torch.equal(weight, model.stem[3].conv1.weight)
+
+
+def test_checkpoint_of_other_settings_data_or_warm_start_is_refused(tiny_data, tiny_purifier, tmp_path) -> None:
+    images, labels = tiny_data
+    DVAEPurify.fit(tiny_data, seed=0, checkpoint_dir=tmp_path, **ONE_EPOCH)
     with pytest.raises(ValueError, match="other settings"):
-        DVAEPurify.fit(tiny_data, seed=9, checkpoint_dir=tmp_path, **TINY)
+        DVAEPurify.fit(tiny_data, seed=9, checkpoint_dir=tmp_path, **ONE_EPOCH)
+    changed = images.clone()
+    changed[0, 0, 0, 0] = 1 - changed[0, 0, 0, 0]
+    with pytest.raises(ValueError, match=f"checkpoint_dir {tmp_path} holds a fit of other data"):
+        DVAEPurify.fit((changed, labels), seed=0, checkpoint_dir=tmp_path, **ONE_EPOCH)
+    with pytest.raises(ValueError, match="other data"):
+        DVAEPurify.fit((images, labels.roll(1)), seed=0, checkpoint_dir=tmp_path, **ONE_EPOCH)
+    with pytest.raises(ValueError, match="another warm start"):
+        DVAEPurify.fit(tiny_data, init=tiny_purifier, seed=0, checkpoint_dir=tmp_path, **ONE_EPOCH)
+
+
+@pytest.mark.parametrize("name", ["fit.json", "stage1/last.safetensors"])
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_damaged_checkpoint_files_are_named(tiny_data, tmp_path, name, damage) -> None:
+    DVAEPurify.fit(tiny_data, seed=0, checkpoint_dir=tmp_path, **ONE_EPOCH)
+    path = tmp_path / name
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2] if damage == "truncate" else b"\x00garbage")
+    with pytest.raises(ValueError) as caught:
+        DVAEPurify.fit(tiny_data, seed=0, checkpoint_dir=tmp_path, **ONE_EPOCH)
+    assert str(path) in str(caught.value) and "weights_only" not in str(caught.value)
+
+
+def test_warm_start_with_more_classes_is_refused_before_training(tiny_purifier, tmp_path) -> None:
+    images, _ = make_images(16)
+    with pytest.raises(ValueError, match="warm start: the starting weights have 4 classes, this fit needs 6"):
+        DVAEPurify.fit((images, torch.arange(16) % 6), init=tiny_purifier, checkpoint_dir=tmp_path, **ONE_EPOCH)
+    with pytest.raises(ValueError, match="the starting weights have 4 classes, this fit needs 5"):
+        DVAEPurify.fit((images, torch.arange(16) % 4), init=tiny_purifier, num_classes=5, **ONE_EPOCH)
+    assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_non_square_images_are_refused_before_training(tmp_path) -> None:
+    images = torch.rand(8, 1, 16, 24)
+    with pytest.raises(ValueError, match=r"images are 16x24 \(height x width\).*square.*Resize\(16\)"):
+        DVAEPurify.fit((images, torch.arange(8) % 2), checkpoint_dir=tmp_path, **ONE_EPOCH)
+    assert not any(tmp_path.iterdir())
 
 
 def test_warm_start_begins_from_given_weights(tiny_data, tiny_purifier) -> None:

@@ -19,12 +19,16 @@ ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 MAX_LINES = 400
 
 FLOORS: list[tuple[str, list[str]]] = [
-    ("foundations", ["metadata", "validation", "files", "precision", "fingerprint", "images", "distributed"]),
+    ("foundations", [
+        "metadata", "validation", "files", "precision", "fingerprint", "images", "distributed", "workers",
+    ]),
     ("weights", ["checkpoints.weights"]),  # safetensors-only loading, the network's Hub mixin
     ("network", ["config", "model", "losses"]),
-    ("method", ["purify", "fit"]),
+    ("method", ["purify", "training_set", "fit_checkpoint", "fit"]),
     ("storage", ["cache.store", "cache.maintenance", "checkpoints.layout", "checkpoints.registry", "checkpoints.card"]),
-    ("input adapters", ["data.sources", "data.output", "data.formats"]),
+    ("input adapters", [
+        "data.shards", "data.loader", "data.sources", "data.spool", "data.streaming", "data.output", "data.formats",
+    ]),
     ("transform", ["transforms"]),
     ("dataset", ["data.purified"]),
     ("tools", ["cli", "evaluation.*"]),

@@ -347,7 +347,7 @@ def test_items_must_be_pairs(purifier):
 
 def test_mixed_image_sizes_are_rejected(purifier):
     items = [(torch.rand(1, 16, 16), 0)] * 3 + [(torch.rand(1, 18, 18), 1)]
-    assert "same shape" in _error(_Items(items), purifier)
+    assert "dataset item 3 has shape (1, 18, 18), not item 0's (1, 16, 16)" in _error(_Items(items), purifier)
     assert "expected 16x16 images, got 18x18" in _error(_Items(items), purifier, batch_size=3)
 
 

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ..cache.store import CacheMissError, TensorCache, open_cache
+from ..cache.store import CacheMissError, CacheUnavailableError, TensorCache, open_cache, shard_name
 from ..distributed import broadcast, gather, is_main_process, share, wait_for_everyone
 from ..fingerprint import purification_key, weights_hash
 from ..images import to_labels
@@ -21,8 +21,13 @@ from ..precision import STORAGE_DTYPES, decode, encode
 from ..purify import DEFAULT_BATCH_SIZE
 from ..transforms import DVAEPurify
 from ..validation import InputTypeError, check_choice, check_int
+from ..workers import worker_errors
 from .formats import replace_hf_images
-from .sources import Source
+from .loader import default_workers, read_batches
+from .shards import ShardReader, ShardReadError
+from .sources import Source, is_iterable, is_pair
+from .spool import spool
+from .streaming import IN_MEMORY_BYTES, WorkFolder
 
 if TYPE_CHECKING:
     import datasets
@@ -32,23 +37,32 @@ if TYPE_CHECKING:
 class PurifiedDataset(Dataset):
     """A dataset of ``(purified image, label)``: ``dataset`` purified once by ``purifier``, then served.
 
-    ``dataset`` is a torch ``Dataset`` of ``(image, label)`` items (PIL or tensor images), a Hugging
-    Face ``datasets.Dataset`` or an ``(images, labels)`` pair. It must be deterministic: put random
-    augmentation in ``transform``, which runs on the purified float CHW tensor in [0, 1].
+    ``dataset`` is a torch ``Dataset`` or ``IterableDataset`` of ``(image, label)`` items (PIL or tensor
+    images), a Hugging Face ``datasets.Dataset`` or ``IterableDataset`` (``streaming=True``), or the
+    ``(images, labels)`` pair form. It must be deterministic: put random augmentation in ``transform``,
+    which runs on the purified float CHW tensor in [0, 1]. An iterable dataset is read once and
+    written to a temporary folder under the cache root (:mod:`~dvae_transform.data.spool`), which
+    is removed when the purified set is complete.
 
-    The whole dataset is purified on first access (or by :meth:`prepare`), reading it in chunks of
-    ``batch_size`` items; each chunk is one shard of the on-disk cache (:mod:`dvae_transform.cache.store`)
-    under ``cache_dir`` (default ``$DVAE_TRANSFORM_CACHE``), keyed by :attr:`fingerprint`.
-    A later run, or a run killed half-way, reuses the finished shards; processes sharing a cache
-    compute each shard once. An unwritable cache directory gives a warning and no cache.
+    The whole dataset is purified on first access (or by :meth:`prepare`), read in chunks of
+    ``batch_size`` items by ``num_workers`` DataLoader workers; each chunk is one shard of the on-disk
+    cache (:mod:`dvae_transform.cache.store`) under ``cache_dir`` (default ``$DVAE_TRANSFORM_CACHE``),
+    keyed by :attr:`fingerprint`, written as soon as it is done. A later run, or a run killed half-way,
+    reuses the finished shards; processes sharing a cache compute each shard once. Items are then
+    served from the cache files one at a time (memory-mapped), or from memory when the purified set
+    takes at most ``IN_MEMORY_BYTES`` (1 GiB), so a large set is never held whole in memory.
+    An unwritable cache directory, and a cache that fails part-way (a full disk), give one warning:
+    the shards not cached are kept in memory and the work carries on without a cache.
     Images are kept (and cached) at ``cache_dtype`` precision, ``"uint8"`` (8-bit levels, as the
-    authors store them) or ``"float16"``, with or without a cache.
+    authors store them) or ``"float16"``.
 
     With an ``accelerate.Accelerator`` of several processes, every process must build the dataset
-    and call :meth:`prepare` (or access it): the shards are shared out, the results are gathered in
-    order, and only the main process writes the cache. Purification then runs on
-    ``accelerator.device``. With ``purifier.sample`` set, every shard is purified with
-    ``purifier.seed``, so the output does not depend on the number of processes.
+    and call :meth:`prepare` (or access it): the shards are shared out (each process reads its own,
+    disjoint part of the data), passed to the main process a round at a time and written by it, and
+    every process then serves them from the cache (which must be a shared folder; a process that
+    cannot see a shard purifies it itself). Purification runs on ``accelerator.device``. With
+    ``purifier.sample`` set, every shard is purified with ``purifier.seed``, so the output does not
+    depend on the number of processes.
 
     Args:
         dataset: the (poisoned) training data.
@@ -58,9 +72,10 @@ class PurifiedDataset(Dataset):
         accelerator: share the work between the processes of an Accelerate launch.
         transform: applied to each purified image when it is served.
         image_column, label_column: column names for a Hugging Face dataset.
-        cache: False purifies in memory without touching the disk.
+        cache: False purifies in memory without writing a cache.
         cache_dtype: ``"uint8"`` or ``"float16"``.
         progress: show a progress bar.
+        num_workers: DataLoader workers that read the dataset (default: the usable CPUs, at most 4).
     """
 
     def __init__(
@@ -76,38 +91,62 @@ class PurifiedDataset(Dataset):
         cache: bool = True,
         cache_dtype: str = "uint8",
         progress: bool = True,
+        num_workers: int | None = None,
     ) -> None:
         check_int(batch_size, "batch_size", low=1)
         check_choice(cache_dtype, "cache_dtype", STORAGE_DTYPES)
+        if num_workers is not None:
+            check_int(num_workers, "num_workers", low=0)
         if transform is not None and not callable(transform):
             raise InputTypeError(f"transform must be callable, got {type(transform).__name__}")
         if not isinstance(purifier, DVAEPurify):
             raise InputTypeError(f"purifier must be a DVAEPurify, got {type(purifier).__name__}")
-        self.purifier = purifier
-        self.source = Source(dataset, image_column=image_column, label_column=label_column)
-        self.dataset = dataset
+        self.purifier, self.dataset, self.columns = purifier, dataset, (image_column, label_column)
+        self.num_workers = default_workers() if num_workers is None else num_workers
         self.cache_dir, self.batch_size, self.accelerator = cache_dir, batch_size, accelerator
         self.transform, self.cache, self.cache_dtype, self.progress = transform, cache, cache_dtype, progress
-        self.num_shards = math.ceil(len(self.source) / batch_size)
+        self._source = None if is_iterable(dataset) else self._map_source(dataset)
+        self._spool: WorkFolder | None = None
         self._key: str | None = None
-        self._images: torch.Tensor | None = None  # at cache_dtype precision
-        self._labels: torch.Tensor | None = None
+        self._store: ShardReader | None = None  # the purified images at cache_dtype precision, by shard
+        self._memory: torch.Tensor | None = None  # all of them, when they fit in IN_MEMORY_BYTES
+
+    def _map_source(self, data: Any) -> Source:
+        workers = 0 if is_pair(data) else self.num_workers
+        return Source(data, image_column=self.columns[0], label_column=self.columns[1], num_workers=workers)
+
+    @property
+    def source(self) -> Source:
+        """The input as a map-style source (an iterable dataset is spooled to disk on first use)."""
+        if self._source is None:
+            self._spool = WorkFolder(None, self.accelerator, cache_root=self.cache_dir)
+            reader = spool(self.dataset, self._spool.path / "spool", image_column=self.columns[0],
+                           label_column=self.columns[1], accelerator=self.accelerator,
+                           num_workers=self.num_workers, progress=self.progress)
+            self._source = Source(reader, num_workers=self.num_workers)
+        return self._source
 
     def __len__(self) -> int:
         return len(self.source)
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         self.prepare()
-        image = decode(self._images[index])
+        stored = self._memory[index] if self._memory is not None else self._stored_item(index)
+        image = decode(stored)
         if self.transform is not None:
             image = self.transform(image)
-        return image, int(self._labels[index])
+        return image, int(self._store.labels[index])
 
     def __repr__(self) -> str:
         return (
             f"PurifiedDataset(items={len(self)}, batch_size={self.batch_size}, cache={self.cache}, "
-            f"cache_dtype={self.cache_dtype!r}, prepared={self._images is not None})"
+            f"cache_dtype={self.cache_dtype!r}, prepared={self._store is not None})"
         )
+
+    @property
+    def num_shards(self) -> int:
+        """Chunks of ``batch_size`` items: the cache's shards."""
+        return math.ceil(len(self) / self.batch_size)
 
     @property
     def fingerprint(self) -> str:
@@ -133,22 +172,25 @@ class PurifiedDataset(Dataset):
 
     @property
     def images(self) -> torch.Tensor:
-        """All purified images, float32 NCHW in [0, 1] (before ``transform``)."""
+        """All purified images, float32 NCHW in [0, 1] (before ``transform``), in memory."""
         return decode(self.stored_images)
 
     @property
     def stored_images(self) -> torch.Tensor:
-        """All purified images as kept: NCHW at ``cache_dtype`` precision (uint8 levels or float16)."""
-        return self.prepare()._images
+        """All purified images as kept: NCHW at ``cache_dtype`` precision (uint8 levels or float16), in memory."""
+        self.prepare()
+        if self._memory is not None:
+            return self._memory
+        return torch.cat([self._stored_shard(index) for index in range(self.num_shards)])
 
     @property
     def labels(self) -> torch.Tensor:
         """All labels, int64."""
-        return self.prepare()._labels
+        return self.prepare()._store.labels
 
     def prepare(self) -> PurifiedDataset:
         """Purify the whole dataset now (or read it from the cache); returns ``self``."""
-        if self._images is not None:
+        if self._store is not None:
             return self
         if torch.utils.data.get_worker_info() is not None:
             warnings.warn(
@@ -161,24 +203,32 @@ class PurifiedDataset(Dataset):
         accelerator = self.accelerator
         if accelerator is not None:
             self.purifier.to(accelerator.device)
+        if self.cache:  # the main process reads the data for the key; the others get it
+            self._key = broadcast(accelerator, self.fingerprint if is_main_process(accelerator) else None)
         cache = self._open_cache() if self.cache and is_main_process(accelerator) else None
-        cached = broadcast(accelerator, cache is not None)
+        kept: dict[int, torch.Tensor] = {}
         with cache.lock() if cache is not None else contextlib.nullcontext():
             todo = broadcast(accelerator, cache.missing_shards() if cache is not None else range(self.num_shards))
-            mine = self._purify_shards(share(accelerator, list(todo)), labels, cache)
-            computed = dict(gather(accelerator, mine))
-            if cache is not None:  # the main process stores what the other processes computed
-                for index in computed.keys() - dict(mine).keys():
-                    cache.write_shard(index, computed[index])
+            self._fill(list(todo), labels, cache, kept)
+        cached = broadcast(accelerator, cache is not None)
         wait_for_everyone(accelerator)
         if cached and cache is None:  # the other processes read what the main process wrote
             cache = self._open_cache()
-        images = torch.empty((len(self), *self._item_shape), dtype=STORAGE_DTYPES[self.cache_dtype])
-        for index in range(self.num_shards):
-            items = self._shard_range(index)
-            stored = computed.get(index)
-            images[items.start : items.stop] = stored if stored is not None else self._load(cache, index, labels)
-        self._images, self._labels = images, labels
+        valid = _valid_shards(cache)
+        parts = [
+            kept[index] if index in kept
+            else cache.path / shard_name(index) if index in valid
+            else self._purify_shard(*self._read_shard(index), index)  # not stored where this process looks
+            for index in range(self.num_shards)
+        ]
+        counts = [len(self._shard_range(index)) for index in range(self.num_shards)]
+        self._store = ShardReader(parts, counts, labels)
+        if len(self) * math.prod(self._item_shape) * STORAGE_DTYPES[self.cache_dtype].itemsize <= IN_MEMORY_BYTES:
+            self._memory = torch.cat([self._stored_shard(index) for index in range(self.num_shards)])
+        wait_for_everyone(accelerator)
+        if self._spool is not None and broadcast(accelerator, not kept and len(valid) == self.num_shards):
+            self._spool.cleanup()  # everything is served from the cache: the spooled input is no longer needed
+            self._spool = None
         return self
 
     @property
@@ -199,35 +249,61 @@ class PurifiedDataset(Dataset):
             root=self.cache_dir,
         )
 
-    def _purify_shard(self, index: int, labels: torch.Tensor) -> torch.Tensor:
+    def _read_shard(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         items = self._shard_range(index)
-        images, _ = self.source.read(items.start, items.stop)
+        if self._spool is None and self.source.reader is not None:
+            raise CacheMissError(
+                f"purified shard {index} is no longer in the cache and the iterable dataset it came from was "
+                "read once: build the PurifiedDataset again"
+            )
+        return self.source.read(items.start, items.stop)
+
+    def _purify_shard(self, images: torch.Tensor, labels: torch.Tensor, index: int) -> torch.Tensor:
+        items = self._shard_range(index)
         images = self.purifier.check_images(images, name=f"dataset items {items.start}-{items.stop - 1}")
-        return encode(self.purifier.purify(images, labels[items.start : items.stop]), self.cache_dtype)
+        return encode(self.purifier.purify(images, labels), self.cache_dtype)
 
-    def _purify_shards(
-        self, indices: list[int], labels: torch.Tensor, cache: TensorCache | None
-    ) -> list[tuple[int, torch.Tensor]]:
-        """Purify the given shards; each is written to ``cache`` (if any) as soon as it is done,
-        so a run killed half-way keeps its finished shards."""
-        total = sum(len(self._shard_range(index)) for index in indices)
-        show = self.progress and is_main_process(self.accelerator)
-        results = []
-        with tqdm(total=total, desc="purifying", unit="img", disable=not show) as bar:
-            for index in indices:
-                stored = self._purify_shard(index, labels)
-                if cache is not None:
-                    cache.write_shard(index, stored)
-                results.append((index, stored))
-                bar.update(len(self._shard_range(index)))
-        return results
+    def _fill(self, todo: list[int], labels: torch.Tensor, cache: TensorCache | None,
+              kept: dict[int, torch.Tensor]) -> None:
+        """Purify the shards ``todo``, shared between the processes a round at a time; the main process
+        writes each round to ``cache`` until a write fails; the shards not written are ``kept``."""
+        accelerator = self.accelerator
+        mine = share(accelerator, todo)
+        rounds = math.ceil(len(todo) / (1 if accelerator is None else accelerator.num_processes))
+        reads = read_batches(self.source, [self._shard_range(index) for index in mine], num_workers=self.num_workers)
+        show = self.progress and is_main_process(accelerator)
+        total = sum(len(self._shard_range(index)) for index in todo)
+        with tqdm(total=total, desc="purifying", unit="img", disable=not show) as bar, worker_errors():
+            for step in range(rounds):
+                done = []
+                if step < len(mine):
+                    images, _ = next(reads)
+                    index = mine[step]
+                    items = self._shard_range(index)
+                    done.append((index, self._purify_shard(images, labels[items.start : items.stop], index)))
+                results = gather(accelerator, done)
+                cache = _write(cache, results)
+                if not broadcast(accelerator, cache is not None):
+                    kept.update(results)
+                bar.update(sum(len(self._shard_range(index)) for index, _ in results))
 
-    def _load(self, cache: TensorCache | None, index: int, labels: torch.Tensor) -> torch.Tensor:
-        """Shard ``index`` from the cache, or purified again if it is not (or no longer) there."""
-        if cache is not None:
-            with contextlib.suppress(CacheMissError):
-                return cache.load_shard(index)
-        return self._purify_shard(index, labels)
+    def _stored_shard(self, index: int) -> torch.Tensor:
+        return self._read_store(index, 0, len(self._shard_range(index)))
+
+    def _stored_item(self, item: int) -> torch.Tensor:
+        index = item // self.batch_size
+        offset = item - index * self.batch_size
+        return self._read_store(index, offset, offset + 1)[0]
+
+    def _read_store(self, index: int, start: int, stop: int) -> torch.Tensor:
+        """Rows ``start:stop`` of purified shard ``index``; a shard file gone from the cache is purified again."""
+        try:
+            return self._store.read_part(index, start, stop)
+        except ShardReadError:
+            items = self._shard_range(index)
+            images, _ = self._read_shard(index)
+            self._store.replace(index, self._purify_shard(images, self._store.labels[items.start : items.stop], index))
+            return self._store.read_part(index, start, stop)
 
     def to_hf_dataset(self) -> datasets.Dataset:
         """The source Hugging Face dataset with its image column replaced by the purified images.
@@ -241,3 +317,30 @@ class PurifiedDataset(Dataset):
         if self.source.columns is None:
             raise InputTypeError(f"to_hf_dataset needs a datasets.Dataset source, got {type(self.dataset).__name__}")
         return replace_hf_images(self.dataset, self.source.columns, self.stored_images, self.fingerprint)
+
+
+def _valid_shards(cache: TensorCache | None) -> set[int]:
+    """The shards ``cache`` holds validly (none without a cache, or when a full disk keeps it from checking)."""
+    if cache is None:
+        return set()
+    try:
+        return set(range(cache.num_shards)) - set(cache.missing_shards())
+    except CacheUnavailableError:
+        return set()
+
+
+def _write(cache: TensorCache | None, results: list[tuple[int, torch.Tensor]]) -> TensorCache | None:
+    """Write purified shards to ``cache``; when it fails (a full disk), warn once and go on without it (None)."""
+    if cache is None:
+        return None
+    try:
+        for index, stored in results:
+            cache.write_shard(index, stored)
+    except CacheUnavailableError as error:
+        warnings.warn(
+            f"dvae_transform: {error}; continuing without a cache (shards not cached are kept in memory)",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        return None
+    return cache

@@ -1,0 +1,96 @@
+"""Items stored in shards, read one item at a time without loading whole shards.
+
+A :class:`ShardReader` sees a sequence of *parts*, each a safetensors file holding an NCHW tensor
+(cache shards, spool files) or a tensor already in memory, as one list of items. Files are read
+through memory maps (``safetensors.safe_open``): an item costs its own bytes, so a shuffled pass over
+a large set reads each item once, and only a few files are open at a time (a small LRU). A worker
+process opens its own files.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from ..precision import decode
+
+OPEN_FILES = 8
+TENSOR = "images"
+
+
+class ShardReadError(LookupError):
+    """A shard file is missing or unreadable."""
+
+
+class ShardReader:
+    """``parts`` (files or tensors of ``counts[i]`` items each) as one sequence of items, with ``labels``.
+
+    ``order`` maps item ``i`` to its row in the concatenated parts (default: the identity).
+    """
+
+    def __init__(self, parts: Sequence[Path | torch.Tensor], counts: Sequence[int], labels: torch.Tensor, *,
+                 order: torch.Tensor | None = None, tensor: str = TENSOR) -> None:
+        self.parts, self.labels, self.order, self.tensor = list(parts), labels, order, tensor
+        self.starts = torch.tensor([0, *counts]).cumsum(0)
+        self._open: OrderedDict[int, Any] = OrderedDict()
+        self._pid = os.getpid()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_open": OrderedDict()}
+
+    def replace(self, part: int, value: Path | torch.Tensor) -> None:
+        """Serve part ``part`` from ``value`` from now on."""
+        self.parts[part] = value
+        self._open.pop(part, None)
+
+    def part_of(self, row: int) -> int:
+        """The part holding concatenated row ``row``."""
+        return int(torch.searchsorted(self.starts, row, right=True)) - 1
+
+    def _slice(self, part: int) -> Any:
+        if self._pid != os.getpid():  # a forked worker: the parent's maps are not ours
+            self._open, self._pid = OrderedDict(), os.getpid()
+        if part in self._open:
+            self._open.move_to_end(part)
+            return self._open[part]
+        path = self.parts[part]
+        try:
+            view = safe_open(path, "pt").get_slice(self.tensor)
+        except (OSError, SafetensorError) as error:
+            raise ShardReadError(f"cannot read shard file {path}: {error}") from error
+        self._open[part] = view
+        if len(self._open) > OPEN_FILES:
+            self._open.popitem(last=False)
+        return view
+
+    def read_part(self, part: int, start: int, stop: int) -> torch.Tensor:
+        """Rows ``start:stop`` of part ``part``."""
+        value = self.parts[part]
+        if isinstance(value, torch.Tensor):
+            return value[start:stop]
+        try:
+            return self._slice(part)[start:stop]
+        except SafetensorError as error:
+            raise ShardReadError(f"cannot read shard file {value}: {error}") from error
+
+    def read_items(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Items ``indices`` as (stored images, int64 labels)."""
+        chosen = torch.as_tensor(list(indices), dtype=torch.long)
+        rows = chosen if self.order is None else self.order[chosen]
+        images = []
+        for row in rows.tolist():
+            part = self.part_of(row)
+            offset = row - int(self.starts[part])
+            images.append(self.read_part(part, offset, offset + 1))
+        if len({image.dtype for image in images}) > 1:  # parts of uint8 and of float images
+            images = [decode(image) for image in images]
+        return torch.cat(images), self.labels[chosen]

@@ -1,0 +1,191 @@
+"""Training sets from any input: held in memory when small, streamed from disk when not.
+
+**The rule** (:func:`training_set`): the pair form ``(images, labels)`` is already in memory and stays
+there (the fast path: indexed on the accelerator, :class:`~dvae_transform.training_set.TensorSet`). Any
+other map-style input is read into memory too when its images, as read (uint8 levels stay uint8, other
+images take float32), fit in ``IN_MEMORY_BYTES`` (1 GiB); a larger one, and every iterable dataset, is
+*streamed*: read batch by batch through DataLoader workers into pinned memory, never whole
+(:class:`StreamedSet`). ``stream=True`` / ``False`` overrides the rule. Iterable datasets are first
+written to disk (:mod:`~dvae_transform.data.spool`).
+
+A streamed fit also keeps the stage-1 output (stage 2's training set) on disk: shard by shard, as uint8
+levels, in a :class:`~dvae_transform.cache.store.TensorCache` named after the stage-1 weights, read back
+item by item. Everything a fit writes goes to ``checkpoint_dir/data`` (kept, so a resumed fit reuses it;
+with several processes it must be a shared folder), or else to a temporary folder under the cache root
+that is removed when the fit ends.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import weakref
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ..cache.store import TensorCache, default_cache_dir, shard_name
+from ..distributed import broadcast, is_main_process, share, wait_for_everyone
+from ..fingerprint import weights_hash
+from ..precision import decode, encode
+from ..purify import remove_perturbation
+from ..training_set import TensorSet, TrainingSet
+from ..validation import check_int, check_type
+from ..workers import worker_errors
+from .loader import default_workers, read_batches
+from .shards import ShardReader
+from .sources import Source, is_iterable
+from .spool import spool
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+    from ..model import DVAE
+
+IN_MEMORY_BYTES = 1 << 30
+SCAN_CHUNK = 256  # items per digest of the data's fingerprint
+OUTPUT_SHARD = 256  # items per stage-1 output shard
+READ_CHUNK = 1024  # items per read when loading a source into memory
+
+
+class WorkFolder:
+    """Where data goes on disk: ``checkpoint_dir/data``, or a temporary folder under the cache root
+    (``cache_root``, default the user's cache) removed with this object.
+
+    The folder is made on first use; with several processes every process must ask at the same point.
+    """
+
+    def __init__(self, checkpoint_dir: str | os.PathLike | None, accelerator: Accelerator | None, *,
+                 cache_root: str | os.PathLike | None = None) -> None:
+        self.accelerator, self.cache_root = accelerator, cache_root
+        self._path = None if checkpoint_dir is None else Path(checkpoint_dir) / "data"
+        self._temporary = checkpoint_dir is None
+        self._finalizer: weakref.finalize | None = None
+
+    @property
+    def path(self) -> Path:
+        if self._path is None:
+            made = None
+            if is_main_process(self.accelerator):
+                made = tempfile.mkdtemp(prefix="work-", dir=_temporary_root(self.cache_root))
+                self._finalizer = weakref.finalize(self, shutil.rmtree, made, True)
+            self._path = Path(broadcast(self.accelerator, made))
+        return self._path
+
+    def cleanup(self) -> None:
+        """Remove a temporary folder now (a checkpoint's folder is kept)."""
+        if self._finalizer is not None:
+            self._finalizer()
+
+
+def _temporary_root(cache_root: str | os.PathLike | None) -> str:
+    root = (default_cache_dir() if cache_root is None else Path(cache_root)) / "tmp"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        return str(root)
+    except OSError:
+        return tempfile.gettempdir()
+
+
+def read_all(source: Source) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole source in memory: (images at storage precision, int64 labels)."""
+    if source.pair:
+        return source.read_items(range(len(source)))
+    chunks = [range(start, min(start + READ_CHUNK, len(source))) for start in range(0, len(source), READ_CHUNK)]
+    images: torch.Tensor | None = None
+    labels = torch.empty(len(source), dtype=torch.long)
+    batches = zip(chunks, read_batches(source, chunks, num_workers=source.num_workers))
+    for rows, (batch, batch_labels) in batches:
+        if images is None:
+            images = torch.empty((len(source), *batch.shape[1:]), dtype=batch.dtype)
+        elif images.dtype != batch.dtype:  # uint8 so far, then a float image
+            images, batch = decode(images), decode(batch)
+        images[rows.start : rows.stop], labels[rows.start : rows.stop] = batch, batch_labels
+    return images, labels
+
+
+class StreamedSet:
+    """A training set read from ``source`` in batches through DataLoader workers, never whole."""
+
+    def __init__(self, source: Source, folder: WorkFolder, num_workers: int) -> None:
+        self.source, self.folder, self.num_workers = source, folder, num_workers
+        self.labels = source.labels(SCAN_CHUNK)
+        self.item_shape = tuple(source.item_shape)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def batches(self, plan: list[torch.Tensor], device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        pin = device.type == "cuda"
+        for images, labels in read_batches(self.source, plan, num_workers=self.num_workers, pin_memory=pin):
+            yield decode(images.to(device, non_blocking=True)), labels.to(device, non_blocking=True)
+
+    def purified(self, model: DVAE, accelerator: Accelerator) -> StreamedSet:
+        cache = TensorCache(f"stage1-{weights_hash(model)}", num_items=len(self), item_shape=self.item_shape,
+                            shard_size=OUTPUT_SHARD, dtype="uint8", root=self.folder.path)
+        todo = broadcast(accelerator, cache.missing_shards() if is_main_process(accelerator) else None)
+        self._write_outputs(model, cache, share(accelerator, todo), accelerator)
+        wait_for_everyone(accelerator)
+        self._write_outputs(model, cache, cache.missing_shards(), None)  # shards this process cannot see
+        parts = [cache.path / shard_name(index) for index in range(cache.num_shards)]
+        counts = [len(cache.shard_range(index)) for index in range(cache.num_shards)]
+        return StreamedSet(Source(ShardReader(parts, counts, self.labels)), self.folder, self.num_workers)
+
+    def _write_outputs(self, model: DVAE, cache: TensorCache, indices: list[int], accelerator: Any) -> None:
+        ranges = [cache.shard_range(index) for index in indices]
+        batches = read_batches(self.source, ranges, num_workers=self.num_workers, pin_memory=True)
+        show = is_main_process(accelerator) and bool(indices)
+        with tqdm(total=sum(map(len, ranges)), desc="stage-1 output", unit="img", disable=not show) as bar, \
+                worker_errors():
+            for index, (images, labels) in zip(indices, batches):
+                cache.write_shard(index, encode(remove_perturbation(model, decode(images), labels)))
+                bar.update(len(labels))
+
+    def identity(self) -> object:
+        return self.source.identity(SCAN_CHUNK)
+
+    def close(self) -> None:
+        self.folder.cleanup()
+
+
+def training_set(
+    data: Any,
+    *,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    stream: bool | None = None,
+    num_workers: int | None = None,
+    accelerator: Accelerator | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> TrainingSet:
+    """``data`` as a training set, in memory or streamed by the rule of this module.
+
+    ``data``: the pair form, a torch ``Dataset`` or ``IterableDataset`` of ``(image, label)`` items, or a
+    Hugging Face ``datasets.Dataset`` / ``IterableDataset`` (columns by name). ``num_workers``: DataLoader
+    workers (default :func:`~dvae_transform.data.loader.default_workers`). ``checkpoint_dir``: where a
+    streamed fit keeps its data (see the module docstring).
+    """
+    check_type(stream, "stream", bool, type(None))
+    if num_workers is not None:
+        check_int(num_workers, "num_workers", low=0)
+    workers = default_workers() if num_workers is None else num_workers
+    folder = WorkFolder(checkpoint_dir, accelerator)
+    if is_iterable(data):
+        reader = spool(data, folder.path / "spool", image_column=image_column, label_column=label_column,
+                       accelerator=accelerator, num_workers=workers, progress=progress)
+        source = Source(reader, num_workers=workers)
+    else:
+        source = Source(data, image_column=image_column, label_column=label_column, num_workers=workers)
+    if stream is None:
+        stream = not source.pair and len(source) * source.item_bytes > IN_MEMORY_BYTES
+    if stream:
+        return StreamedSet(source, folder, workers)
+    try:
+        return TensorSet(*read_all(source))
+    finally:
+        folder.cleanup()  # an iterable's spool is not needed once in memory

@@ -1,0 +1,123 @@
+"""A stage's training data, read in batches: the epoch plan and the in-memory set.
+
+:class:`TrainingSet` is what :func:`~dvae_transform.fit.train_stage` reads: items in a fixed order,
+each an image (uint8 levels or float32 in [0, 1], decoded on the device) and an int64 label. Every
+epoch a permutation that depends only on ``(seed, epoch)`` is cut into global batches of the recipe's
+batch size; with several processes, process ``r`` of ``N`` reads the ``r``-th of ``N`` contiguous parts of
+every global batch (:func:`epoch_plan`), so the global batches do not depend on the number of processes.
+
+:class:`TensorSet` holds the images in memory: on the accelerator when they take at most a quarter of
+its free memory (else in pinned host memory), batches indexed there, with no per-step DataLoader.
+:mod:`dvae_transform.data.streaming` implements the same protocol for data read from disk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Protocol
+
+import torch
+
+from .precision import decode, encode
+from .purify import remove_perturbation
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+    from .model import DVAE
+
+PURIFY_CHUNK = 4096  # items per call of remove_perturbation (a multiple of its micro-batch)
+
+
+class TrainingSet(Protocol):
+    """Items for one stage: images of ``item_shape`` (CHW) and their labels, read in planned batches."""
+
+    labels: torch.Tensor  # int64, one per item, on the CPU
+    item_shape: tuple[int, int, int]
+
+    def __len__(self) -> int: ...
+
+    def batches(self, plan: list[torch.Tensor], device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """For each index tensor of ``plan``: (float32 NCHW images in [0, 1], int64 labels) on ``device``."""
+        ...
+
+    def purified(self, model: DVAE, accelerator: Accelerator) -> TrainingSet:
+        """The stage-1 output ``clamp(x - p(x, y))`` at 8-bit levels, as the next stage's training set."""
+        ...
+
+    def identity(self) -> object:
+        """What identifies the items (for :func:`~dvae_transform.fingerprint.fingerprint`)."""
+        ...
+
+    def close(self) -> None:
+        """Release what the set holds on disk."""
+        ...
+
+
+def epoch_plan(size: int, batch_size: int, *, seed: int, epoch: int, rank: int = 0,
+               world: int = 1) -> list[torch.Tensor]:
+    """This process's item indices for every step of ``epoch``.
+
+    A permutation of ``range(size)`` seeded by ``(seed, epoch)`` is cut into global batches of
+    ``batch_size``; process ``rank`` of ``world`` gets the ``rank``-th of ``world`` contiguous parts of each
+    (``tensor_split``). A last global batch with fewer items than processes is left out.
+    """
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    order = torch.randperm(size, generator=generator)
+    plan = []
+    for start in range(0, size, batch_size):
+        batch = order[start : start + batch_size]
+        if len(batch) < world:
+            break
+        plan.append(batch.tensor_split(world)[rank])
+    return plan
+
+
+def _fits_on(device: torch.device, nbytes: int) -> bool:
+    if device.type != "cuda":
+        return True
+    free, _ = torch.cuda.mem_get_info(device)
+    return nbytes <= free // 4
+
+
+class TensorSet:
+    """A training set held in memory: ``images`` (uint8 levels or float32 NCHW in [0, 1]) and int64 ``labels``."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        self.images, self.labels = images, labels
+        self.item_shape = tuple(images.shape[1:])
+        self._placed: tuple[torch.device, torch.Tensor, torch.Tensor] | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def _place(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The images and labels where batches are indexed: on ``device`` if they fit, else in pinned memory."""
+        if self._placed is None or self._placed[0] != device:
+            images, labels = self.images, self.labels
+            if _fits_on(device, images.nbytes):
+                images, labels = images.to(device), labels.to(device)
+            elif device.type == "cuda":
+                images, labels = images.pin_memory(), labels.pin_memory()
+            self._placed = device, images, labels
+        return self._placed[1], self._placed[2]
+
+    def batches(self, plan: list[torch.Tensor], device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        images, labels = self._place(device)
+        for indices in plan:
+            indices = indices.to(images.device, non_blocking=True)
+            x = images.index_select(0, indices).to(device, non_blocking=True)
+            yield decode(x), labels.index_select(0, indices).to(device, non_blocking=True)
+
+    def purified(self, model: DVAE, accelerator: Accelerator) -> TensorSet:
+        out = torch.empty(self.images.shape, dtype=torch.uint8)
+        for start in range(0, len(self), PURIFY_CHUNK):
+            chunk = slice(start, start + PURIFY_CHUNK)
+            out[chunk] = encode(remove_perturbation(model, decode(self.images[chunk]), self.labels[chunk]))
+        return TensorSet(out, self.labels)
+
+    def identity(self) -> object:
+        return ["tensors", self.images, self.labels]
+
+    def close(self) -> None:
+        self._placed = None
