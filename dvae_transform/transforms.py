@@ -25,7 +25,8 @@ from torchvision.transforms.v2 import functional as F
 
 from .checkpoints.card import render_model_card
 from .checkpoints.layout import load_stages, save_purifier
-from .checkpoints.registry import resolve_source
+from .checkpoints.registry import Registry
+from .checkpoints.resolve import CheckpointSource, load_checkpoint
 from .config import FitConfig, resolve_config
 from .data.sources import load_images_and_labels
 from .fit import fit_two_stage
@@ -90,6 +91,7 @@ class DVAEPurify(
     """
 
     name = "dvae"
+    source: CheckpointSource | None = None  # where from_pretrained loaded it from (None: fitted or built here)
 
     def __init__(
         self,
@@ -130,7 +132,7 @@ class DVAEPurify(
         """A purifier on the same stages with other ``batch_size``, ``sample``, ``seed`` or ``device``."""
         current = {"batch_size": self.batch_size, "sample": self.sample, "seed": self.seed, "device": self.device}
         purifier = type(self)(self.stage1, self.stage2, **{**current, **options})
-        purifier.history = self.history
+        purifier.history, purifier.source = self.history, self.source
         return purifier
 
     def extra_repr(self) -> str:
@@ -228,32 +230,48 @@ class DVAEPurify(
         local_files_only: bool = False,
         token: str | bool | None = None,
         force_download: bool = False,
+        registry: Registry | None = None,
         **purifier_kwargs: Any,
     ) -> DVAEPurify:
         """Load a purifier from a local folder, a Hub repo, or an official checkpoint by name.
 
-        Hub files go through the Hugging Face cache, so ``HF_HUB_OFFLINE=1`` and a stopped network
-        fall back to what was downloaded before. Only safetensors weights are read; every config is
-        checked (unknown keys, types, shapes) before any tensor is loaded.
+        An official name (:func:`dvae_transform.list_pretrained`) loads its Hub repo at the pinned revision
+        when it is published and reachable, and otherwise (not published yet, offline, Hub down) the copy
+        bundled with the package, after checking the sha256 of its files; :attr:`source` says which copy was
+        used (also logged). The table of every case is in :mod:`dvae_transform.checkpoints.resolve`. Hub files
+        go through the Hugging Face cache (``HF_HUB_OFFLINE=1``, ``local_files_only``). Only safetensors
+        weights are read; every config is checked (unknown keys, types, shapes) before any tensor is loaded.
 
         Args:
             repo_id_or_path: a folder written by ``save_pretrained``, a Hub repo id (``"org/name"``) or
-                a name from :func:`dvae_transform.list_pretrained` (pinned to its registered revision).
-            revision: a branch, tag or commit sha on the Hub; pin a sha for reproducible results.
+                an official checkpoint's name.
+            revision: a branch, tag or commit sha on the Hub; pin a sha for reproducible results. With a
+                name, it loads that revision of the name's repo (no bundled copy).
             cache_dir: the cache folder (default: the shared Hugging Face cache).
-            local_files_only: use the cache only, never the network.
+            local_files_only: use the cache (and bundled copies) only, never the network.
             token: a Hub token for private repos (default: the logged-in user's).
             force_download: download again even if the files are cached.
+            registry: where names are looked up (default: the package's own,
+                ``dvae_transform.checkpoints.registry.REGISTRY``); ``Registry(folder)`` reads another folder.
             **purifier_kwargs: override the saved defaults (``batch_size``, ``sample``, ``seed``) or set ``device``.
         """
-        source, revision = resolve_source(repo_id_or_path, revision)
-        try:
-            return super().from_pretrained(
-                source, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token,
-                force_download=force_download, **purifier_kwargs,
-            )
-        except json.JSONDecodeError as error:  # the mixin parses the top-level config.json itself
-            raise ValueError(f"{os.path.join(source, 'config.json')} is not valid JSON: {error}") from None
+        mixin_load = super().from_pretrained
+
+        def load(location: str, location_revision: str | None) -> DVAEPurify:
+            try:
+                return mixin_load(
+                    location, revision=location_revision, cache_dir=cache_dir, local_files_only=local_files_only,
+                    token=token, force_download=force_download, **purifier_kwargs,
+                )
+            except json.JSONDecodeError as error:  # the mixin parses the top-level config.json itself
+                raise ValueError(f"{os.path.join(location, 'config.json')} is not valid JSON: {error}") from None
+
+        purifier, source = load_checkpoint(
+            repo_id_or_path, load, revision=revision, registry=registry, local_files_only=local_files_only,
+            cache_dir=cache_dir,
+        )
+        purifier.source = source
+        return purifier
 
     @classmethod
     def _from_pretrained(

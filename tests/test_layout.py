@@ -23,7 +23,8 @@ FLOORS: list[tuple[str, list[str]]] = [
     ("weights", ["checkpoints.weights"]),  # safetensors-only loading, the network's Hub mixin
     ("network", ["config", "model", "losses"]),
     ("method", ["purify", "fit"]),
-    ("storage", ["cache.store", "cache.maintenance", "checkpoints.layout", "checkpoints.registry", "checkpoints.card"]),
+    ("storage", ["cache.store", "cache.maintenance", "checkpoints.layout", "checkpoints.recipe", "checkpoints.registry",
+                 "checkpoints.resolve", "checkpoints.card"]),
     ("input adapters", ["data.sources", "data.formats"]),
     ("transform", ["transforms"]),
     ("dataset", ["data.purified"]),
