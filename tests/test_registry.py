@@ -4,7 +4,6 @@ and the package data (what ships, within its budget, and what the README says ab
 from __future__ import annotations
 
 import configparser
-import fnmatch
 import json
 import re
 from pathlib import Path
