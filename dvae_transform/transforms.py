@@ -235,24 +235,20 @@ class DVAEPurify(
     ) -> DVAEPurify:
         """Load a purifier from a local folder, a Hub repo, or an official checkpoint by name.
 
-        An official name (:func:`dvae_transform.list_pretrained`) loads its Hub repo at the pinned revision
-        when it is published and reachable, and otherwise (not published yet, offline, Hub down) the copy
-        bundled with the package, after checking the sha256 of its files; :attr:`source` says which copy was
-        used (also logged). The table of every case is in :mod:`dvae_transform.checkpoints.resolve`. Hub files
-        go through the Hugging Face cache (``HF_HUB_OFFLINE=1``, ``local_files_only``). Only safetensors
-        weights are read; every config is checked (unknown keys, types, shapes) before any tensor is loaded.
+        An official name loads its Hub repo at the pinned revision when published and reachable, otherwise
+        (not published, offline, Hub down) the sha256-verified copy bundled with the package; :attr:`source`
+        says which (every case: :mod:`dvae_transform.checkpoints.resolve`). Hub files go through the Hugging
+        Face cache. Only safetensors weights are read, after every config is checked.
 
         Args:
             repo_id_or_path: a folder written by ``save_pretrained``, a Hub repo id (``"org/name"``) or
-                an official checkpoint's name.
-            revision: a branch, tag or commit sha on the Hub; pin a sha for reproducible results. With a
-                name, it loads that revision of the name's repo (no bundled copy).
+                an official checkpoint's name (:func:`dvae_transform.list_pretrained`).
+            revision: a branch, tag or commit sha on the Hub (with a name: of its repo, never the bundled copy).
             cache_dir: the cache folder (default: the shared Hugging Face cache).
             local_files_only: use the cache (and bundled copies) only, never the network.
             token: a Hub token for private repos (default: the logged-in user's).
             force_download: download again even if the files are cached.
-            registry: where names are looked up (default: the package's own,
-                ``dvae_transform.checkpoints.registry.REGISTRY``); ``Registry(folder)`` reads another folder.
+            registry: where names are looked up (default: the package's; ``Registry(folder)`` reads another).
             **purifier_kwargs: override the saved defaults (``batch_size``, ``sample``, ``seed``) or set ``device``.
         """
         mixin_load = super().from_pretrained
