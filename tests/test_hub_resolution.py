@@ -237,6 +237,8 @@ def test_offline_with_an_empty_cache_names_the_repo_and_offline_mode(fake_hub, r
     with pytest.raises(LocalEntryNotFoundError, match=r"tiny-hub-only: no copy is bundled with dvae-transform, and "
                        r"its Hub repo tests-org/tiny-hub-only .* offline mode is on"):
         DVAEPurify.from_pretrained("tiny-hub-only", registry=registry)
+    with pytest.raises(LocalEntryNotFoundError, match=r"^tiny-fast: its Hub repo tests-org/tiny-fast \(revision v2\)"):
+        DVAEPurify.from_pretrained(NAME, registry=registry, revision="v2")  # a revision, not the bundled copy
 
 
 def test_hub_down_with_an_empty_cache_says_the_hub_could_not_be_reached(fake_hub, tmp_path: Path) -> None:

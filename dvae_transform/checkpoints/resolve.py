@@ -115,12 +115,14 @@ def _official_sources(name: str, revision: str | None, registry: Registry, local
 
 
 def _not_cached_message(
-    source: CheckpointSource, error: Exception, local_files_only: bool, cache_dir: str | os.PathLike | None
+    source: CheckpointSource, error: Exception, registry: Registry, local_files_only: bool,
+    cache_dir: str | os.PathLike | None,
 ) -> str:
     cache = os.fspath(cache_dir) if cache_dir is not None else constants.HF_HUB_CACHE
     missing = f"{source.location} (revision {source.revision or 'main'}) is not in the Hugging Face cache ({cache})"
     if source.name is not None:
-        missing = f"{source.name}: no copy is bundled with dvae-transform, and its Hub repo {missing}"
+        unbundled = "no copy is bundled with dvae-transform, and " if registry[source.name].bundle is None else ""
+        missing = f"{source.name}: {unbundled}its Hub repo {missing}"
     if is_offline_mode():
         why = "offline mode is on (HF_HUB_OFFLINE=1): unset HF_HUB_OFFLINE and connect once to download it"
     elif local_files_only:
@@ -164,6 +166,7 @@ def load_checkpoint(
     try:
         result = load(last.location, last.revision)
     except LocalEntryNotFoundError as error:  # a Hub copy that is neither reachable nor cached
-        raise LocalEntryNotFoundError(_not_cached_message(last, error, local_files_only, cache_dir)) from error
+        message = _not_cached_message(last, error, registry, local_files_only, cache_dir)
+        raise LocalEntryNotFoundError(message) from error
     logger.info("dvae-transform loaded %s", last)
     return result, last
