@@ -8,6 +8,13 @@ Subcommands:
 * ``cache``: list or clear the on-disk cache of purified tensors.
 * ``demo`` and ``bench``: thin wiring to :mod:`dvae_transform.evaluation.demo` and
   :mod:`dvae_transform.evaluation.bench`, imported only when used.
+
+Bad input, files or settings (``ValueError``, ``InputTypeError``, ``OSError``) end with one line
+``dvae-purify COMMAND: error: ...`` and exit status 1; bad options exit with 2; anything else is a bug
+and keeps its traceback. An unwritable cache (read-only, disk full) gives a warning and the purified
+images are kept in memory, so ``purify`` still writes its output. The output is staged and moved into
+place (:mod:`dvae_transform.data.output`), so a failed write leaves an earlier output as it was.
+Offline, ``--weights`` reads the Hugging Face cache; a repo not in it is an error naming it.
 """
 
 from __future__ import annotations
@@ -110,7 +117,9 @@ def _add_purify_parser(commands: argparse._SubParsersAction) -> None:
                         help="sample the latent when purifying (as the authors do) instead of using its mean")
     parser.add_argument("--save-weights", type=Path, metavar="DIR",
                         help="also save the purifier's weights here (loadable with --weights DIR)")
-    parser.add_argument("--overwrite", action="store_true", help="write into an existing, non-empty --out")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the output of an earlier dvae-purify run at --out as a whole (a folder "
+                             "holding other files is refused, never deleted) or an existing .npz file")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
     parser.set_defaults(handler=_purify_command)
 
@@ -165,6 +174,9 @@ def _get_purifier(args: argparse.Namespace, images: torch.Tensor, labels: torch.
         purifier = DVAEPurify.from_pretrained(args.weights)
         if args.num_classes is not None and args.num_classes != purifier.num_classes:
             raise ValueError(f"--num-classes {args.num_classes} does not match the weights' {purifier.num_classes}")
+        if num_classes is not None and num_classes > purifier.num_classes:
+            raise ValueError(f"{args.data} has {num_classes} classes but the weights {args.weights} were fitted "
+                             f"for {purifier.num_classes}; use weights for these classes, or --fit")
         print(f"loaded purifier from {args.weights} in {_seconds(start)}")
     else:
         overrides = {name: getattr(args, name) for name in ("epochs", "width", "latent_dim", "batch_size")}
@@ -226,6 +238,13 @@ def _human_size(size: float) -> str:
     return f"{size:.0f} B" if power == 0 else f"{size:.1f} {units[power]}"
 
 
+def _cell(value: object) -> str:
+    """A table cell: a shape as ``3x32x32``, a field that a damaged manifest lacks as ``?``."""
+    if value is None:
+        return "?"
+    return "x".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
 def _print_table(rows: list[list[str]]) -> None:
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     for row in rows:
@@ -234,6 +253,8 @@ def _print_table(rows: list[list[str]]) -> None:
 
 def _cache_command(args: argparse.Namespace) -> int:
     root = args.cache_dir if args.cache_dir is not None else default_cache_dir()
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(f"--cache-dir {root} is a file, not a cache folder")
     entries = [entry for entry in cache_info(root) if args.key in (None, entry["key"])]
     if args.key is not None and not entries:
         raise ValueError(f"no cache entry {args.key!r} in {root}")
@@ -247,8 +268,8 @@ def _cache_command(args: argparse.Namespace) -> int:
         return 0
     rows = [["KEY", "ITEMS", "SHAPE", "DTYPE", "COMPLETE", "SIZE"]]
     rows += [
-        [entry["key"], str(entry["items"]), "x".join(map(str, entry["item_shape"] or [])), str(entry["dtype"]),
-         "yes" if entry["complete"] else "no", _human_size(entry["size"])]
+        [entry["key"], _cell(entry["items"]), _cell(entry["item_shape"]),
+         _cell(entry["dtype"]), "yes" if entry["complete"] else "no", _human_size(entry["size"])]
         for entry in entries
     ]
     _print_table(rows)

@@ -1,13 +1,35 @@
-"""Images in, checked: conversion to float NCHW in [0, 1], array layouts, labels.
+"""Images in, checked: conversion to float NCHW in [0, 1], array layouts, PIL modes, labels.
 
 Every public function that takes images or labels goes through here, so the transform, the dataset
-wrapper, the baselines, the attacks and the command line accept the same inputs and reject bad ones
-with the same words. Array layouts (``HW``, ``CHW``, ``HWC`` and their batches) are told apart here
-too, for the dataset formats of the command line and for Hugging Face array columns.
+wrapper, the trainer's input adapters, the baselines, the attacks and the command line accept the
+same inputs and reject bad ones with the same words. Array layouts (``HW``, ``CHW``, ``HWC`` and their
+batches) are told apart here too, for numpy images, the dataset formats of the command line and
+Hugging Face array columns.
+
+Pixel values: uint8 is scaled by 1/255, uint16 by 1/65535, floating point must already lie in
+[0, 1]; every other dtype is refused. A PIL image is read by the rule of its mode
+(:func:`pil_to_array`), the one place PIL modes are handled:
+
+=========================================  ==================================================================
+mode                                       read as
+=========================================  ==================================================================
+``1``, ``L``                               gray, 8-bit (``1`` as 0 / 255)
+``P``, ``PA``                              through the palette: gray if every palette entry is gray
+                                           (R = G = B), else RGB; a pixel beyond the palette is refused
+``RGB``, ``RGBX``                          RGB (``X`` is padding)
+``CMYK``, ``YCbCr``, ``HSV``, ``LAB``      converted to RGB by Pillow (CMYK without an ICC profile)
+``LA``, ``La``, ``RGBA``, ``RGBa``, ``PA``  the alpha channel is dropped when every pixel is opaque; an image
+                                           with transparent pixels is refused (its colours there are
+                                           arbitrary): convert it explicitly
+``I;16``, ``I;16L``, ``I;16B``, ``I;16N``  gray, 16-bit (scaled by 1/65535, never clipped to 8 bits)
+``F``                                      gray, float32: must lie in [0, 1] like any float image
+``I`` and any other mode                   refused with a hint (32-bit integers have no fixed range)
+=========================================  ==================================================================
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -16,18 +38,23 @@ import torch
 from PIL import Image
 
 from .precision import decode
-from .validation import InputTypeError
+from .validation import InputTypeError, check_int
 
 ImageInput = Any  # tensor (CHW / NCHW), PIL image, numpy array, or a sequence of those
 
 CHANNEL_COUNTS = (1, 3, 4)
-_GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+_UNIT_SCALE = {torch.uint8: 255.0, torch.uint16: 65535.0}  # integer dtypes read as images, and their full scale
+_AS_IS = ("L", "RGB", "F")
+_TO_RGB = ("RGBX", "CMYK", "YCbCr", "HSV", "LAB")
+_WITH_ALPHA = {"LA": "LA", "La": "LA", "RGBA": "RGBA", "RGBa": "RGBA"}
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 
 # Channel mismatches are never fixed silently: the user converts explicitly.
 _CONVERSION_HINTS = {
     (1, 3): "; convert grayscale images to RGB explicitly, e.g. v2.Grayscale(num_output_channels=3) "
     "or PIL's image.convert('RGB')",
     (3, 1): "; convert RGB images to grayscale explicitly, e.g. v2.Grayscale() or PIL's image.convert('L')",
+    (4, 3): "; a fourth channel is usually alpha: drop it explicitly, e.g. images[:, :3] or PIL's image.convert('RGB')",
 }
 
 
@@ -76,25 +103,93 @@ def from_nchw(array: np.ndarray, layout: str) -> np.ndarray:
     return array
 
 
-def image_to_chw(value: Any) -> torch.Tensor:
-    """One image as a CHW tensor of its own dtype: a PIL image, or an HW / CHW / HWC array-like.
+# ----------------------------------------------------------------------------- PIL modes and arrays
+
+
+def _through_palette(image: Image.Image, name: str) -> Image.Image:
+    """A ``P`` / ``PA`` image converted through its palette: gray (L, LA) if the palette is gray, else RGB(A)."""
+    colours = np.asarray(image.getpalette("RGB") or [], dtype=np.uint8).reshape(-1, 3)
+    highest = int(np.asarray(image.getchannel(0)).max())
+    if highest >= len(colours):
+        raise ValueError(
+            f"{name}: PIL image of mode {image.mode!r} uses palette index {highest} but its palette holds "
+            f"{len(colours)} colour(s); give it a palette (image.putpalette) or, if the values are gray levels, "
+            "pass it as mode 'L' (image.convert('L') would map them to black)"
+        )
+    alpha = image.mode == "PA" or image.has_transparency_data
+    gray = bool((colours == colours[:, :1]).all())
+    return image.convert(("LA" if alpha else "L") if gray else ("RGBA" if alpha else "RGB"))
+
+
+def _drop_opaque_alpha(array: np.ndarray, mode: str, name: str) -> np.ndarray:
+    transparent = int((array[..., -1] != 255).sum())
+    if transparent:
+        raise ValueError(
+            f"{name}: PIL image of mode {mode!r} has {transparent} transparent pixel(s) of {array[..., 0].size}, "
+            "whose colours are arbitrary; convert it explicitly: image.convert('RGB') (or 'L') drops the alpha "
+            "channel as torchvision's ImageFolder loader does, Image.alpha_composite puts it on a background"
+        )
+    return array[..., :-1]
+
+
+def pil_to_array(image: Image.Image, name: str = "image") -> np.ndarray:
+    """A PIL image's pixels as an HW (gray) or HWC (RGB) array, by the rule of its mode (see the module docstring).
+
+    uint8 for 8-bit modes, uint16 for the 16-bit ``I;16`` modes, float32 for ``F``. Raises ``ValueError``
+    naming ``name``, the mode and the way to convert for a mode that has no faithful reading.
+    """
+    mode = image.mode
+    if mode in ("P", "PA"):
+        image = _through_palette(image, name)
+    elif mode in _WITH_ALPHA:
+        image = image.convert(_WITH_ALPHA[mode])
+    elif mode == "1":
+        image = image.convert("L")
+    elif mode in _TO_RGB:
+        image = image.convert("RGB")
+    elif mode in _SIXTEEN_BIT:
+        return np.asarray(image).astype(np.uint16)  # native byte order
+    elif mode not in _AS_IS:
+        raise ValueError(
+            f"{name}: PIL images of mode {mode!r} have no fixed pixel range; convert explicitly to 'L' or 'RGB' "
+            "(8-bit), 'I;16' (16-bit) or 'F' (floats in [0, 1]), e.g. image.convert('I;16') for 16-bit values"
+        )
+    array = np.asarray(image)
+    return _drop_opaque_alpha(array, mode, name) if image.mode in ("LA", "RGBA") else array
+
+
+def image_to_chw(value: Any, name: str = "image") -> torch.Tensor:
+    """One image as a CHW tensor of its own dtype: a PIL image (:func:`pil_to_array`), or an HW / CHW / HWC array-like.
 
     An array of another rank, or a 3-D array that is neither layout, is returned as it is, for
     :func:`to_float_images` to report.
     """
     if isinstance(value, torch.Tensor):
         return value.as_subclass(torch.Tensor)
-    array = np.asarray(value)
+    array = pil_to_array(value, name) if isinstance(value, Image.Image) else _numeric(np.asarray(value), name)
     layout = "HWC" if isinstance(value, Image.Image) and array.ndim == 3 else image_layout(array.shape)
     if layout is not None:
         array = to_nchw(array[None], "N" + layout)[0]
     return torch.from_numpy(np.array(array, order="C"))  # a writable copy (PIL arrays are read-only)
 
 
-def open_image(path: str) -> Image.Image:
-    """Open an image file as grayscale (``L``) if it has no colour, else as RGB."""
-    with Image.open(path) as image:
-        return image.convert("L" if image.mode in _GRAY_MODES else "RGB")
+def read_image(path: str | os.PathLike) -> torch.Tensor:
+    """The image file at ``path`` as a CHW tensor (see :func:`pil_to_array`); every failure names the file."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image_to_chw(image, name=str(path))
+    except (OSError, SyntaxError, Image.DecompressionBombError) as error:
+        if isinstance(error, (FileNotFoundError, PermissionError)):
+            raise
+        raise ValueError(f"{path}: not a readable image file ({error})") from None
+
+
+def _numeric(array: np.ndarray, name: str) -> np.ndarray:
+    """``array`` in native byte order; an array of non-numbers is refused."""
+    if array.dtype.kind not in "biuf":
+        raise InputTypeError(f"{name}: expected numeric pixel values, got a numpy array of dtype {array.dtype}")
+    return array.astype(array.dtype.newbyteorder("="), copy=False)
 
 
 # ----------------------------------------------------------------------------- float batches
@@ -104,14 +199,19 @@ def _as_tensor(images: ImageInput, name: str) -> torch.Tensor:
     if isinstance(images, torch.Tensor):
         return images.as_subclass(torch.Tensor)
     if isinstance(images, Image.Image):
-        return image_to_chw(images)
+        return image_to_chw(images, name)
     if isinstance(images, np.ndarray):
-        return torch.from_numpy(images)
+        array = _numeric(images, name)
+        if array.ndim == 4:
+            array = to_nchw(array, batch_layout(array.shape, name))
+        return image_to_chw(array, name) if array.ndim <= 3 else torch.from_numpy(np.ascontiguousarray(array))
     if isinstance(images, Sequence) and len(images) > 0 and not isinstance(images, str):
-        parts = [_as_tensor(item, name) for item in images]
+        parts = [_as_tensor(item, f"{name}[{index}]") for index, item in enumerate(images)]
         shapes = {tuple(part.shape) for part in parts}
         if len(shapes) != 1:
             raise ValueError(f"{name}: all images must have the same shape, got {sorted(shapes)}")
+        if len({part.dtype for part in parts}) > 1:  # e.g. 8- and 16-bit images: each by its own scale
+            parts = [_unit_float(part, f"{name}[{index}]") for index, part in enumerate(parts)]
         return torch.stack(parts)
     if isinstance(images, Sequence) and len(images) == 0:
         raise ValueError(f"{name}: got an empty sequence, expected at least one image")
@@ -119,6 +219,29 @@ def _as_tensor(images: ImageInput, name: str) -> torch.Tensor:
         f"{name}: expected a torch.Tensor, PIL.Image, numpy array or a sequence of them, "
         f"got {type(images).__name__}"
     )
+
+
+def _unit_float(images: torch.Tensor, name: str) -> torch.Tensor:
+    """Pixel values as float32 in [0, 1]: uint8 / 255, uint16 / 65535, floats checked to lie in [0, 1]."""
+    if images.dtype == torch.uint8:
+        return decode(images)
+    if images.dtype in _UNIT_SCALE:
+        return images.float().div_(_UNIT_SCALE[images.dtype])
+    if not images.is_floating_point():
+        raise InputTypeError(
+            f"{name}: expected uint8, uint16 or floating point images, got dtype {images.dtype}; "
+            "convert 8-bit values with .to(torch.uint8) or scale to float in [0, 1]"
+        )
+    images = images.float()
+    if images.numel() and not torch.isfinite(images).all():
+        raise ValueError(f"{name}: contains NaN or infinite values")
+    low, high = (bound.item() for bound in torch.aminmax(images)) if images.numel() else (0.0, 0.0)
+    if low < 0.0 or high > 1.0:
+        raise ValueError(
+            f"{name}: float images must lie in [0, 1], got values in [{low:.4g}, {high:.4g}]; "
+            "pass uint8 images or divide by 255"
+        )
+    return images
 
 
 def _float_batch(
@@ -135,20 +258,9 @@ def _float_batch(
     batch = tensor.unsqueeze(0) if was_single else tensor
     if batch.shape[0] == 0:
         raise ValueError(f"{name}: the batch is empty, expected at least one image")
-    if batch.dtype == torch.uint8:
-        batch = decode(batch)
-    elif batch.is_floating_point():
-        batch = batch.float()
-        if not torch.isfinite(batch).all():
-            raise ValueError(f"{name}: contains NaN or infinite values")
-        low, high = batch.min().item(), batch.max().item()
-        if low < 0.0 or high > 1.0:
-            raise ValueError(
-                f"{name}: float images must lie in [0, 1], got values in [{low:.4g}, {high:.4g}]; "
-                "pass uint8 images or divide by 255"
-            )
-    else:
-        raise InputTypeError(f"{name}: expected uint8 or floating point images, got dtype {batch.dtype}")
+    if batch.numel() == 0:
+        raise ValueError(f"{name}: got images of shape {tuple(batch.shape[1:])}, which hold no pixels")
+    batch = _unit_float(batch, name)
     if channels is not None and batch.shape[1] != channels:
         raise ValueError(
             f"{name}: expected {channels} channel(s) (NCHW layout), got {batch.shape[1]} "
@@ -171,8 +283,9 @@ def to_float_images(
 ) -> torch.Tensor:
     """Convert images to a float32 NCHW batch in [0, 1] and check them.
 
-    Accepts a CHW or NCHW tensor (uint8, or floating point in [0, 1]), a PIL image, a numpy array
-    (CHW/NCHW), or a sequence of PIL images / CHW tensors; one image becomes a batch of one.
+    Accepts a CHW or NCHW tensor (uint8, uint16, or floating point in [0, 1]), a PIL image (any mode
+    the module docstring lists), a numpy array (HW, CHW, HWC, NCHW or NHWC; a shape that reads both
+    ways is channels-first), or a sequence of those; one image becomes a batch of one.
     Raises ``ValueError`` / :class:`~dvae_transform.validation.InputTypeError` naming the problem
     and the expected value.
     """
@@ -196,15 +309,33 @@ def apply_to_batch(
     return out[0] if was_single else out
 
 
+def describe(value: Any) -> str:
+    """``value`` in a few words for error messages: dtype and shape of a tensor or array, else type and value."""
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        return f"a {type(value).__name__} of dtype {value.dtype} and shape {tuple(value.shape)}"
+    text = repr(value)
+    return f"{type(value).__name__} ({text if len(text) <= 40 else text[:37] + '...'})"
+
+
 def to_labels(labels: Any, num_images: int, num_classes: int, *, name: str = "labels") -> torch.Tensor:
-    """Convert labels to an int64 tensor of length ``num_images`` in ``[0, num_classes)``."""
-    if isinstance(labels, (int, np.integer)):
+    """Convert labels to an int64 tensor of length ``num_images`` in ``[0, num_classes)``.
+
+    ``labels`` is an int (a bool is not a label), or an integer tensor, array or sequence with one
+    label per image; anything else raises :class:`~dvae_transform.validation.InputTypeError` or
+    ``ValueError`` naming the value and what was expected.
+    """
+    check_int(num_classes, "num_classes", low=1)
+    expected = f"{name}: expected integer class labels (an int, or integer tensor/array/list with one per image)"
+    if isinstance(labels, (int, np.integer)) and not isinstance(labels, bool):
         labels = [int(labels)]
-    tensor = torch.as_tensor(labels)
+    try:
+        tensor = torch.as_tensor(labels)
+    except (TypeError, ValueError, RuntimeError):  # strings, dicts, ragged lists
+        raise InputTypeError(f"{expected}, got {describe(labels)}") from None
+    if tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool:
+        raise InputTypeError(f"{expected}, got {describe(labels)}")
     if tensor.ndim == 0:
         tensor = tensor.reshape(1)
-    if tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool:
-        raise InputTypeError(f"{name}: expected integer class labels, got dtype {tensor.dtype}")
     if tensor.ndim != 1:
         raise ValueError(f"{name}: expected a 1-D sequence of labels, got shape {tuple(tensor.shape)}")
     if tensor.numel() != num_images:
@@ -212,7 +343,7 @@ def to_labels(labels: Any, num_images: int, num_classes: int, *, name: str = "la
     tensor = tensor.long()
     if tensor.numel() and (tensor.min() < 0 or tensor.max() >= num_classes):
         raise ValueError(
-            f"{name}: labels must lie in [0, {num_classes}), got values in "
+            f"{name}: class labels must lie in [0, {num_classes}) for {num_classes} classes, got values in "
             f"[{int(tensor.min())}, {int(tensor.max())}]"
         )
     return tensor

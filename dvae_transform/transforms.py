@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
 import PIL.Image
 import torch
 from accelerate import Accelerator
@@ -35,6 +35,7 @@ from .metadata import hub_metadata
 from .model import DVAE
 from .precision import encode
 from .purify import DEFAULT_BATCH_SIZE, purify_two_stage, reconstruct
+from .validation import check_int, check_type
 
 
 class Purifier(Protocol):
@@ -50,18 +51,29 @@ class Purifier(Protocol):
     def purify(self, images: ImageInput, labels: Any = None) -> torch.Tensor: ...
 
 
-def _is_label(value: Any) -> bool:
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, (int, np.integer)):
-        return True
-    return (
-        isinstance(value, torch.Tensor)
-        and not isinstance(value, tv_tensors.TVTensor)
-        and value.ndim <= 1
-        and not value.is_floating_point()
-        and value.dtype != torch.bool
-    )
+def _find_label(sample: Any, flat_inputs: list[Any], needs_transform: list[bool]) -> Any:
+    """The label beside the image(s) in a v2 sample, or None when there is none.
+
+    A dict sample's label is the value of its ``labels`` key, else of the first key containing
+    ``label`` (torchvision's label heuristic; a dict without one has no label). Any other sample's label
+    is its first item that is neither an image, a ``tv_tensors`` object (mask, boxes) nor None. What is
+    found is returned as it is: :func:`~dvae_transform.images.to_labels` refuses one that is not an
+    integer label, so a float, string or bool label is an error, never a silent label-free purification.
+    """
+    if isinstance(sample, Mapping):
+        keys = [key for key in sample if isinstance(key, str)]
+        key = next((key for key in keys if key.lower() == "labels"), None)
+        key = key or next((key for key in keys if "label" in key.lower()), None)
+        return None if key is None else sample[key]
+    passed = (item for item, needed in zip(flat_inputs, needs_transform) if not needed)
+    return next((item for item in passed if item is not None and not isinstance(item, tv_tensors.TVTensor)), None)
+
+
+def _device(device: str | torch.device) -> torch.device:
+    try:
+        return torch.device(check_type(device, "device", str, torch.device))
+    except RuntimeError as error:  # torch's "Expected one of cpu, cuda, ... device type"
+        raise ValueError(f"device must name a torch device such as 'cpu' or 'cuda:0', got {device!r}") from error
 
 
 class DVAEPurify(
@@ -72,11 +84,13 @@ class DVAEPurify(
     """Remove unlearnable perturbations with a fitted two-stage D-VAE.
 
     As a transform, call it on ``(image, label)``: one CHW image or an NCHW batch
-    (tensor or ``tv_tensors.Image``, uint8 or float in [0, 1]) or a PIL image, with an int
-    label or a 1-D tensor of labels. Like every v2 transform it returns its inputs with the
-    image(s) replaced: ``purifier(x, y) -> (purified, y)``; PIL in, PIL out; tensors in,
+    (tensor or ``tv_tensors.Image``, uint8, uint16 or float in [0, 1]) or a PIL image (each mode
+    read by the rule of :mod:`dvae_transform.images`), with an int label or a 1-D tensor of labels.
+    Like every v2 transform it returns its inputs with the image(s) replaced:
+    ``purifier(x, y) -> (purified, y)``; PIL in, PIL out (mode ``L`` or ``RGB``); tensors in,
     float tensors in [0, 1] out. Without a label (a v1 pipeline) it falls back to the
-    stage-2 reconstruction of the input, and warns once that it does.
+    stage-2 reconstruction of the input, and warns once that it does; a label that is there but
+    is not an integer (a float, a string, a bool) raises an error.
     :meth:`purify` is the plain batch API: ``purifier.purify(x, y) -> purified`` (numpy
     arrays and lists of PIL images accepted too), shared with the baselines (:class:`Purifier`).
     :meth:`replace` gives a copy with other purification settings.
@@ -110,8 +124,10 @@ class DVAEPurify(
                 f"stage1 and stage2 were built for different data: {stage1.config} vs {stage2.config}"
             )
         self.stage1, self.stage2 = stage1.eval(), stage2.eval()
-        self.batch_size, self.sample, self.seed = batch_size, sample, seed
-        self.device = torch.device(device)
+        self.batch_size = check_int(batch_size, "batch_size", low=1)
+        self.sample = check_type(sample, "sample", bool)
+        self.seed = check_type(seed, "seed", int, type(None))
+        self.device = _device(device)
         self.history: list[dict[str, float]] = []
         self._warned_label_free = False
 
@@ -339,9 +355,10 @@ class DVAEPurify(
     def purify(self, images: Any, labels: Any = None) -> torch.Tensor:
         """Purify a batch (or one image) and return a float tensor in [0, 1] of the same shape.
 
-        ``images``: a CHW image or NCHW batch (tensor or numpy), PIL image(s), uint8 or float in
-        [0, 1]. ``labels``: an int or an int tensor with one label per image; without labels the
-        label-free path runs (stage-2 reconstruction of the input) and warns once.
+        ``images``: a CHW image or NCHW batch (tensor, or numpy also HWC / NHWC), PIL image(s), uint8,
+        uint16 or float in [0, 1] (see :mod:`dvae_transform.images`). ``labels``: an int or an integer
+        tensor with one label per image; without labels the label-free path runs (stage-2
+        reconstruction of the input) and warns once.
         """
         options = {"batch_size": self.batch_size, "sample": self.sample, "seed": self.seed}
 
@@ -377,7 +394,8 @@ class DVAEPurify(
         """Purify the image(s) in ``inputs``, using a label found beside them; pass the rest through."""
         if not inputs:
             raise TypeError("DVAEPurify needs an image, or an (image, label) pair")
-        flat_inputs, spec = tree_flatten(inputs if len(inputs) > 1 else inputs[0])
+        sample = inputs if len(inputs) > 1 else inputs[0]
+        flat_inputs, spec = tree_flatten(sample)
         needs_transform = self._needs_transform_list(flat_inputs)
         if not any(needs_transform):
             kinds = sorted({type(item).__name__ for item in flat_inputs})
@@ -385,8 +403,7 @@ class DVAEPurify(
                 f"DVAEPurify found no image in its input (got {', '.join(kinds)}); pass a torch.Tensor, "
                 "tv_tensors.Image or PIL image (convert numpy arrays with v2.ToImage())"
             )
-        pairs = list(zip(flat_inputs, needs_transform))
-        candidates = [item for item, needed in pairs if not needed and _is_label(item)]
-        params = {"labels": candidates[0] if candidates else None}
+        params = {"labels": _find_label(sample, flat_inputs, needs_transform)}
+        pairs = zip(flat_inputs, needs_transform)
         outputs = [self.transform(item, params) if needed else item for item, needed in pairs]
         return tree_unflatten(outputs, spec)

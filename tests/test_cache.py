@@ -161,6 +161,58 @@ def test_failed_write_leaves_no_shard(tmp_path, monkeypatch):
     assert cache.missing_shards() == [0, 1, 2]
 
 
+def _damage_entry(manifest: dict, how: str) -> None:
+    shards, good = manifest["shards"], manifest["shards"]["1"]
+    if how in ("null", "int", "list", "string"):
+        shards["1"] = {"null": None, "int": 5, "list": [1, 2], "string": "x"}[how]
+    elif how in ("size-string", "size-negative", "size-bool", "sha-int", "sha-short", "no-sha"):
+        shards["1"] = {**good, **{"size-string": {"size": "x"}, "size-negative": {"size": -1},
+                                  "size-bool": {"size": True}, "sha-int": {"sha256": 5},
+                                  "sha-short": {"sha256": "ab"}, "no-sha": {"sha256": None}}[how]}
+    else:  # a bad key beside a removed good one
+        del shards["1"]
+        shards[{"key-word": "one", "key-float": "1.0", "key-negative": "-1", "key-beyond": "99"}[how]] = good
+
+
+@pytest.mark.parametrize(
+    "how",
+    ["null", "int", "list", "string", "size-string", "size-negative", "size-bool", "sha-int", "sha-short", "no-sha",
+     "key-word", "key-float", "key-negative", "key-beyond"],
+)
+def test_malformed_manifest_entry_is_a_missing_shard_and_heals(tmp_path, how):
+    expected = fill(make_cache(tmp_path))
+    manifest_path = make_cache(tmp_path).path / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    _damage_entry(manifest, how)
+    manifest_path.write_text(json.dumps(manifest))
+
+    cache = make_cache(tmp_path)
+    assert cache.missing_shards() == [1]
+    assert not cache_info(tmp_path)[0]["complete"]
+    assert torch.equal(fill(cache), expected) and torch.equal(cache.load(), expected)
+    assert sorted(json.loads(manifest_path.read_text())["shards"]) == ["0", "1", "2"]  # healed
+
+
+@pytest.mark.parametrize("text", ["", "{", "[]", "5", '{"format": "dvae_transform.cache/1", "shards": [1]}', "\x00"])
+def test_unreadable_manifest_means_every_shard_is_computed_again(tmp_path, text):
+    expected = fill(make_cache(tmp_path))
+    (make_cache(tmp_path).path / "manifest.json").write_text(text)
+    cache = make_cache(tmp_path)
+    assert cache.missing_shards() == [0, 1, 2]
+    assert torch.equal(fill(cache), expected) and cache.is_complete()
+
+
+def test_cache_info_of_a_damaged_layout_shows_what_is_valid(tmp_path):
+    fill(make_cache(tmp_path))
+    manifest_path = make_cache(tmp_path).path / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest.update(num_items="10", item_shape=5, dtype=["uint8"], shard_size=0)
+    manifest_path.write_text(json.dumps(manifest))
+    [entry] = cache_info(tmp_path)
+    assert (entry["items"], entry["item_shape"], entry["dtype"], entry["complete"]) == (None, None, None, False)
+    assert clear_cache(tmp_path) == entry["size"] and cache_info(tmp_path) == []
+
+
 def test_changed_layout_under_same_key_starts_over(tmp_path):
     fill(make_cache(tmp_path))
     other = TensorCache("entry", num_items=10, item_shape=SHAPE, shard_size=5, root=tmp_path)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import subprocess
 import sys
@@ -114,6 +116,60 @@ def test_image_folder_round_trip(tmp_path, data_u8, tiny_purifier, weights_dir):
     assert meta.format == "folder" and meta.classes == CLASSES
     assert reread.shape == images.shape
     assert sorted(reread_labels.tolist()) == sorted(labels.tolist())
+
+
+def test_sixteen_bit_pngs_are_read_at_their_range_not_clipped(tmp_path, tiny_purifier, weights_dir):
+    gradient = np.linspace(0, 65535, 256).astype(np.uint16).reshape(16, 16)
+    for index, label in enumerate([0, 1, 2, 3]):
+        (tmp_path / "deep" / CLASSES[label]).mkdir(parents=True)
+        Image.fromarray(np.roll(gradient, index)).save(tmp_path / "deep" / CLASSES[label] / "x.png")
+    images, labels, _ = read_dataset(tmp_path / "deep", progress=False)
+    expected = torch.stack([torch.from_numpy(np.roll(gradient, index).astype(np.float32) / 65535)[None]
+                            for index in range(4)])
+    assert images.dtype == torch.float32 and torch.equal(images, expected)
+
+    assert purify(["--data", str(tmp_path / "deep"), "--out", str(tmp_path / "out")], weights_dir) == 0
+    out = torch.from_numpy(np.array(Image.open(tmp_path / "out" / "cat" / "x.png")))
+    assert_within_one_level(out, expected_output(tiny_purifier, expected[2:3], labels[2:3])[0, 0])
+
+
+def test_overwrite_replaces_the_previous_output_as_a_whole(tmp_path, data_u8, weights_dir, capsys):
+    images, labels = data_u8
+    write_image_folder(tmp_path / "four", images, labels)
+    two = labels % 2 == 1  # bee and dog only
+    write_image_folder(tmp_path / "two", images[two], labels[two])
+    out = tmp_path / "out"
+    assert purify(["--data", str(tmp_path / "four"), "--out", str(out)], weights_dir) == 0
+    assert purify(["--data", str(tmp_path / "two"), "--out", str(out), "--overwrite"], weights_dir) == 0
+    reread, reread_labels, meta = read_dataset(out, progress=False)
+    assert meta.classes == ["bee", "dog"] and len(reread) == int(two.sum())  # no stale ant/ or cat/ shifting labels
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["four", "out", "two"]  # no staging folder left
+
+    (out / "bee" / "mine.txt").write_text("kept")
+    err = run_error(["purify", "--data", str(tmp_path / "four"), "--out", str(out), "--weights", str(weights_dir),
+                     "--overwrite"], capsys)
+    assert "holds files that dvae-purify did not write (bee/mine.txt)" in err
+    assert (out / "bee" / "mine.txt").read_text() == "kept" and sorted(os.listdir(out))[1:] == ["bee", "dog"]
+
+
+def test_a_failed_write_leaves_the_earlier_output_as_it_was(tmp_path, data_u8, weights_dir, capsys, monkeypatch):
+    images, labels = data_u8
+    write_image_folder(tmp_path / "in", images[:8], labels[:8])
+    args = ["purify", "--data", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--weights", str(weights_dir),
+            "--device", "cpu", "--no-progress", "--overwrite"]
+    assert main(args) == 0
+    before = {path: path.read_bytes() for path in (tmp_path / "out").rglob("*") if path.is_file()}
+    saved = []
+
+    def disk_full(image, path, *options, **keywords):
+        if saved:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        saved.append(path)
+
+    monkeypatch.setattr(Image.Image, "save", disk_full)
+    assert "writing " + str(tmp_path / "out") + " failed (No space left on device)" in run_error(args, capsys)
+    assert {path: path.read_bytes() for path in (tmp_path / "out").rglob("*") if path.is_file()} == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["in", "out"]
 
 
 def test_jpeg_files_become_png_with_the_same_stem(tmp_path, data_u8, weights_dir):
@@ -286,7 +342,7 @@ def test_empty_and_malformed_folders(tmp_path, data_u8, weights_dir, capsys):
 def test_bad_input_types_are_reported_and_bugs_are_not(tmp_path, weights_dir, capsys, monkeypatch):
     np.savez(tmp_path / "ints.npz", images=np.zeros((4, 1, 16, 16), np.int64), labels=np.zeros(4, np.int64))
     base = ["purify", "--out", str(tmp_path / "o"), "--weights", str(weights_dir), "--data"]
-    assert "expected uint8 or floating point images" in run_error([*base, str(tmp_path / "ints.npz")], capsys)
+    assert "expected uint8, uint16 or floating point images" in run_error([*base, str(tmp_path / "ints.npz")], capsys)
 
     def bug(*args, **kwargs):
         raise TypeError("a programming error")
@@ -344,6 +400,11 @@ def test_cache_info_and_clear(tmp_path, capsys):
     assert table[1].split()[:5] == ["alpha", "3", "1x4x4", "uint8", "yes"]
     assert table[2].split()[:5] == ["beta", "5", "1x4x4", "uint8", "yes"]
     assert "2 entries" in table[-1]
+
+    manifest_path = tmp_path / "alpha" / "manifest.json"  # damaged by hand: listed with '?', still clearable
+    manifest_path.write_text(json.dumps({**json.loads(manifest_path.read_text()), "item_shape": 5, "dtype": None}))
+    assert main(["cache", "--cache-dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[:5] == ["alpha", "3", "?", "?", "no"]
 
     assert main(["cache", "clear", "--cache-dir", str(tmp_path), "--key", "beta"]) == 0
     assert f"freed {beta_size} bytes" in capsys.readouterr().out

@@ -25,7 +25,7 @@ FLOORS: list[tuple[str, list[str]]] = [
     ("method", ["purify", "fit"]),
     ("storage", ["cache.store", "cache.maintenance", "checkpoints.layout", "checkpoints.recipe", "checkpoints.registry",
                  "checkpoints.resolve", "checkpoints.card"]),
-    ("input adapters", ["data.sources", "data.formats"]),
+    ("input adapters", ["data.sources", "data.output", "data.formats"]),
     ("transform", ["transforms"]),
     ("dataset", ["data.purified"]),
     ("tools", ["cli", "evaluation.*"]),

@@ -90,6 +90,15 @@ def test_pil_in_pil_out(purifier, tiny_data):
     assert torch.equal(F.pil_to_tensor(out), (expected * 255).round().to(torch.uint8))
 
 
+def test_palette_pil_in_gray_pil_out(purifier, tiny_data):
+    gray = as_pil(tiny_data[0][0])
+    palette = gray.quantize(16)  # a palette image of 16 gray levels, as optimised PNGs and GIFs hold
+    levels = palette.convert("L")
+    out, label = purifier(palette, 1)
+    assert out.mode == "L" and label == 1
+    assert torch.equal(F.pil_to_tensor(out), F.pil_to_tensor(purifier(levels, 1)[0]))
+
+
 def test_rgb_pil_in_rgb_pil_out(rgb_purifier):
     image = PIL.Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8))
     out, _ = rgb_purifier(image, 0)
@@ -125,6 +134,29 @@ def test_label_free_path_warns_once_and_reconstructs(purifier, tiny_data):
     assert len(messages) == 1 and "no label" in messages[0]
     for image, output in zip(images, outputs):
         assert torch.equal(output, label_free(purifier, image[None])[0])
+
+
+@pytest.mark.parametrize(
+    "sample",
+    [lambda image: (image,), lambda image: (image, None), lambda image: ({"image": image, "name": "x"},)],
+    ids=["image-alone", "label-none", "dict-without-label"],
+)
+def test_only_an_absent_label_takes_the_label_free_path(purifier, tiny_data, sample):
+    image = tv_tensors.Image(tiny_data[0][5])
+    with pytest.warns(UserWarning, match="got no label"):
+        out = v2.Compose([purifier])(*sample(image))
+    out_image = out[0] if isinstance(out, tuple) else out["image"] if isinstance(out, dict) else out
+    assert torch.equal(out_image.as_subclass(torch.Tensor), label_free(purifier, tiny_data[0][5:6])[0])
+
+
+@pytest.mark.parametrize("label", [1.0, torch.tensor(1.0), np.float32(1), "1", True, torch.tensor(True)])
+def test_a_present_label_that_is_not_an_integer_is_an_error_every_time(purifier, tiny_data, label):
+    image = tiny_data[0][5]
+    with pytest.warns(UserWarning, match="got no label"):
+        purifier(image)  # the one warning of the label-free path is spent
+    for _ in range(2):
+        with pytest.raises(TypeError, match="expected integer class labels"):
+            v2.Compose([purifier])(image, label)
 
 
 @pytest.mark.filterwarnings("ignore:DVAEPurify got no label")
@@ -227,7 +259,7 @@ def test_grayscale_into_rgb_model_asks_for_explicit_conversion(rgb_purifier):
         ((torch.full((1, 16, 16), float("nan")), 0), ValueError, "NaN"),
         ((torch.rand(1, 16, 16) * 255, 0), ValueError, r"must lie in \[0, 1\].*divide by 255"),
         ((torch.rand(1, 16, 16) - 1, 0), ValueError, r"must lie in \[0, 1\]"),
-        ((torch.ones(1, 16, 16, dtype=torch.int32), 0), TypeError, "uint8 or floating point"),
+        ((torch.ones(1, 16, 16, dtype=torch.int32), 0), TypeError, "uint8, uint16 or floating point"),
         ((np.zeros((16, 16, 1), dtype=np.uint8), 0), TypeError, "found no image.*ToImage"),
     ],
 )

@@ -7,7 +7,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .store import MANIFEST, default_cache_dir, entry_lock, read_manifest_file, shard_name
+from ..precision import STORAGE_DTYPES
+from .store import MANIFEST, default_cache_dir, entry_lock, is_count, read_manifest_file, shard_entries, shard_name
 
 
 def _file_size(path: Path) -> int:
@@ -21,17 +22,27 @@ def _folder_size(path: Path) -> int:
     return sum(_file_size(item) for item in path.rglob("*"))
 
 
+def _layout(manifest: dict[str, Any]) -> tuple[int | None, list[int] | None, str | None]:
+    """``(items, item_shape, dtype)`` of a manifest, each None where the manifest holds no valid value."""
+    items, shape, dtype = manifest.get("num_items"), manifest.get("item_shape"), manifest.get("dtype")
+    return (
+        items if is_count(items) else None,
+        shape if isinstance(shape, list) and all(is_count(size) for size in shape) else None,
+        dtype if isinstance(dtype, str) and dtype in STORAGE_DTYPES else None,
+    )
+
+
 def _entry_complete(path: Path, manifest: dict[str, Any]) -> bool:
-    """Cheap completeness check: every shard is in the manifest and its file has the recorded size."""
-    try:
-        num_shards = math.ceil(manifest["num_items"] / manifest["shard_size"])
-        for index in range(num_shards):
-            entry = manifest["shards"][str(index)]
-            if (path / shard_name(index)).stat().st_size != entry["size"]:
-                return False
-    except (KeyError, TypeError, ZeroDivisionError, OSError):
+    """Cheap completeness check: a valid layout, every shard in the manifest, each file of the recorded size."""
+    layout, shard_size = _layout(manifest), manifest.get("shard_size")
+    if None in layout or not is_count(shard_size) or shard_size == 0:
         return False
-    return True
+    items = layout[0]
+    num_shards = math.ceil(items / shard_size)
+    entries = shard_entries(manifest.get("shards"), num_shards)
+    return len(entries) == num_shards and all(
+        _file_size(path / shard_name(index)) == entry["size"] for index, entry in entries.items()
+    )
 
 
 def cache_info(root: Path | str | None = None) -> list[dict[str, Any]]:
@@ -39,7 +50,9 @@ def cache_info(root: Path | str | None = None) -> list[dict[str, Any]]:
 
     Each dict holds ``key``, ``items`` (number of items), ``item_shape``, ``dtype``, ``complete``
     (all shards present with their recorded sizes; checksums are verified only on read), ``size``
-    (bytes on disk) and ``path``. Folders without a cache manifest are ignored.
+    (bytes on disk) and ``path``; ``items``, ``item_shape`` and ``dtype`` are None where a damaged
+    manifest holds no valid value (such an entry can still be cleared). Folders without a cache
+    manifest are ignored.
     """
     root = Path(root) if root is not None else default_cache_dir()
     if not root.is_dir():
@@ -49,12 +62,13 @@ def cache_info(root: Path | str | None = None) -> list[dict[str, Any]]:
         manifest = read_manifest_file(path / MANIFEST) if path.is_dir() else None
         if manifest is None:
             continue
+        items, item_shape, dtype = _layout(manifest)
         info.append(
             {
                 "key": path.name,
-                "items": manifest.get("num_items"),
-                "item_shape": manifest.get("item_shape"),
-                "dtype": manifest.get("dtype"),
+                "items": items,
+                "item_shape": item_shape,
+                "dtype": dtype,
                 "complete": _entry_complete(path, manifest),
                 "size": _folder_size(path),
                 "path": str(path),

@@ -5,8 +5,9 @@ shards of ``shard_size`` items. Each shard is a safetensors file (tensor name ``
 ``manifest.json`` records the layout plus the sha256 and byte size of every finished shard. All
 files are written atomically (temp file in the same folder, fsync, ``os.replace``), so a crash
 never leaves a half-written shard visible. A shard whose file is missing, has the wrong size or
-checksum, or fails to load is reported missing and never served. Only safetensors and JSON are
-read or written; nothing is pickled.
+checksum, or fails to load is reported missing and never served; so is one whose manifest entry is
+malformed, and every shard of a manifest that cannot be read: they are computed again, never an
+error. Only safetensors and JSON are read or written; nothing is pickled.
 
 The cache stores what it is given: tensors already at storage precision (``uint8`` levels or
 ``float16``, see :mod:`dvae_transform.precision`), and gives them back unchanged. Keys come from
@@ -95,6 +96,28 @@ def read_manifest_file(path: Path) -> dict[str, Any] | None:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         return None
     return manifest
+
+
+def is_count(value: Any) -> bool:
+    """Whether a JSON value is an int >= 0 (not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def shard_entries(shards: Any, num_shards: int) -> dict[int, dict[str, Any]]:
+    """The well-formed entries of a manifest's ``shards``, by shard index.
+
+    Well-formed: the key is a shard index in ``[0, num_shards)`` in decimal, the value an object with a
+    ``sha256`` hex digest and a ``size`` >= 0. Any other entry (a hand-edited or damaged manifest) counts
+    as a missing shard, which is computed again and replaces the entry: never an error.
+    """
+    entries = {}
+    for key, entry in shards.items() if isinstance(shards, dict) else ():
+        if not (isinstance(key, str) and key.isdecimal() and int(key) < num_shards and isinstance(entry, dict)):
+            continue
+        digest, size = entry.get("sha256"), entry.get("size")
+        if isinstance(digest, str) and len(digest) == 64 and is_count(size):
+            entries[int(key)] = {"sha256": digest, "size": size}
+    return entries
 
 
 def entry_lock(root: Path, key: str) -> FileLock:
@@ -233,9 +256,7 @@ class TensorCache:
 
     def _entries(self) -> dict[int, dict[str, Any]]:
         manifest = self._read_manifest()
-        if manifest is None:
-            return {}
-        return {int(index): entry for index, entry in manifest["shards"].items()}
+        return {} if manifest is None else shard_entries(manifest["shards"], self.num_shards)
 
     def _write_manifest(self, entries: dict[int, dict[str, Any]]) -> None:
         shards = {str(index): entries[index] for index in sorted(entries)}
@@ -263,12 +284,12 @@ class TensorCache:
             with open(self.path / shard_name(index), "rb") as handle:
                 signature = _stat_signature(os.fstat(handle.fileno()))
                 data = handle.read()
-        except FileNotFoundError:
+        except OSError:  # missing, or not a readable file
             return None
-        if len(data) != entry.get("size"):
+        if len(data) != entry["size"]:
             return None
-        if self._verified.get(index) != (signature, entry.get("sha256")):
-            if hashlib.sha256(data).hexdigest() != entry.get("sha256"):
+        if self._verified.get(index) != (signature, entry["sha256"]):
+            if hashlib.sha256(data).hexdigest() != entry["sha256"]:
                 return None
         try:
             stored = _load_safetensors(data)[TENSOR_NAME]
@@ -286,9 +307,9 @@ class TensorCache:
             stat = (self.path / shard_name(index)).stat()
         except FileNotFoundError:
             return False
-        if stat.st_size != entry.get("size"):
+        if stat.st_size != entry["size"]:
             return False
-        if self._verified.get(index) == (_stat_signature(stat), entry.get("sha256")):
+        if self._verified.get(index) == (_stat_signature(stat), entry["sha256"]):
             return True
         return self._read_shard(index, entry) is not None
 

@@ -17,7 +17,10 @@ what :func:`write_dataset` needs to write purified images in the same format.
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -27,9 +30,11 @@ from torchvision.datasets import ImageFolder
 from torchvision.transforms.v2 import functional as F
 from tqdm.auto import tqdm
 
+from ..files import atomic_write
 from ..fingerprint import fingerprint
-from ..images import batch_layout, from_nchw, image_layout, image_to_chw, open_image, to_float_images, to_nchw
+from ..images import batch_layout, describe, from_nchw, image_layout, read_image, to_float_images, to_nchw
 from ..precision import as_uint8, decode
+from .output import check_output, write_folder
 from .sources import hf_columns, load_images_and_labels
 
 FORMATS = ("folder", "hf", "npz")
@@ -106,11 +111,16 @@ def read_dataset(
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: unknown format, missing ``images``/``labels`` keys, an empty dataset, images of
-            different sizes, or bad labels.
+        ValueError: unknown format, an unreadable file, missing ``images``/``labels`` keys, an empty
+            dataset, images of different sizes, bad labels, or Hugging Face options for another format.
     """
     kind = detect_format(path)
     path = Path(path)
+    options = {"split": split, "image_column": image_column, "label_column": label_column}
+    given = [name for name, value in options.items() if value is not None]
+    if kind != "hf" and given:
+        what = "an .npz file" if kind == "npz" else "an image folder"
+        raise ValueError(f"{path} is {what}; {' and '.join(given)} only for save_to_disk datasets")
     if kind == "npz":
         return _read_npz(path)
     if kind == "hf":
@@ -131,23 +141,21 @@ def write_dataset(
     """Write uint8 NCHW ``images`` with ``labels`` to ``out`` in the format of ``meta``; returns the written path.
 
     ``out`` is a folder; for ``npz`` it may also name the ``.npz`` file (else the file keeps the
-    input's name inside ``out``). Refuses to write over existing output unless ``overwrite``,
-    and never writes over the input. ``key`` is the purification's key (it fingerprints a written
-    Hugging Face dataset).
+    input's name inside ``out``). Refuses to write over existing output unless ``overwrite``, and
+    then replaces only a previous output of this command, as a whole (:mod:`.output`); never writes
+    over the input. ``key`` is the purification's key (it fingerprints a written Hugging Face dataset).
     """
     if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4:
-        raise TypeError(f"write_dataset: expected a uint8 NCHW tensor, got {_describe(images)}")
+        raise TypeError(f"write_dataset: expected a uint8 NCHW tensor, got {describe(images)}")
     if len(labels) != images.shape[0]:
         raise ValueError(f"write_dataset: got {len(labels)} labels for {images.shape[0]} images")
     target = output_path(out, meta, overwrite=overwrite)
     if meta.format == "npz":
         _write_npz(target, images, labels, meta)
     elif meta.format == "hf":
-        _write_hf(target, images, meta, key)
-    elif meta.format == "folder":
-        _write_folder(target, images, labels, meta, progress)
+        write_folder(target, lambda folder: _write_hf(folder, images, meta, key))
     else:
-        raise ValueError(f"unknown dataset format {meta.format!r}; expected one of {FORMATS}")
+        write_folder(target, lambda folder: _write_folder(folder, images, labels, meta, progress))
     return target
 
 
@@ -155,27 +163,20 @@ def output_path(out: str | os.PathLike, meta: DatasetMeta, *, overwrite: bool = 
     """Where :func:`write_dataset` writes ``out`` for ``meta``, checked before any work is done.
 
     Raises:
-        ValueError: the output would replace the input.
-        FileExistsError: the output exists and is not empty, and ``overwrite`` is not set.
+        ValueError: the output would replace the input, or lie inside it.
+        FileExistsError: the output exists and is not empty, and ``overwrite`` is not set; or it holds
+            files that a previous run of this command did not write (see :func:`.output.check_output`).
     """
+    if meta.format not in FORMATS:
+        raise ValueError(f"unknown dataset format {meta.format!r}; expected one of {FORMATS}")
     target = Path(out)
     if meta.format == "npz" and target.suffix.lower() != ".npz":
         target = target / meta.source.name
-    if target.resolve() == meta.source.resolve():
-        raise ValueError(f"output {target} is the input; choose another --out")
-    occupied = target.is_file() or (target.is_dir() and any(target.iterdir()))
-    if occupied and not overwrite:
-        raise FileExistsError(f"output {target} exists and is not empty; choose another --out or pass --overwrite")
+    check_output(target, meta.source, is_file=meta.format == "npz", overwrite=overwrite)
     return target
 
 
 # ----------------------------------------------------------------------------- shared helpers
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, torch.Tensor):
-        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
-    return type(value).__name__
 
 
 def _int_labels(labels: np.ndarray, count: int, source: Path) -> torch.Tensor:
@@ -186,33 +187,44 @@ def _int_labels(labels: np.ndarray, count: int, source: Path) -> torch.Tensor:
     return torch.from_numpy(labels.astype(np.int64))
 
 
-def _checked(images: torch.Tensor, source: Path) -> torch.Tensor:
-    """uint8 images as they are, anything else checked and converted to float32 in [0, 1]."""
-    if images.dtype == torch.uint8:
-        return images
-    return to_float_images(images, name=str(source))
-
-
 # ----------------------------------------------------------------------------- npz
 
 
+def _load_npz(path: Path) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The ``images`` and ``labels`` arrays of the archive at ``path`` (those present), and all its names."""
+    try:
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise ValueError(f"it holds a single array of shape {archive.shape}")
+        with archive:
+            return {key: archive[key] for key in ("images", "labels") if key in archive.files}, sorted(archive.files)
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError) as error:  # truncated, not a zip, pickled arrays
+        raise ValueError(f"{path}: not a readable .npz archive of numeric arrays ({error})") from None
+
+
 def _read_npz(path: Path) -> LoadedDataset:
-    with np.load(path, allow_pickle=False) as archive:
-        missing = [key for key in ("images", "labels") if key not in archive.files]
-        if missing:
-            raise ValueError(f"{path}: missing array(s) {missing}; the archive holds {sorted(archive.files)}")
-        images, labels = archive["images"], archive["labels"]
+    arrays, names = _load_npz(path)
+    missing = [key for key in ("images", "labels") if key not in arrays]
+    if missing:
+        raise ValueError(f"{path}: missing array(s) {missing}; the archive holds {names}")
+    images, labels = arrays["images"], arrays["labels"]
+    layout = batch_layout(images.shape, path)
     if images.shape[0] == 0:
         raise ValueError(f"{path}: the archive holds no images")
-    layout = batch_layout(images.shape, path)
-    tensor = _checked(torch.from_numpy(np.ascontiguousarray(to_nchw(images, layout))), path)
+    nchw = to_nchw(images, layout)
+    if nchw.dtype == np.uint8:  # kept as it is; anything else checked and converted to float32 in [0, 1]
+        tensor = torch.from_numpy(np.ascontiguousarray(nchw))
+    else:
+        tensor = to_float_images(nchw, name=str(path))
     return LoadedDataset(tensor, _int_labels(labels, images.shape[0], path), DatasetMeta("npz", path, layout=layout))
 
 
 def _write_npz(target: Path, images: torch.Tensor, labels: torch.Tensor, meta: DatasetMeta) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    array = np.ascontiguousarray(from_nchw(images.numpy(), meta.layout))
-    np.savez(target, images=array, labels=np.asarray(labels, dtype=np.int64))
+    buffer = io.BytesIO()
+    np.savez(buffer, images=np.ascontiguousarray(from_nchw(images.numpy(), meta.layout)),
+             labels=np.asarray(labels, dtype=np.int64))
+    atomic_write(target, buffer.getvalue())
 
 
 # ----------------------------------------------------------------------------- image folder
@@ -220,14 +232,16 @@ def _write_npz(target: Path, images: torch.Tensor, labels: torch.Tensor, meta: D
 
 def _read_folder(path: Path, progress: bool) -> LoadedDataset:
     try:
-        folder = ImageFolder(path, loader=open_image, allow_empty=True)
+        folder = ImageFolder(path, loader=read_image, allow_empty=True)
     except FileNotFoundError as error:
         raise ValueError(f"{path}: no class sub-folders found; {_EXPECTED}") from error
     if not folder.samples:
         raise ValueError(f"{path}: the class sub-folders {folder.classes} hold no image files")
     tensors, files = [], []
     for file, label in tqdm(folder.samples, desc="reading images", unit="img", disable=not progress):
-        tensor = image_to_chw(open_image(file))
+        tensor = read_image(file)
+        if tensor.dtype != torch.uint8:  # 16-bit or float images: scaled and checked here, naming the file
+            tensor = to_float_images(tensor, name=file)[0]
         if tensors and tensor.shape != tensors[0].shape:
             raise ValueError(
                 f"{file}: image has shape {tuple(tensor.shape)} but {folder.samples[0][0]} has "
@@ -236,7 +250,9 @@ def _read_folder(path: Path, progress: bool) -> LoadedDataset:
         tensors.append(tensor)
         files.append(Path(os.path.relpath(file, path / folder.classes[label])).as_posix())
     meta = DatasetMeta("folder", path, num_classes=len(folder.classes), classes=folder.classes, files=files)
-    return LoadedDataset(torch.stack(tensors), torch.tensor(folder.targets, dtype=torch.int64), meta)
+    same_dtype = len({tensor.dtype for tensor in tensors}) == 1
+    images = torch.stack(tensors) if same_dtype else to_float_images(tensors, name=str(path))
+    return LoadedDataset(images, torch.tensor(folder.targets, dtype=torch.int64), meta)
 
 
 def _write_folder(
