@@ -7,7 +7,7 @@ callable for v1 ``transforms.Compose``. Batches go through the same call.
 
 from __future__ import annotations
 
-import json
+import functools
 import os
 import warnings
 from collections.abc import Mapping
@@ -267,21 +267,10 @@ class DVAEPurify(
             registry: where names are looked up (default: the package's; ``Registry(folder)`` reads another).
             **purifier_kwargs: override the saved defaults (``batch_size``, ``sample``, ``seed``) or set ``device``.
         """
-        mixin_load = super().from_pretrained
-
-        def load(location: str, location_revision: str | None) -> DVAEPurify:
-            try:
-                return mixin_load(
-                    location, revision=location_revision, cache_dir=cache_dir, local_files_only=local_files_only,
-                    token=token, force_download=force_download, **purifier_kwargs,
-                )
-            except json.JSONDecodeError as error:  # the mixin parses the top-level config.json itself
-                raise ValueError(f"{os.path.join(location, 'config.json')} is not valid JSON: {error}") from None
-
-        purifier, source = load_checkpoint(
-            repo_id_or_path, load, revision=revision, registry=registry, local_files_only=local_files_only,
-            cache_dir=cache_dir,
-        )
+        load = functools.partial(super().from_pretrained, cache_dir=cache_dir, local_files_only=local_files_only,
+                                 token=token, force_download=force_download, **purifier_kwargs)
+        purifier, source = load_checkpoint(repo_id_or_path, load, revision=revision, registry=registry,
+                                           local_files_only=local_files_only, cache_dir=cache_dir)
         purifier.source = source
         return purifier
 

@@ -26,6 +26,7 @@ or WARNING when the Hub copy failed and the bundled one is used instead) and ret
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 from collections.abc import Callable
@@ -35,6 +36,7 @@ from typing import TypeVar
 from huggingface_hub import constants, is_offline_mode
 from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
+from .layout import CONFIG_NAME
 from .registry import REGISTRY, Registry
 
 logger = logging.getLogger(__name__)
@@ -132,16 +134,23 @@ def _not_cached_message(
     return f"{missing}, and {why}"
 
 
+def _load(load: Callable[..., T], source: CheckpointSource) -> T:
+    try:
+        return load(source.location, revision=source.revision)
+    except json.JSONDecodeError as error:  # ModelHubMixin.from_pretrained parses the top-level config.json itself
+        raise ValueError(f"{os.path.join(source.location, CONFIG_NAME)} is not valid JSON: {error}") from None
+
+
 def load_checkpoint(
     name_or_path: str | os.PathLike,
-    load: Callable[[str, str | None], T],
+    load: Callable[..., T],
     *,
     revision: str | None = None,
     registry: Registry | None = None,
     local_files_only: bool = False,
     cache_dir: str | os.PathLike | None = None,
 ) -> tuple[T, CheckpointSource]:
-    """``load(location, revision)`` applied to the first copy of ``name_or_path`` that loads, and that copy.
+    """``load(location, revision=...)`` applied to the first copy of ``name_or_path`` that loads, and that copy.
 
     ``load`` reads a folder or a Hub repo id. A bundled copy is verified (sha256) first. When no copy is
     cached and the Hub cannot be reached, the ``LocalEntryNotFoundError`` names the repo and the reason
@@ -152,7 +161,7 @@ def load_checkpoint(
     *fallible, last = plan_sources(name_or_path, revision, registry=registry, local_files_only=offline)
     for source in fallible:  # a Hub copy with a bundled copy behind it
         try:
-            result = load(source.location, source.revision)
+            result = _load(load, source)
         except _HUB_UNAVAILABLE as error:
             failure = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
             last = dataclasses.replace(last, reason=f"the Hub copy could not be loaded ({failure})")
@@ -164,7 +173,7 @@ def load_checkpoint(
     if last.kind == BUNDLED:
         registry.verified_bundle(last.name)
     try:
-        result = load(last.location, last.revision)
+        result = _load(load, last)
     except LocalEntryNotFoundError as error:  # a Hub copy that is neither reachable nor cached
         message = _not_cached_message(last, error, registry, local_files_only, cache_dir)
         raise LocalEntryNotFoundError(message) from error
