@@ -7,7 +7,7 @@ callable for v1 ``transforms.Compose``. Batches go through the same call.
 
 from __future__ import annotations
 
-import json
+import functools
 import os
 import warnings
 from collections.abc import Mapping
@@ -25,7 +25,8 @@ from torchvision.transforms.v2 import functional as F
 
 from .checkpoints.card import render_model_card
 from .checkpoints.layout import load_stages, save_purifier
-from .checkpoints.registry import resolve_source
+from .checkpoints.registry import Registry
+from .checkpoints.resolve import CheckpointSource, load_checkpoint
 from .config import FitConfig, resolve_config
 from .data.streaming import training_set
 from .fit import accelerator_for, fit_two_stage
@@ -104,6 +105,7 @@ class DVAEPurify(
     """
 
     name = "dvae"
+    source: CheckpointSource | None = None  # where from_pretrained loaded it from (None: fitted or built here)
 
     def __init__(
         self,
@@ -146,7 +148,7 @@ class DVAEPurify(
         """A purifier on the same stages with other ``batch_size``, ``sample``, ``seed`` or ``device``."""
         current = {"batch_size": self.batch_size, "sample": self.sample, "seed": self.seed, "device": self.device}
         purifier = type(self)(self.stage1, self.stage2, **{**current, **options})
-        purifier.history = self.history
+        purifier.history, purifier.source = self.history, self.source
         return purifier
 
     def extra_repr(self) -> str:
@@ -247,32 +249,33 @@ class DVAEPurify(
         local_files_only: bool = False,
         token: str | bool | None = None,
         force_download: bool = False,
+        registry: Registry | None = None,
         **purifier_kwargs: Any,
     ) -> DVAEPurify:
         """Load a purifier from a local folder, a Hub repo, or an official checkpoint by name.
 
-        Hub files go through the Hugging Face cache, so ``HF_HUB_OFFLINE=1`` and a stopped network
-        fall back to what was downloaded before. Only safetensors weights are read; every config is
-        checked (unknown keys, types, shapes) before any tensor is loaded.
+        An official name loads its Hub repo at the pinned revision when published and reachable, otherwise
+        (not published, offline, Hub down) the sha256-verified copy bundled with the package; :attr:`source`
+        says which (every case: :mod:`dvae_transform.checkpoints.resolve`). Hub files go through the Hugging
+        Face cache. Only safetensors weights are read, after every config is checked.
 
         Args:
             repo_id_or_path: a folder written by ``save_pretrained``, a Hub repo id (``"org/name"``) or
-                a name from :func:`dvae_transform.list_pretrained` (pinned to its registered revision).
-            revision: a branch, tag or commit sha on the Hub; pin a sha for reproducible results.
+                an official checkpoint's name (:func:`dvae_transform.list_pretrained`).
+            revision: a branch, tag or commit sha on the Hub (with a name: of its repo, never the bundled copy).
             cache_dir: the cache folder (default: the shared Hugging Face cache).
-            local_files_only: use the cache only, never the network.
+            local_files_only: use the cache (and bundled copies) only, never the network.
             token: a Hub token for private repos (default: the logged-in user's).
             force_download: download again even if the files are cached.
+            registry: where names are looked up (default: the package's; ``Registry(folder)`` reads another).
             **purifier_kwargs: override the saved defaults (``batch_size``, ``sample``, ``seed``) or set ``device``.
         """
-        source, revision = resolve_source(repo_id_or_path, revision)
-        try:
-            return super().from_pretrained(
-                source, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token,
-                force_download=force_download, **purifier_kwargs,
-            )
-        except json.JSONDecodeError as error:  # the mixin parses the top-level config.json itself
-            raise ValueError(f"{os.path.join(source, 'config.json')} is not valid JSON: {error}") from None
+        load = functools.partial(super().from_pretrained, cache_dir=cache_dir, local_files_only=local_files_only,
+                                 token=token, force_download=force_download, **purifier_kwargs)
+        purifier, source = load_checkpoint(repo_id_or_path, load, revision=revision, registry=registry,
+                                           local_files_only=local_files_only, cache_dir=cache_dir)
+        purifier.source = source
+        return purifier
 
     @classmethod
     def _from_pretrained(

@@ -1,15 +1,19 @@
-"""Fit an official D-VAE checkpoint from its recipe and publish it on the Hugging Face Hub.
+"""Fit an official D-VAE checkpoint from its recipe, bundle it with the package and/or publish it on the Hub.
 
-    python hub/publish.py mnist32-lsp-fast --dry-run   # fit, evaluate, write the folder
-    python hub/publish.py mnist32-lsp-fast             # ... and push it (needs `hf auth login`)
+    python hub/publish.py mnist32-lsp-fast --dry-run            # fit, evaluate, write the folder
+    python hub/publish.py mnist32-lsp-fast --dry-run --bundle   # ... and make it the package's bundled copy
+    python hub/publish.py mnist32-lsp-fast                      # ... and push it (needs `hf auth login`)
 
-A recipe (``dvae_transform/checkpoints/recipes/<name>.json``, the files the registry of official
-checkpoints is read from) fixes the data, the poison applied to it, the fit settings and the seed. The
-script takes a checkpoint name or a recipe file, poisons the training split with
-``dvae_transform.evaluation.attacks.make_poison``, fits with ``DVAEPurify.fit``, measures a victim
-classifier's clean-test accuracy without and with purification, and writes the folder it uploads
-(weights and model card) with ``save_pretrained``. ``--dry-run`` stops there, without any network access.
-After a push, pin the printed commit sha as the ``revision`` of the recipe.
+A recipe (``recipes/<name>.json`` of a registry folder, by default ``dvae_transform/checkpoints/``) fixes the
+data, the poison(s) applied to it, the fit settings and the seed. The script loads the data with
+``dvae_transform.evaluation.datasets.load_bench_data``, poisons the training split (several attacks: a
+permutation seeded with the recipe's seed splits it into equal parts, one attack each), fits with
+``DVAEPurify.fit``, measures a victim classifier's clean-test accuracy trained on clean images and, for every
+evaluated attack (default: every built-in one), on the poisoned and on the purified images, and writes the
+folder it uploads (weights and model card) with ``save_pretrained``. ``--bundle`` copies that folder into the
+registry's ``bundled/<name>/`` and records the sha256 of its files and the measured effect in the recipe.
+``--dry-run`` pushes nothing and needs no network. After a push, pin the printed commit sha as the recipe's
+``revision``.
 """
 
 from __future__ import annotations
@@ -17,11 +21,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,43 +34,30 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from dvae_transform import DVAEPurify, FitConfig
-from dvae_transform.checkpoints import registry
 from dvae_transform.checkpoints.card import AttackResult
-from dvae_transform.checkpoints.registry import PretrainedCheckpoint
+from dvae_transform.checkpoints.recipe import MeasuredEffect, PretrainedCheckpoint, read_recipe
+from dvae_transform.checkpoints.registry import REGISTRY, Registry, folder_bytes, relative_files
 from dvae_transform.config import resolve_config
 from dvae_transform.evaluation.attacks import ATTACKS, make_poison
-from dvae_transform.evaluation.mnist import load_mnist32
+from dvae_transform.evaluation.datasets import BenchData, load_bench_data
 from dvae_transform.evaluation.victims import RECIPE, accuracy, train_victim
 
 CHECK_BATCH_SIZE = 16
-
-
-@dataclass(frozen=True)
-class DatasetSource:
-    """A training set a recipe can name: its loader, Hub dataset ids and descriptions for the card."""
-
-    load: Callable[[], tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
-    hub_ids: tuple[str, ...]
-    description: str
-    test_description: str
-
-
-DATASETS = {
-    "mnist32": DatasetSource(
-        load=load_mnist32,
-        hub_ids=("ylecun/mnist",),
-        description="real MNIST digits zero-padded to 1x32x32 (the 4,000 / 1,000 split embedded in dvae-transform)",
-        test_description="the 1,000 held-out MNIST digits of the embedded split",
-    ),
+BUNDLE_BUDGET_BYTES = 5_000_000  # every bundled copy together: package data must stay small
+# The datasets a recipe can name (load_bench_data names): their Hub dataset ids and a line for the model card.
+DATASETS: dict[str, tuple[tuple[str, ...], str]] = {
+    "mnist": (("ylecun/mnist",), "real MNIST digits zero-padded to 1x32x32 (the split embedded in dvae-transform)"),
+    "fashion-mnist": (("zalando-datasets/fashion_mnist",), "Fashion-MNIST images zero-padded to 1x32x32"),
 }
+TRIAL_OPTIONS = ("max_images", "settings", "victim_epochs", "no_eval")  # change the recipe: refused with --bundle
 
 
-def load_recipe(name_or_path: str | os.PathLike) -> PretrainedCheckpoint:
-    """A recipe by checkpoint name or file (see ``registry.load_recipe``), whose dataset and attacks exist."""
-    recipe = registry.load_recipe(name_or_path)
-    if recipe.dataset not in DATASETS:
-        raise ValueError(f"{name_or_path}: unknown dataset {recipe.dataset!r}; known: {sorted(DATASETS)}")
-    for attack in (recipe.attack, *recipe.evaluate.get("attacks", ())):
+def load_recipe(name_or_path: str, registry: Registry = REGISTRY) -> PretrainedCheckpoint:
+    """A recipe by checkpoint name (of ``registry``) or by file, whose dataset and attacks this script knows."""
+    recipe = read_recipe(name_or_path) if Path(name_or_path).is_file() else registry.info(name_or_path)
+    if recipe.data.name not in DATASETS:
+        raise ValueError(f"{name_or_path}: unknown dataset {recipe.data.name!r}; known: {sorted(DATASETS)}")
+    for attack in (*recipe.attacks, *recipe.attack_kwargs, *recipe.evaluate.get("attacks", ())):
         if attack not in ATTACKS:
             raise ValueError(f"{name_or_path}: unknown attack {attack!r}; known: {sorted(ATTACKS)}")
     return recipe
@@ -86,13 +76,19 @@ def _parse_setting(text: str) -> tuple[str, Any]:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("recipe", help="an official checkpoint name (e.g. mnist32-lsp-fast) or a recipe file")
-    parser.add_argument("--dry-run", action="store_true", help="write the folder it would upload; no network")
+    parser.add_argument("--dry-run", action="store_true", help="push nothing (no network)")
+    parser.add_argument("--bundle", action="store_true",
+                        help="make the fitted purifier the bundled copy of the name in the registry folder and record "
+                        "its files' sha256 and measured effect in the recipe (exactly as the recipe says: no trial "
+                        "options)")
+    parser.add_argument("--registry", type=Path, help="registry folder holding recipes/ and bundled/ "
+                        "(default: the package's, dvae_transform/checkpoints)")
     parser.add_argument("--output", type=Path, help="folder to write (new or empty; default: a new temporary one)")
-    parser.add_argument("--max-images", type=int, help="fit on the first N training images only (for trials)")
+    parser.add_argument("--max-images", type=int, help="trial: fit on the first N training images only")
     parser.add_argument("--set", dest="settings", type=_parse_setting, action="append", default=[],
-                        metavar="KEY=VALUE", help="override a FitConfig setting, e.g. --set epochs=1")
-    parser.add_argument("--victim-epochs", type=int, help="override the recipe's victim training epochs")
-    parser.add_argument("--no-eval", action="store_true", help="skip the victim evaluation")
+                        metavar="KEY=VALUE", help="trial: override a FitConfig setting, e.g. --set epochs=1")
+    parser.add_argument("--victim-epochs", type=int, help="trial: override the recipe's victim training epochs")
+    parser.add_argument("--no-eval", action="store_true", help="trial: skip the victim evaluation")
     parser.add_argument("--check-batch", type=Path, metavar="FILE",
                         help=f"also save {CHECK_BATCH_SIZE} training images, labels and their purification "
                         "by the fitted model (safetensors) to check the written folder against")
@@ -113,24 +109,71 @@ def _check_can_push(token: str | None) -> None:
         raise SystemExit(f"cannot push: the Hub refused ({error}); run `hf auth login` or pass --token") from None
 
 
-def _evaluate(
-    purifier: DVAEPurify, recipe: PretrainedCheckpoint, data: tuple[torch.Tensor, ...], epochs: int, progress: bool
-) -> tuple[float, list[AttackResult]]:
-    """Victim clean-test accuracy when trained on clean images, and per attack on poisoned / purified images."""
-    train_images, train_labels, test_images, test_labels = data
+def _check_bundle_request(args: argparse.Namespace, registry: Registry) -> None:
+    """A bundle is fitted exactly as its registry recipe says, so that the recipe describes it truthfully."""
+    if args.recipe not in registry:
+        raise SystemExit(f"--bundle needs a checkpoint name of the registry {registry.folder}, got {args.recipe!r}")
+    trials = [name for name in TRIAL_OPTIONS if getattr(args, name) not in (None, False, [])]
+    if trials:
+        options = ", ".join("--" + ("set" if name == "settings" else name.replace("_", "-")) for name in trials)
+        raise SystemExit(f"--bundle fits exactly as the recipe says; drop {options} or edit the recipe instead")
+
+
+def load_data(recipe: PretrainedCheckpoint) -> BenchData:
+    """The recipe's train and test split, checked against its image shape and class count."""
+    spec = recipe.data
+    data = load_bench_data(spec.name, spec.root, train=spec.train, test=spec.test, seed=spec.seed)
+    shape, found = (recipe.channels, recipe.image_size, recipe.image_size), tuple(data.train_images.shape[1:])
+    if found != shape or data.num_classes != recipe.num_classes:
+        raise SystemExit(f"dataset {spec.name} has images {found} and {data.num_classes} classes, the recipe says "
+                         f"{shape} and {recipe.num_classes}")
+    return data
+
+
+def _poison(recipe: PretrainedCheckpoint, attack: str, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    options = {"num_classes": recipe.num_classes, "seed": recipe.seed, **recipe.attack_kwargs.get(attack, {})}
+    return make_poison(attack, images, labels, **options)
+
+
+def poison_training_set(recipe: PretrainedCheckpoint, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The recipe's training poison: its one attack on every image, or a mix of several.
+
+    A mix splits the images into ``len(attacks)`` parts of equal size (+-1) by a permutation seeded with the
+    recipe's seed; part ``k`` (in image order) is poisoned by ``attacks[k]``, run on that part alone. With one
+    attack this is the attack applied to the whole set.
+    """
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(recipe.seed))
+    poisoned = images.clone()
+    for attack, part in zip(recipe.attacks, order.tensor_split(len(recipe.attacks))):
+        part = part.sort().values
+        poisoned[part] = _poison(recipe, attack, images[part], labels[part])
+    return poisoned
+
+
+def evaluate(
+    purifier: DVAEPurify, recipe: PretrainedCheckpoint, data: BenchData, epochs: int, progress: bool
+) -> MeasuredEffect:
+    """Victim clean-test accuracy trained on clean images, and per attack on poisoned / purified images."""
 
     def victim_accuracy(images: torch.Tensor) -> float:
         options = {"num_classes": recipe.num_classes, "epochs": epochs, "seed": recipe.seed, "device": purifier.device}
-        victim = train_victim(images, train_labels, **options)
-        return accuracy(victim, test_images, test_labels)
+        return accuracy(train_victim(images, data.train_labels, **options), data.test_images, data.test_labels)
 
-    clean = victim_accuracy(train_images)
-    results = []
-    for attack in tqdm(recipe.evaluate.get("attacks", ()), desc="evaluating attacks", disable=not progress):
-        poisoned = make_poison(attack, train_images, train_labels, num_classes=recipe.num_classes, seed=recipe.seed)
-        purified = purifier.purify(poisoned, train_labels)
-        results.append(AttackResult(attack, victim_accuracy(poisoned), victim_accuracy(purified)))
-    return clean, results
+    scores = {}
+    for attack in tqdm(recipe.evaluate.get("attacks", list(ATTACKS)), desc="evaluating attacks", disable=not progress):
+        poisoned = _poison(recipe, attack, data.train_images, data.train_labels)
+        purified = purifier.purify(poisoned, data.train_labels)
+        scores[attack] = {"poisoned": victim_accuracy(poisoned), "purified": victim_accuracy(purified)}
+    return MeasuredEffect(epochs, victim_accuracy(data.train_images), scores)
+
+
+def print_measured(recipe: PretrainedCheckpoint, measured: MeasuredEffect) -> None:
+    """The measured effect as a Markdown table (one row per attack), for BENCHMARKS.md."""
+    print(f"victim clean-test accuracy ({measured.victim_epochs} epochs) trained on clean images: {measured.clean:.4f}")
+    print("| attack | in the training poison | no defense | D-VAE purified |\n|---|---|---|---|")
+    for attack, score in measured.attacks.items():
+        seen = "yes" if attack in recipe.attacks else "no"
+        print(f"| {attack} | {seen} | {score['poisoned']:.4f} | {score['purified']:.4f} |")
 
 
 def _output_folder(path: Path | None, name: str) -> Path:
@@ -142,9 +185,24 @@ def _output_folder(path: Path | None, name: str) -> Path:
     return path
 
 
+def _bundle(registry: Registry, recipe: PretrainedCheckpoint, folder: Path, measured: MeasuredEffect) -> None:
+    """Write ``folder`` as the bundled copy of the recipe, within :data:`BUNDLE_BUDGET_BYTES` for all bundles."""
+    size = folder_bytes(folder)
+    others = registry.bundled_bytes() - folder_bytes(registry.bundle_folder(recipe.name))
+    if others + size > BUNDLE_BUDGET_BYTES:
+        raise SystemExit(f"bundling {recipe.name} ({size:,} bytes) would make the bundled copies {others + size:,} "
+                         f"bytes, over the budget of {BUNDLE_BUDGET_BYTES:,}; bundle fewer checkpoints")
+    registry.write_bundle(recipe.name, folder, measured)
+    print(f"bundled {recipe.name} in {registry.bundle_folder(recipe.name)} ({size:,} bytes); "
+          f"recorded its sha256s and measured effect in {registry.recipe_file(recipe.name)}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    recipe = load_recipe(args.recipe)
+    registry = REGISTRY if args.registry is None else Registry(args.registry)
+    recipe = load_recipe(args.recipe, registry)
+    if args.bundle:
+        _check_bundle_request(args, registry)
     repo_id = args.repo_id or recipe.repo_id
     if not args.dry_run:
         _check_can_push(args.token)
@@ -154,35 +212,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit("the seed is part of the recipe; edit the recipe instead of --set seed=...")
     config: FitConfig = resolve_config(recipe.preset, **{**recipe.overrides, **settings, "seed": recipe.seed})
 
-    source = DATASETS[recipe.dataset]
-    train_images, train_labels, test_images, test_labels = source.load()
+    data = load_data(recipe)
     if args.max_images is not None:
-        train_images, train_labels = train_images[: args.max_images], train_labels[: args.max_images]
-    shape, found = (recipe.channels, recipe.image_size, recipe.image_size), tuple(train_images.shape[1:])
-    if found != shape:
-        raise SystemExit(f"dataset {recipe.dataset} has images {found}, the recipe says {shape}")
-
-    attack, attack_kwargs = recipe.attack, recipe.attack_kwargs
-    poisoned = make_poison(
-        attack, train_images, train_labels, **{"num_classes": recipe.num_classes, "seed": recipe.seed, **attack_kwargs}
-    )
+        data = dataclasses.replace(data, train_images=data.train_images[: args.max_images],
+                                   train_labels=data.train_labels[: args.max_images])
+    train_labels = data.train_labels
+    poisoned = poison_training_set(recipe, data.train_images, train_labels)
+    start = time.perf_counter()
     purifier = DVAEPurify.fit((poisoned, train_labels), recipe.num_classes, preset=config, progress=progress)
+    print(f"fit: {time.perf_counter() - start:.1f} s on {len(train_labels):,} images")
 
+    hub_ids, description = DATASETS[recipe.data.name]
     card: dict[str, Any] = {
         "repo_id": repo_id,
-        "datasets": list(source.hub_ids),
-        "training_data": f"{len(train_images):,} {source.description}",
-        "attack": attack,
-        "recipe": {"recipe": recipe.name, "attack_kwargs": attack_kwargs, **dataclasses.asdict(config)},
-        "eval_data": source.test_description,
+        "datasets": list(hub_ids),
+        "training_data": f"{len(train_labels):,} {description}",
+        "attack": recipe.attacks,
+        "recipe": {"recipe": recipe.name, "data": dataclasses.asdict(recipe.data),
+                   "attack_kwargs": recipe.attack_kwargs, **dataclasses.asdict(config)},
+        "eval_data": f"{len(data.test_labels):,} held-out {recipe.data.name} test images",
     }
+    measured = None
     if not args.no_eval:
+        start = time.perf_counter()
         epochs = args.victim_epochs or recipe.evaluate.get("victim_epochs", RECIPE.epochs)
-        data = (train_images, train_labels, test_images, test_labels)
-        card["clean_accuracy"], card["results"] = _evaluate(purifier, recipe, data, epochs, progress)
-        print(f"victim accuracy trained on clean images: {card['clean_accuracy']:.4f}")
-        for result in card["results"]:
-            print(f"  {result.attack}: no defense {result.poisoned:.4f}, D-VAE purified {result.purified:.4f}")
+        measured = evaluate(purifier, recipe, data, epochs, progress)
+        print(f"evaluation: {time.perf_counter() - start:.1f} s")
+        print_measured(recipe, measured)
+        card["clean_accuracy"] = measured.clean
+        card["results"] = [AttackResult(name, **score) for name, score in measured.attacks.items()]
 
     folder = _output_folder(args.output, recipe.name)
     purifier.save_pretrained(folder, model_card_kwargs=card)
@@ -190,8 +248,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         images, labels = poisoned[:CHECK_BATCH_SIZE].contiguous(), train_labels[:CHECK_BATCH_SIZE].contiguous()
         save_file({"images": images, "labels": labels, "purified": purifier.purify(images, labels)}, args.check_batch)
     print(f"wrote {folder}")
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        print(f"  {path.relative_to(folder).as_posix()} ({path.stat().st_size:,} bytes)")
+    for path in relative_files(folder):
+        print(f"  {path} ({(folder / path).stat().st_size:,} bytes)")
+    if args.bundle:
+        _bundle(registry, recipe, folder, measured)
     if args.dry_run:
         return 0
     commit = purifier.push_to_hub(repo_id, token=args.token, private=args.private or None,

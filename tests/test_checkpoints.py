@@ -1,5 +1,6 @@
 """``checkpoints/``: saving, loading and Hub round trips of ``DVAEPurify`` (driven through the real
-``huggingface_hub`` client), safetensors-only weights, config checks, the registry and the model card.
+``huggingface_hub`` client), safetensors-only weights, config checks and the model card (the registry of
+official checkpoints: tests/test_registry.py, tests/test_hub_resolution.py).
 
 The Hub is ``FakeHub`` (tests/hub_server/); repos are put on it directly with ``add_repo``. Uploads through
 ``push_to_hub`` and ``hub/publish.py`` are tested in tests/test_push.py.
@@ -20,10 +21,8 @@ from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundEr
 from safetensors.torch import load_file, save_file
 from torchvision.transforms import v2
 
-from dvae_transform import DVAE, DVAEPurify, list_pretrained, pretrained_info
-from dvae_transform.checkpoints import registry
+from dvae_transform import DVAE, DVAEPurify
 from dvae_transform.checkpoints.card import AttackResult
-from dvae_transform.checkpoints.registry import PretrainedCheckpoint
 from dvae_transform.checkpoints.weights import load_safetensors
 
 REPO = "tests-org/tiny-purifier"
@@ -263,8 +262,7 @@ def test_offline_mode_and_local_files_only_use_the_cache(
 
 
 def test_revision_pins_the_weights(
-    fake_hub, saved: Path, other_purifier: DVAEPurify, tiny_purifier: DVAEPurify, tiny_data, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    fake_hub, saved: Path, other_purifier: DVAEPurify, tiny_purifier: DVAEPurify, tiny_data, tmp_path: Path
 ) -> None:
     other_purifier.save_pretrained(tmp_path)
     first = fake_hub.add_repo(REPO, folder_files(saved))
@@ -274,10 +272,6 @@ def test_revision_pins_the_weights(
 
     assert torch.equal(purified(DVAEPurify.from_pretrained(REPO, revision=first), tiny_data), old)
     assert torch.equal(purified(DVAEPurify.from_pretrained(REPO), tiny_data), new)
-
-    entry = PretrainedCheckpoint("tiny-pinned", REPO, first, "random", 16, 1, 4, "fast", "none")
-    monkeypatch.setitem(registry.REGISTRY, entry.name, entry)
-    assert torch.equal(purified(DVAEPurify.from_pretrained("tiny-pinned"), tiny_data), old)
 
 
 def test_missing_repo_revision_and_file_are_reported(fake_hub, saved: Path) -> None:
@@ -338,37 +332,6 @@ def test_bad_config_on_the_hub_is_refused(fake_hub, saved: Path) -> None:
 
     with pytest.raises(ValueError, match=r"tests-org/tiny-purifier/stage1/config.json: unknown key"):
         DVAEPurify.from_pretrained(REPO)
-
-
-# ----------------------------------------------------------------------------- registry
-
-
-def test_registry_lists_and_describes_the_official_checkpoints() -> None:
-    names = list_pretrained()
-    assert names == sorted(registry.REGISTRY) and "mnist32-lsp-fast" in names
-    assert list_pretrained("*classwise*") == ["mnist32-classwise-noise-fast"]
-    info = pretrained_info("mnist32-lsp-fast")
-    assert (info.repo_id, info.image_size, info.channels, info.num_classes, info.attack) == (
-        "dvae-transform/mnist32-lsp-fast", 32, 1, 10, "lsp",
-    )
-    assert all(entry.revision is None for entry in registry.REGISTRY.values())  # nothing is published yet
-    with pytest.raises(ValueError, match="known: mnist32-classwise-noise-fast, mnist32-lsp-fast"):
-        pretrained_info("mnist32-nope")
-
-
-def test_registry_is_read_from_the_recipe_files() -> None:
-    files = sorted(registry.RECIPES.iterdir(), key=lambda item: item.name)
-    assert [item.name for item in files] == [f"{name}.json" for name in list_pretrained()]
-    for name, entry in registry.REGISTRY.items():
-        by_path = registry.load_recipe(str(registry.RECIPES.joinpath(f"{name}.json")))
-        assert registry.load_recipe(name) == entry == by_path
-
-
-def test_registry_name_loads_its_repo(fake_hub, saved: Path, tiny_purifier: DVAEPurify, tiny_data) -> None:
-    fake_hub.add_repo(pretrained_info("mnist32-lsp-fast").repo_id, folder_files(saved))
-
-    loaded = DVAEPurify.from_pretrained("mnist32-lsp-fast")
-    assert torch.equal(purified(loaded, tiny_data), purified(tiny_purifier, tiny_data))
 
 
 # ----------------------------------------------------------------------------- model card

@@ -25,7 +25,10 @@ FLOORS: list[tuple[str, list[str]]] = [
     ("weights", ["checkpoints.weights"]),  # safetensors-only loading, the network's Hub mixin
     ("network", ["config", "model", "losses"]),
     ("method", ["purify", "training_set", "fit_checkpoint", "fit"]),
-    ("storage", ["cache.store", "cache.maintenance", "checkpoints.layout", "checkpoints.registry", "checkpoints.card"]),
+    ("storage", [
+        "cache.store", "cache.maintenance", "checkpoints.layout", "checkpoints.recipe", "checkpoints.registry",
+        "checkpoints.resolve", "checkpoints.card",
+    ]),
     ("input adapters", [
         "data.shards", "data.loader", "data.sources", "data.spool", "data.streaming", "data.output", "data.formats",
     ]),

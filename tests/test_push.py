@@ -14,17 +14,18 @@ from hub_fixtures import CLIENT_UPLOAD_WARNING, folder_files
 from hub_server import FakeHub
 from huggingface_hub import HfApi, snapshot_download
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+from registry_helpers import edit_recipe, make_registry
 from safetensors.torch import load_file
-from test_publish import publish  # hub/publish.py, imported by path
+from test_publish import official_tiny, publish  # hub/publish.py, imported by path
 
 from dvae_transform import DVAEPurify
-from dvae_transform.checkpoints.registry import RECIPES
+from dvae_transform.checkpoints.registry import REGISTRY, Registry
 
 pytestmark = CLIENT_UPLOAD_WARNING
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "hub" / "publish.py"
-RECIPE = Path(str(RECIPES.joinpath("mnist32-lsp-fast.json")))
+RECIPE = REGISTRY.recipe_file("mnist32-lsp-fast")
 TINY = [
     "--max-images",
     "128",
@@ -152,3 +153,24 @@ def test_publish_pushes_a_checkpoint_that_downloads_back_bit_identical(
     batch = load_file(check)
     loaded = DVAEPurify.from_pretrained(repo_id, revision=sha, cache_dir=tmp_path / "fresh")
     assert torch.equal(loaded.purify(batch["images"], batch["labels"]), batch["purified"])
+
+
+def test_one_publish_run_pushes_and_bundles_the_same_files_and_the_pin_then_loads_them(
+    fake_hub: FakeHub, hub_token: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    registry = make_registry(tmp_path / "registry", official_tiny("tiny-pushed"))
+    publish.main(["tiny-pushed", "--registry", str(registry.folder), "--bundle", "--token", hub_token,
+                  "--repo-id", "tests-org/tiny-pushed", "--output", str(tmp_path / "out"), "--no-progress"])
+    sha = fake_hub.resolve("tests-org/tiny-pushed")
+    assert f"pin revision={sha!r}" in capsys.readouterr().out
+
+    bundled = folder_files(registry.bundle_folder("tiny-pushed"))
+    assert downloaded("tests-org/tiny-pushed", tmp_path / "fresh", revision=sha) == bundled
+    pinned = edit_recipe(Registry(registry.folder), "tiny-pushed", revision=sha)  # the maintainer pins the sha
+    from_hub = DVAEPurify.from_pretrained("tiny-pushed", registry=pinned)
+    from_bundle = DVAEPurify.from_pretrained("tiny-pushed", registry=pinned, local_files_only=True)
+
+    assert (from_hub.source.kind, from_hub.source.revision, from_bundle.source.kind) == ("hub", sha, "bundled")
+    images = torch.rand(8, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    labels = torch.arange(8)
+    assert torch.equal(from_hub.purify(images, labels), from_bundle.purify(images, labels))

@@ -46,7 +46,7 @@ def render_model_card(
     repo_id: str | None = None,
     datasets: Sequence[str] = (),
     training_data: str | None = None,
-    attack: str | None = None,
+    attack: str | Sequence[str] | None = None,
     recipe: Mapping[str, Any] | None = None,
     eval_data: str | None = None,
     results: Sequence[AttackResult] = (),
@@ -61,7 +61,8 @@ def render_model_card(
         repo_id: the repo the card describes (used in the usage snippet).
         datasets: Hub dataset ids of the training data (card metadata; needed for ``model-index``).
         training_data: one line describing the training images.
-        attack: the poison applied to the training set the purifier was fitted on.
+        attack: the poison applied to the training set the purifier was fitted on, or the attacks of a mix
+            (the training images split into equal seeded parts, one attack each).
         recipe: training settings, shown as a table.
         eval_data: the clean test images the victim is scored on (default: the first of ``datasets``).
         results: victim accuracies per evaluated attack (``model-index`` metrics when ``datasets`` is given).
@@ -72,6 +73,7 @@ def render_model_card(
     if any(not isinstance(result, AttackResult) for result in results):
         raise InputTypeError("results must be AttackResult records")
     datasets = [datasets] if isinstance(datasets, str) else list(datasets)
+    attacks = [attack] if isinstance(attack, str) else list(attack or ())
     model_name = repo_id.split("/")[-1] if repo_id else "dvae-purifier"
     eval_results = [
         EvalResult(
@@ -90,7 +92,7 @@ def render_model_card(
         datasets=datasets or None,
         model_name=model_name if eval_results else None,
         eval_results=eval_results or None,
-        poisoning_attack=attack,
+        poisoning_attack=attacks[0] if len(attacks) == 1 else attacks or None,
         evaluated_attacks=[result.attack for result in results] or None,
     )
     return ModelCard.from_template(
@@ -102,7 +104,7 @@ def render_model_card(
         image_size=image_size,
         num_classes=num_classes,
         training_data=training_data,
-        attack=attack,
+        attacks=attacks,
         recipe=dict(recipe or {}),
         eval_data=eval_data,
         results=list(results),

@@ -1,135 +1,180 @@
-"""The official D-VAE checkpoints: one recipe file each, the only place they are described.
+"""The official D-VAE checkpoints: a registry folder of recipes and of the copies bundled with the package.
 
-``recipes/<name>.json`` (shipped with the package) fixes what a checkpoint is fitted on and how, and
-where it is published; :data:`REGISTRY` is read from these files, and ``hub/publish.py`` fits and
-publishes from the same files. Nothing is published yet: every ``revision`` is ``null`` (the ``main``
-branch) until a maintainer publishes the checkpoint and pins the commit sha in its recipe.
+A registry folder holds::
+
+    recipes/<name>.json      the recipe of each checkpoint (:class:`~.recipe.PretrainedCheckpoint`)
+    bundled/<name>/...       its bundled copy, a saved purifier (the files listed in the recipe's ``bundle``)
+
+The package's own folder (``dvae_transform/checkpoints/``, :data:`PACKAGE_FOLDER`) is :data:`REGISTRY`, the
+one ``list_pretrained()``, ``pretrained_info()`` and ``DVAEPurify.from_pretrained(name)`` read by default.
+``Registry(folder)`` reads another one: an organisation's own checkpoints, or a copy to regenerate bundles
+into (``hub/publish.py --registry FOLDER --bundle``). A bundled copy is loaded only after the sha256 of each
+of its files matches the recipe.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import fnmatch
-import json
+import hashlib
 import os
-from dataclasses import dataclass, field
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
-from ..config import resolve_config
-from ..validation import check_int, check_type, from_mapping
+from ..files import TMP_PREFIX, atomic_write
+from .recipe import MeasuredEffect, PretrainedCheckpoint, read_recipe
 
-RECIPES = resources.files(__package__).joinpath("recipes")
-_EVALUATE_KEYS = {"attacks", "victim_epochs"}
+PACKAGE_FOLDER = Path(str(resources.files(__package__)))
+RECIPES = "recipes"
+BUNDLES = "bundled"
+SOURCES = ("hub", "bundled")
 
 
-@dataclass(frozen=True)
-class PretrainedCheckpoint:
-    """One official D-VAE checkpoint on the Hub, and the recipe that builds it.
+def file_sha256(path: str | os.PathLike) -> str:
+    """The sha256 of a file's bytes, as 64 hex digits."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
-    Attributes:
-        name: the short name ``DVAEPurify.from_pretrained`` accepts (and the recipe's file name).
-        repo_id: the Hub repository.
-        revision: the commit sha the name is pinned to; ``None`` (the ``main`` branch) until published.
-        dataset: the training data (``"mnist32"``: the embedded MNIST digits).
-        image_size, channels, num_classes: the images and classes it purifies.
-        preset: the ``FitConfig`` preset it is fitted with; ``overrides`` changes fields of it.
-        attack: the poison (``dvae_transform.evaluation.attacks``) applied to its training set, with
-            ``attack_kwargs``.
-        seed: seeds the poison, the fit and the victims of the evaluation.
-        evaluate: the evaluation for the model card: ``attacks`` (names) and ``victim_epochs``.
+
+def relative_files(folder: Path) -> list[str]:
+    """The relative POSIX paths of every file under ``folder``, sorted."""
+    return sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file())
+
+
+def folder_bytes(folder: Path) -> int:
+    """The size of every file under ``folder`` together (0 if there is no such folder)."""
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+
+
+class Registry(Mapping[str, PretrainedCheckpoint]):
+    """The checkpoints of one registry folder, by name (a read-only mapping of their recipes).
+
+    Args:
+        folder: holds ``recipes/<name>.json`` and ``bundled/<name>/``; default: the package's own.
     """
 
-    name: str
-    repo_id: str
-    revision: str | None
-    dataset: str
-    image_size: int
-    channels: int
-    num_classes: int
-    preset: str
-    attack: str
-    attack_kwargs: dict[str, Any] = field(default_factory=dict)
-    overrides: dict[str, Any] = field(default_factory=dict)
-    seed: int = 0
-    evaluate: dict[str, Any] = field(default_factory=dict)
+    def __init__(self, folder: str | os.PathLike = PACKAGE_FOLDER) -> None:
+        self.folder = Path(folder)
+        recipes = self.folder / RECIPES
+        if not recipes.is_dir():
+            raise FileNotFoundError(f"{recipes} not found: a registry folder holds recipes/<name>.json")
+        self._entries: dict[str, PretrainedCheckpoint] = {}
+        for path in sorted(recipes.glob("*.json")):
+            recipe = read_recipe(path)
+            if path.name != f"{recipe.name}.json":
+                raise ValueError(f"{path}: the recipe named {recipe.name!r} must be stored as {recipe.name}.json")
+            self._entries[recipe.name] = recipe
 
-    def __post_init__(self) -> None:
-        for name in ("name", "repo_id", "dataset", "preset", "attack"):
-            check_type(getattr(self, name), name, str)
-        check_type(self.revision, "revision", str, type(None))
-        for name in ("image_size", "channels", "num_classes"):
-            check_int(getattr(self, name), name, low=1)
-        check_int(self.seed, "seed")
-        for name in ("attack_kwargs", "overrides", "evaluate"):
-            check_type(getattr(self, name), name, dict)
-        if set(self.evaluate) - _EVALUATE_KEYS:
-            unknown = sorted(set(self.evaluate) - _EVALUATE_KEYS)
-            raise ValueError(f"unknown evaluate key(s) {unknown}; known: {sorted(_EVALUATE_KEYS)}")
-        resolve_config(self.preset, **self.overrides)  # unknown presets and settings fail here
+    def __getitem__(self, name: str) -> PretrainedCheckpoint:
+        return self._entries[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"Registry({str(self.folder)!r}: {', '.join(self.names()) or 'no checkpoints'})"
+
+    def names(self, pattern: str = "*", *, source: str | None = None) -> list[str]:
+        """Sorted names matching the shell-style ``pattern``; ``source="hub"`` / ``"bundled"`` keeps those it offers."""
+        if source is not None and source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES} or None, got {source!r}")
+        return sorted(
+            name for name, entry in self._entries.items()
+            if fnmatch.fnmatch(name, pattern) and (source is None or source in entry.sources)
+        )
+
+    def unknown_name_message(self, name: str) -> str:
+        """Why ``name`` is not found: the known names, and the closest one."""
+        close = difflib.get_close_matches(name, self.names(), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return f"unknown pretrained checkpoint {name!r}{hint} known: {', '.join(self.names()) or 'none'}"
+
+    def info(self, name: str) -> PretrainedCheckpoint:
+        """The recipe of checkpoint ``name``; an unknown name raises ``ValueError`` listing the known ones."""
+        if name not in self._entries:
+            raise ValueError(self.unknown_name_message(name))
+        return self._entries[name]
+
+    def recipe_file(self, name: str) -> Path:
+        """Where the recipe of ``name`` is stored."""
+        return self.folder / RECIPES / f"{self.info(name).name}.json"
+
+    def bundle_folder(self, name: str) -> Path:
+        """Where the bundled copy of ``name`` is (or would be) stored."""
+        return self.folder / BUNDLES / self.info(name).name
+
+    def verified_bundle(self, name: str) -> Path:
+        """The bundled copy of ``name``, once every file's sha256 matches its recipe.
+
+        Raises ``FileNotFoundError`` when none is bundled or a file is missing, and ``ValueError`` when a
+        file's content differs from the one the recipe records (a damaged or tampered installation).
+        """
+        entry, folder = self.info(name), self.bundle_folder(name)
+        if entry.bundle is None:
+            raise FileNotFoundError(f"no copy of {name} is bundled with this registry ({self.folder})")
+        for path, expected in sorted(entry.bundle.items()):
+            file = folder / path
+            if not file.is_file():
+                raise FileNotFoundError(f"the bundled copy of {name} is incomplete: {file} is missing")
+            found = file_sha256(file)
+            if found != expected:
+                raise ValueError(
+                    f"the bundled copy of {name} is damaged or was tampered with: {file} has sha256 {found}, "
+                    f"its recipe {self.recipe_file(name)} records {expected}; nothing was loaded. "
+                    "Reinstall dvae-transform (or regenerate the bundle with hub/publish.py --bundle)"
+                )
+        return folder
+
+    def bundled_bytes(self) -> int:
+        """The size of every bundled copy together."""
+        return folder_bytes(self.folder / BUNDLES)
+
+    def write_bundle(self, name: str, saved: str | os.PathLike, measured: MeasuredEffect) -> PretrainedCheckpoint:
+        """Make the purifier saved in folder ``saved`` the bundled copy of ``name``; record its files and effect.
+
+        The folder's files replace the old bundled copy as a whole, and the recipe file gains their sha256s
+        (``bundle``) and ``measured``. Returns the updated recipe.
+        """
+        entry, saved = self.info(name), Path(saved)
+        target = self.bundle_folder(name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{name}-", dir=target.parent))
+        try:
+            shutil.copytree(saved, staging, dirs_exist_ok=True)
+            bundle = {path: file_sha256(staging / path) for path in relative_files(staging)}
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        updated = dataclasses.replace(entry, bundle=bundle, measured=measured)
+        atomic_write(self.recipe_file(name), updated.to_json().encode())
+        self._entries[name] = updated
+        return updated
 
 
-def load_recipe(name_or_path: str | os.PathLike) -> PretrainedCheckpoint:
-    """A recipe by checkpoint name (one of the package's recipes) or by path, checked.
+REGISTRY = Registry()
 
-    Unknown or missing keys, wrong types, and unknown presets or fit settings raise an error naming the file.
+
+def list_pretrained(pattern: str = "*", *, source: str | None = None) -> list[str]:
+    """Sorted names of the official checkpoints matching the shell-style ``pattern``.
+
+    ``source="bundled"`` keeps those whose copy ships with the package (they load offline);
+    ``source="hub"`` those published on the Hub at a pinned revision.
     """
-    path = Path(name_or_path)
-    if not path.is_file():
-        packaged = RECIPES.joinpath(f"{name_or_path}.json")
-        if not packaged.is_file():
-            raise FileNotFoundError(f"{name_or_path}: no such recipe file or official checkpoint name")
-        path = Path(str(packaged))
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from None
-    return from_mapping(PretrainedCheckpoint, raw, str(path))
-
-
-def _read_registry() -> dict[str, PretrainedCheckpoint]:
-    registry = {}
-    for item in sorted(RECIPES.iterdir(), key=lambda item: item.name):
-        if item.name.endswith(".json"):
-            recipe = load_recipe(str(item))
-            if item.name != f"{recipe.name}.json":
-                raise ValueError(f"{item}: the recipe named {recipe.name!r} must be stored as {recipe.name}.json")
-            registry[recipe.name] = recipe
-    return registry
-
-
-REGISTRY: dict[str, PretrainedCheckpoint] = _read_registry()
-
-
-def list_pretrained(pattern: str = "*") -> list[str]:
-    """Sorted names of the official checkpoints matching the shell-style ``pattern``."""
-    return sorted(name for name in REGISTRY if fnmatch.fnmatch(name, pattern))
+    return REGISTRY.names(pattern, source=source)
 
 
 def pretrained_info(name: str) -> PretrainedCheckpoint:
-    """The registry entry of an official checkpoint."""
-    if name not in REGISTRY:
-        raise ValueError(f"unknown pretrained checkpoint {name!r}; known: {', '.join(list_pretrained())}")
-    return REGISTRY[name]
-
-
-def resolve_source(name_or_path: str | os.PathLike, revision: str | None) -> tuple[str, str | None]:
-    """Where ``DVAEPurify.from_pretrained`` loads from: a local folder, or a Hub repo id and revision.
-
-    An existing directory wins; then a registry name (its pinned revision unless ``revision`` is given);
-    then an ``org/name`` repo id.
-    """
-    text = os.fspath(name_or_path)
-    if os.path.isdir(text):
-        return text, revision
-    if isinstance(name_or_path, os.PathLike) or text.startswith((".", "/", "~")) or os.path.exists(text):
-        raise FileNotFoundError(f"{text} is not a folder holding a saved purifier")
-    if text in REGISTRY:
-        entry = REGISTRY[text]
-        return entry.repo_id, entry.revision if revision is None else revision
-    if text.count("/") != 1:
-        raise ValueError(
-            f"{text!r} is neither a local folder, an official checkpoint ({', '.join(list_pretrained())}) "
-            "nor a Hub repo id of the form 'org/name'"
-        )
-    return text, revision
+    """The recipe of an official checkpoint: repo, pinned revision, data, attacks, bundled files, measured effect."""
+    return REGISTRY.info(name)

@@ -1,0 +1,181 @@
+"""Which copy of a purifier ``DVAEPurify.from_pretrained`` loads: a folder, a Hub repo or a bundled copy.
+
+An official checkpoint's name (a recipe of the :class:`~.registry.Registry`) never strands a user:
+
+================================================  ==========================================================
+asked for                                         copy used, in order of preference
+================================================  ==========================================================
+an existing folder                                that folder
+a name, with ``revision=``                        the Hub repo at that revision (as for a repo id)
+a name, offline (``HF_HUB_OFFLINE=1`` or          the bundled copy; if none is bundled, the Hub repo at the
+``local_files_only=True``)                        pinned revision from the Hugging Face cache
+a name, pinned revision, online                   the Hub repo at the pinned revision (the cache first); if
+                                                  it cannot be loaded (Hub down, revision or repo missing),
+                                                  the bundled copy
+a name, no pinned revision (not published yet)    the bundled copy; if none is bundled, the repo's ``main``
+an ``org/name`` repo id                           the Hub repo (``revision``, the cache, offline mode: as
+                                                  everywhere in the Hugging Face ecosystem)
+================================================  ==========================================================
+
+A bundled copy is loaded only after every file's sha256 matches its recipe (a mismatch raises ``ValueError``,
+nothing is loaded). The copy used is logged (``logging``, logger ``dvae_transform.checkpoints.resolve``: INFO,
+or WARNING when the Hub copy failed and the bundled one is used instead) and returned as a
+:class:`CheckpointSource` (``DVAEPurify.source``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from huggingface_hub import constants, is_offline_mode
+from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+from .layout import CONFIG_NAME
+from .registry import REGISTRY, Registry
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+FOLDER, HUB, BUNDLED = "folder", "hub", "bundled"
+# What the Hub client raises when a repo, revision or file cannot be fetched (down, missing, refused, not cached).
+_HUB_UNAVAILABLE = (HfHubHTTPError, LocalEntryNotFoundError)
+
+
+@dataclass(frozen=True)
+class CheckpointSource:
+    """Where a purifier was loaded from.
+
+    Attributes:
+        kind: ``"folder"``, ``"hub"`` or ``"bundled"``.
+        location: the folder (for a bundled copy too) or the Hub repo id.
+        revision: the Hub revision asked for (``None``: the ``main`` branch).
+        name: the official checkpoint's name, when one was asked for.
+        reason: why this copy was used.
+    """
+
+    kind: str
+    location: str
+    revision: str | None = None
+    name: str | None = None
+    reason: str = ""
+
+    def __str__(self) -> str:
+        where = {
+            FOLDER: f"the folder {self.location}",
+            HUB: f"the Hub repo {self.location} at revision {self.revision or 'main'}",
+            BUNDLED: f"the copy of {self.name} bundled with dvae-transform ({self.location})",
+        }[self.kind]
+        return f"{where}: {self.reason}" if self.reason else where
+
+
+def plan_sources(
+    name_or_path: str | os.PathLike, revision: str | None, *, registry: Registry, local_files_only: bool = False
+) -> list[CheckpointSource]:
+    """The copies to try, in order (see the module's table); only a Hub copy may be followed by another.
+
+    An unknown name raises ``ValueError`` listing the known ones; a path that is not a folder ``FileNotFoundError``.
+    """
+    text = os.fspath(name_or_path)
+    if os.path.isdir(text):
+        return [CheckpointSource(FOLDER, text, revision)]
+    if isinstance(name_or_path, os.PathLike) or text.startswith((".", "/", "~")) or os.path.exists(text):
+        raise FileNotFoundError(f"{text} is not a folder holding a saved purifier")
+    if text in registry:
+        return _official_sources(text, revision, registry, local_files_only)
+    if text.count("/") != 1:
+        raise ValueError(
+            f"{text!r} is neither a local folder, an official checkpoint nor a Hub repo id of the form 'org/name': "
+            + registry.unknown_name_message(text)
+        )
+    return [CheckpointSource(HUB, text, revision)]
+
+
+def _official_sources(name: str, revision: str | None, registry: Registry, local_only: bool) -> list[CheckpointSource]:
+    entry = registry.info(name)
+    if revision is not None:
+        return [CheckpointSource(HUB, entry.repo_id, revision, name, "revision given")]
+    hub = CheckpointSource(HUB, entry.repo_id, entry.revision, name, "its pinned revision")
+    if entry.bundle is None:
+        if entry.revision is None:
+            logger.warning("%s: no revision is pinned and no copy is bundled; using the main branch of %s",
+                           name, entry.repo_id)
+            return [dataclasses.replace(hub, reason="not published (no pinned revision) and not bundled")]
+        return [hub]
+    bundled = CheckpointSource(BUNDLED, str(registry.bundle_folder(name)), None, name)
+    if local_only:
+        why = "offline mode (HF_HUB_OFFLINE=1)" if is_offline_mode() else "local_files_only=True"
+        return [dataclasses.replace(bundled, reason=why)]
+    if entry.revision is None:
+        return [dataclasses.replace(bundled, reason="not published on the Hub yet")]
+    return [hub, bundled]
+
+
+def _not_cached_message(
+    source: CheckpointSource, error: Exception, registry: Registry, local_files_only: bool,
+    cache_dir: str | os.PathLike | None,
+) -> str:
+    cache = os.fspath(cache_dir) if cache_dir is not None else constants.HF_HUB_CACHE
+    missing = f"{source.location} (revision {source.revision or 'main'}) is not in the Hugging Face cache ({cache})"
+    if source.name is not None:
+        unbundled = "no copy is bundled with dvae-transform, and " if registry[source.name].bundle is None else ""
+        missing = f"{source.name}: {unbundled}its Hub repo {missing}"
+    if is_offline_mode():
+        why = "offline mode is on (HF_HUB_OFFLINE=1): unset HF_HUB_OFFLINE and connect once to download it"
+    elif local_files_only:
+        why = "local_files_only=True forbids downloading it"
+    else:
+        why = f"the Hub at {constants.ENDPOINT} could not be reached ({error.__cause__ or error})"
+    return f"{missing}, and {why}"
+
+
+def _load(load: Callable[..., T], source: CheckpointSource) -> T:
+    try:
+        return load(source.location, revision=source.revision)
+    except json.JSONDecodeError as error:  # ModelHubMixin.from_pretrained parses the top-level config.json itself
+        raise ValueError(f"{os.path.join(source.location, CONFIG_NAME)} is not valid JSON: {error}") from None
+
+
+def load_checkpoint(
+    name_or_path: str | os.PathLike,
+    load: Callable[..., T],
+    *,
+    revision: str | None = None,
+    registry: Registry | None = None,
+    local_files_only: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+) -> tuple[T, CheckpointSource]:
+    """``load(location, revision=...)`` applied to the first copy of ``name_or_path`` that loads, and that copy.
+
+    ``load`` reads a folder or a Hub repo id. A bundled copy is verified (sha256) first. When no copy is
+    cached and the Hub cannot be reached, the ``LocalEntryNotFoundError`` names the repo and the reason
+    (offline mode, ``local_files_only``, or the connection).
+    """
+    registry = REGISTRY if registry is None else registry
+    offline = local_files_only or is_offline_mode()
+    *fallible, last = plan_sources(name_or_path, revision, registry=registry, local_files_only=offline)
+    for source in fallible:  # a Hub copy with a bundled copy behind it
+        try:
+            result = _load(load, source)
+        except _HUB_UNAVAILABLE as error:
+            failure = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
+            last = dataclasses.replace(last, reason=f"the Hub copy could not be loaded ({failure})")
+            logger.warning("%s: could not load %s at revision %s (%s); using the bundled copy %s",
+                           source.name, source.location, source.revision, failure, last.location)
+        else:
+            logger.info("dvae-transform loaded %s", source)
+            return result, source
+    if last.kind == BUNDLED:
+        registry.verified_bundle(last.name)
+    try:
+        result = _load(load, last)
+    except LocalEntryNotFoundError as error:  # a Hub copy that is neither reachable nor cached
+        message = _not_cached_message(last, error, registry, local_files_only, cache_dir)
+        raise LocalEntryNotFoundError(message) from error
+    logger.info("dvae-transform loaded %s", last)
+    return result, last
