@@ -200,9 +200,8 @@ class DVAEPurify(
             accelerator: an ``accelerate.Accelerator`` (one is created if not given).
             checkpoint_dir: save every epoch here and resume from it.
             progress: show progress bars.
-            stream: read the data in batches from its source instead of holding it in memory; by
-                default only inputs over 1 GiB and iterable datasets are streamed (see
-                :mod:`dvae_transform.data.streaming`).
+            stream: read the data in batches from its source instead of holding it in memory (default:
+                only inputs over 1 GiB and iterable datasets; :mod:`dvae_transform.data.streaming`).
             compile: run the models through ``torch.compile`` (faster steps after a compilation).
             **overrides: any ``FitConfig`` field, e.g. ``epochs=5``.
         """
