@@ -327,7 +327,7 @@ FIT = [
     row("five-channels", lambda e: e.fit((image(4, 5, 16, 16), [0, 1, 0, 1])), ValueError,
         "in_channels must be 1 or 3, got 5"),
     row("odd-size", lambda e: e.fit((image(4, 1, 15, 15), [0, 1, 0, 1])), ValueError,
-        "image_size must be even and at least 4, got 15"),
+        "image_size must be even", "got 15; resize the images to 14 or 16"),
     row("string-labels", lambda e: e.fit([(image(1, 16, 16), "a")] * 3), InputTypeError,
         "label must be an integer, got 'a'"),
     row("non-square", lambda e: e.fit((image(4, 1, 16, 24), [0, 1, 0, 1])), ValueError,
