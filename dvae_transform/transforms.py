@@ -120,9 +120,7 @@ class DVAEPurify(
         super().__init__()
         data_keys = ("in_channels", "image_size", "num_classes")
         if any(stage1.config[key] != stage2.config[key] for key in data_keys):
-            raise ValueError(
-                f"stage1 and stage2 were built for different data: {stage1.config} vs {stage2.config}"
-            )
+            raise ValueError(f"stage1 and stage2 were built for different data: {stage1.config} vs {stage2.config}")
         self.stage1, self.stage2 = stage1.eval(), stage2.eval()
         self.batch_size = check_int(batch_size, "batch_size", low=1)
         self.sample = check_type(sample, "sample", bool)
@@ -152,10 +150,8 @@ class DVAEPurify(
         return purifier
 
     def extra_repr(self) -> str:
-        return (
-            f"in_channels={self.in_channels}, image_size={self.image_size}, num_classes={self.num_classes}, "
-            f"sample={self.sample}, device={self.device}"
-        )
+        return (f"in_channels={self.in_channels}, image_size={self.image_size}, num_classes={self.num_classes}, "
+                f"sample={self.sample}, device={self.device}")
 
     # --- fitting -----------------------------------------------------------------------
     @classmethod
@@ -172,6 +168,7 @@ class DVAEPurify(
         checkpoint_dir: str | os.PathLike | None = None,
         progress: bool = True,
         stream: bool | None = None,
+        num_workers: int | None = None,
         compile: bool = False,
         **overrides: Any,
     ) -> DVAEPurify:
@@ -202,6 +199,7 @@ class DVAEPurify(
             progress: show progress bars.
             stream: read the data in batches from its source instead of holding it in memory (default:
                 only inputs over 1 GiB and iterable datasets; :mod:`dvae_transform.data.streaming`).
+            num_workers: DataLoader workers reading a dataset (default: up to 4, one per CPU).
             compile: run the models through ``torch.compile`` (faster steps after a compilation).
             **overrides: any ``FitConfig`` field, e.g. ``epochs=5``.
         """
@@ -209,7 +207,8 @@ class DVAEPurify(
         init = cls._warm_start(init)
         accelerator = accelerator or accelerator_for(config)
         train_set = training_set(data, image_column=image_column, label_column=label_column, stream=stream,
-                                 accelerator=accelerator, checkpoint_dir=checkpoint_dir, progress=progress)
+                                 num_workers=num_workers, accelerator=accelerator, checkpoint_dir=checkpoint_dir,
+                                 progress=progress)
         result = fit_two_stage(
             train_set,
             num_classes=num_classes,

@@ -69,6 +69,14 @@ def test_streamed_fit_matches_the_in_memory_fit(data, in_memory, tmp_path) -> No
     _assert_same_weights(in_memory, again)  # resumed from the finished checkpoint
 
 
+def test_streamed_fit_in_the_main_process_is_quiet_without_progress(data, in_memory, capsys) -> None:
+    streamed = DVAEPurify.fit(TensorDataset(*data), seed=2, stream=True, num_workers=0, **TINY)  # TINY: progress=False
+    _assert_same_weights(in_memory, streamed)
+    assert "stage-1 output" not in capsys.readouterr().err  # no progress bar of any kind
+    with pytest.raises(ValueError, match="num_workers must be"):
+        DVAEPurify.fit(TensorDataset(*data), stream=True, num_workers=-1, **TINY)
+
+
 def test_iterable_datasets_fit_like_the_same_items_in_memory(data, in_memory) -> None:
     images, labels = data
     hf_stream = _hf(images, labels).to_iterable_dataset(num_shards=3)

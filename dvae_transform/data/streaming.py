@@ -111,8 +111,8 @@ def read_all(source: Source) -> tuple[torch.Tensor, torch.Tensor]:
 class StreamedSet:
     """A training set read from ``source`` in batches through DataLoader workers, never whole."""
 
-    def __init__(self, source: Source, folder: WorkFolder, num_workers: int) -> None:
-        self.source, self.folder, self.num_workers = source, folder, num_workers
+    def __init__(self, source: Source, folder: WorkFolder, num_workers: int, progress: bool = True) -> None:
+        self.source, self.folder, self.num_workers, self.progress = source, folder, num_workers, progress
         self.labels = source.labels(SCAN_CHUNK)
         self.item_shape = tuple(source.item_shape)
 
@@ -133,12 +133,13 @@ class StreamedSet:
         self._write_outputs(model, cache, cache.missing_shards(), None)  # shards this process cannot see
         parts = [cache.path / shard_name(index) for index in range(cache.num_shards)]
         counts = [len(cache.shard_range(index)) for index in range(cache.num_shards)]
-        return StreamedSet(Source(ShardReader(parts, counts, self.labels)), self.folder, self.num_workers)
+        return StreamedSet(Source(ShardReader(parts, counts, self.labels)), self.folder, self.num_workers,
+                           self.progress)
 
     def _write_outputs(self, model: DVAE, cache: TensorCache, indices: list[int], accelerator: Any) -> None:
         ranges = [cache.shard_range(index) for index in indices]
         batches = read_batches(self.source, ranges, num_workers=self.num_workers, pin_memory=True)
-        show = is_main_process(accelerator) and bool(indices)
+        show = self.progress and is_main_process(accelerator) and bool(indices)
         with tqdm(total=sum(map(len, ranges)), desc="stage-1 output", unit="img", disable=not show) as bar, \
                 worker_errors():
             for index, (images, labels) in zip(indices, batches):
@@ -184,7 +185,7 @@ def training_set(
     if stream is None:
         stream = not source.pair and len(source) * source.item_bytes > IN_MEMORY_BYTES
     if stream:
-        return StreamedSet(source, folder, workers)
+        return StreamedSet(source, folder, workers, progress)
     try:
         return TensorSet(*read_all(source))
     finally:
