@@ -3,6 +3,7 @@
     python hub/publish.py mnist32-lsp-fast --dry-run            # fit, evaluate, write the folder
     python hub/publish.py mnist32-lsp-fast --dry-run --bundle   # ... and make it the package's bundled copy
     python hub/publish.py mnist32-lsp-fast                      # ... and push it (needs `hf auth login`)
+    python hub/publish.py imagenet100-224-lsp-paper --dry-run --data-root DIR   # data you provide (class folders)
 
 A recipe (``recipes/<name>.json`` of a registry folder, by default ``dvae_transform/checkpoints/``) fixes the
 data, the poison(s) applied to it, the fit settings and the seed. The script loads the data with
@@ -12,7 +13,8 @@ permutation seeded with the recipe's seed splits it into equal parts, one attack
 evaluated attack (default: every built-in one), on the poisoned and on the purified images, and writes the
 folder it uploads (weights and model card) with ``save_pretrained``. ``--bundle`` copies that folder into the
 registry's ``bundled/<name>/`` and records the sha256 of its files and the measured effect in the recipe.
-``--dry-run`` pushes nothing and needs no network. After a push, pin the printed commit sha as the recipe's
+``--dry-run`` pushes nothing and needs no network; ``--data-root`` says where the data is (recipes of data
+you provide, such as class folders, name none). After a push, pin the printed commit sha as the recipe's
 ``revision``.
 """
 
@@ -39,15 +41,18 @@ from dvae_transform.checkpoints.recipe import MeasuredEffect, PretrainedCheckpoi
 from dvae_transform.checkpoints.registry import REGISTRY, Registry, folder_bytes, relative_files
 from dvae_transform.config import resolve_config
 from dvae_transform.evaluation.attacks import ATTACKS, make_poison
-from dvae_transform.evaluation.datasets import BenchData, load_bench_data
+from dvae_transform.evaluation.datasets import BenchData, describe, load_bench_data, needs_root
 from dvae_transform.evaluation.victims import RECIPE, accuracy, train_victim
+from dvae_transform.fit import build_model
 
 CHECK_BATCH_SIZE = 16
 BUNDLE_BUDGET_BYTES = 5_000_000  # every bundled copy together: package data must stay small
-# The datasets a recipe can name (load_bench_data names): their Hub dataset ids and a line for the model card.
+# The datasets a recipe can name (load_bench_data names): their Hub dataset ids and a line for the model card
+# ({shape}: the recipe's CxHxW).
 DATASETS: dict[str, tuple[tuple[str, ...], str]] = {
-    "mnist": (("ylecun/mnist",), "real MNIST digits zero-padded to 1x32x32 (the split embedded in dvae-transform)"),
-    "fashion-mnist": (("zalando-datasets/fashion_mnist",), "Fashion-MNIST images zero-padded to 1x32x32"),
+    "mnist": (("ylecun/mnist",), "real MNIST digits zero-padded to {shape} (the split embedded in dvae-transform)"),
+    "fashion-mnist": (("zalando-datasets/fashion_mnist",), "Fashion-MNIST images zero-padded to {shape}"),
+    "imagefolder": ((), "images of the publisher's class folders resized to {shape}"),
 }
 TRIAL_OPTIONS = ("max_images", "settings", "victim_epochs", "no_eval")  # change the recipe: refused with --bundle
 
@@ -83,6 +88,8 @@ def _parser() -> argparse.ArgumentParser:
                         "options)")
     parser.add_argument("--registry", type=Path, help="registry folder holding recipes/ and bundled/ "
                         "(default: the package's, dvae_transform/checkpoints)")
+    parser.add_argument("--data-root", type=Path, metavar="DIR",
+                        help="where the recipe's data is (replaces the recipe's data root; needed when it has none)")
     parser.add_argument("--output", type=Path, help="folder to write (new or empty; default: a new temporary one)")
     parser.add_argument("--max-images", type=int, help="trial: fit on the first N training images only")
     parser.add_argument("--set", dest="settings", type=_parse_setting, action="append", default=[],
@@ -109,20 +116,41 @@ def _check_can_push(token: str | None) -> None:
         raise SystemExit(f"cannot push: the Hub refused ({error}); run `hf auth login` or pass --token") from None
 
 
-def _check_bundle_request(args: argparse.Namespace, registry: Registry) -> None:
+def estimated_bundle_bytes(recipe: PretrainedCheckpoint) -> int:
+    """The bytes of the two stages' weights a fit of ``recipe`` saves (the bundle is slightly larger)."""
+    config = resolve_config(recipe.preset, **recipe.overrides)
+    with torch.device("meta"):  # shapes only: nothing is allocated or initialised
+        model = build_model(config, in_channels=recipe.channels, image_size=recipe.image_size,
+                            num_classes=recipe.num_classes, seed=recipe.seed)
+    return 2 * sum(tensor.numel() * tensor.element_size() for tensor in model.state_dict().values())
+
+
+def _check_bundle_request(args: argparse.Namespace, registry: Registry, recipe: PretrainedCheckpoint) -> None:
     """A bundle is fitted exactly as its registry recipe says, so that the recipe describes it truthfully."""
     if args.recipe not in registry:
         raise SystemExit(f"--bundle needs a checkpoint name of the registry {registry.folder}, got {args.recipe!r}")
+    size = estimated_bundle_bytes(recipe)
+    if size > BUNDLE_BUDGET_BYTES:
+        raise SystemExit(f"{recipe.name} cannot be bundled: its weights alone take {size:,} bytes, over the budget "
+                         f"of {BUNDLE_BUDGET_BYTES:,} for all bundled copies; publish it on the Hub only")
     trials = [name for name in TRIAL_OPTIONS if getattr(args, name) not in (None, False, [])]
     if trials:
         options = ", ".join("--" + ("set" if name == "settings" else name.replace("_", "-")) for name in trials)
         raise SystemExit(f"--bundle fits exactly as the recipe says; drop {options} or edit the recipe instead")
 
 
-def load_data(recipe: PretrainedCheckpoint) -> BenchData:
-    """The recipe's train and test split, checked against its image shape and class count."""
+def check_data_root(recipe: PretrainedCheckpoint, root: Path | None = None) -> None:
+    """Fail before any work if the recipe's data has no folder: neither in the recipe nor given (``root``)."""
+    if root is None and recipe.data.root is None and needs_root(recipe.data.name):
+        raise SystemExit(f"{recipe.name}: its {recipe.data.name} data is yours to provide and the recipe names no "
+                         f"folder; pass --data-root DIR holding {describe(recipe.data.name)}")
+
+
+def load_data(recipe: PretrainedCheckpoint, root: Path | None = None) -> BenchData:
+    """The recipe's train and test split (from ``root`` if given), checked against its image shape and classes."""
     spec = recipe.data
-    data = load_bench_data(spec.name, spec.root, train=spec.train, test=spec.test, seed=spec.seed)
+    data = load_bench_data(spec.name, spec.root if root is None else root, train=spec.train, test=spec.test,
+                           seed=spec.seed, image_size=recipe.image_size)
     shape, found = (recipe.channels, recipe.image_size, recipe.image_size), tuple(data.train_images.shape[1:])
     if found != shape or data.num_classes != recipe.num_classes:
         raise SystemExit(f"dataset {spec.name} has images {found} and {data.num_classes} classes, the recipe says "
@@ -201,8 +229,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     registry = REGISTRY if args.registry is None else Registry(args.registry)
     recipe = load_recipe(args.recipe, registry)
+    check_data_root(recipe, args.data_root)
     if args.bundle:
-        _check_bundle_request(args, registry)
+        _check_bundle_request(args, registry, recipe)
     repo_id = args.repo_id or recipe.repo_id
     if not args.dry_run:
         _check_can_push(args.token)
@@ -212,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit("the seed is part of the recipe; edit the recipe instead of --set seed=...")
     config: FitConfig = resolve_config(recipe.preset, **{**recipe.overrides, **settings, "seed": recipe.seed})
 
-    data = load_data(recipe)
+    data = load_data(recipe, args.data_root)
     if args.max_images is not None:
         data = dataclasses.replace(data, train_images=data.train_images[: args.max_images],
                                    train_labels=data.train_labels[: args.max_images])
@@ -223,10 +252,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"fit: {time.perf_counter() - start:.1f} s on {len(train_labels):,} images")
 
     hub_ids, description = DATASETS[recipe.data.name]
+    shape = f"{recipe.channels}x{recipe.image_size}x{recipe.image_size}"
     card: dict[str, Any] = {
         "repo_id": repo_id,
         "datasets": list(hub_ids),
-        "training_data": f"{len(train_labels):,} {description}",
+        "training_data": f"{len(train_labels):,} {description.format(shape=shape)}",
         "attack": recipe.attacks,
         "recipe": {"recipe": recipe.name, "data": dataclasses.asdict(recipe.data),
                    "attack_kwargs": recipe.attack_kwargs, **dataclasses.asdict(config)},

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from dataset_writers import pixels, write_folder
 from hub_fixtures import folder_files
 from huggingface_hub import ModelCard
 from registry_helpers import MEASURED, make_registry, tiny_recipe, write_recipe
@@ -67,7 +68,8 @@ def test_every_recipe_is_valid_and_is_its_registry_entry() -> None:
         ({"attacks": ["rainbow"]}, ValueError, "unknown attack 'rainbow'"),
         ({"attack_kwargs": {"rainbow": {}}}, ValueError, "unknown attack 'rainbow'"),
         ({"evaluate": {"attacks": ["lsp", "rainbow"]}}, ValueError, "unknown attack 'rainbow'"),
-        ({"data": {"name": "cifar10"}}, ValueError, r"unknown dataset 'cifar10'; known: \['fashion-mnist', 'mnist'\]"),
+        ({"data": {"name": "cifar10"}}, ValueError,
+         r"unknown dataset 'cifar10'; known: \['fashion-mnist', 'imagefolder', 'mnist'\]"),
     ],
 )
 def test_bad_recipes_are_refused_naming_the_problem(tmp_path: Path, change: dict, error: type, message: str) -> None:
@@ -222,3 +224,42 @@ def test_a_fashion_mnist_recipe_publishes_from_its_idx_files(
     assert card.data.datasets == ["zalando-datasets/fashion_mnist"] and card.data.evaluated_attacks == ["lsp"]
     assert "32 Fashion-MNIST images zero-padded to 1x32x32" in card.text
     assert "16 held-out fashion-mnist test images" in card.text
+
+
+# ----------------------------------------------------------------------------- data you provide: --data-root
+
+IMAGENET = "imagenet100-224-lsp-paper"
+
+
+def test_a_recipe_of_your_own_data_needs_data_root_up_front(tmp_path: Path, hf_offline) -> None:
+    hf_offline()
+    for args in ([], ["--dry-run"], ["--dry-run", "--bundle"]):
+        with pytest.raises(SystemExit, match=f"^{IMAGENET}: its imagefolder data is yours to provide and the "
+                           r"recipe names no folder; pass --data-root DIR holding ROOT/train/<class>/") as info:
+            publish.main([IMAGENET, "--output", str(tmp_path / "out"), *args])
+        assert "\n" not in str(info.value)
+    with pytest.raises(SystemExit, match=f"{IMAGENET} cannot be bundled: its weights alone take 31,946,560 bytes"):
+        publish.main([IMAGENET, "--dry-run", "--bundle", "--data-root", str(tmp_path)])
+    assert not (tmp_path / "out").exists()
+
+
+def test_class_folders_publish_at_the_recipes_image_size(tmp_path: Path, hf_offline) -> None:
+    """The ImageNet recipe's pipeline (224 px, RGB) on 3 classes of 4 + 2 images: the architecture follows."""
+    tree = {split: {f"n0{label}": list(pixels(count, (224, 224, 3), 10 * label + count)) for label in range(3)}
+            for split, count in (("train", 4), ("test", 2))}
+    write_folder(tmp_path / "data", tree)
+    recipe = {**json.loads(REGISTRY.recipe_file(IMAGENET).read_text()), "num_classes": 3}
+    recipe["data"] = {**recipe["data"], "train": None}
+    path = write_recipe(tmp_path / "registry", recipe)
+    out = tmp_path / "out"
+    hf_offline()
+    publish.main([str(path), "--dry-run", "--data-root", str(tmp_path / "data"), "--output", str(out), "--no-eval",
+                  "--no-progress", "--set", "epochs=1", "--set", "width=4", "--set", "latent_dim=4"])
+
+    loaded = DVAEPurify.from_pretrained(out)
+    for stage in (loaded.stage1, loaded.stage2):
+        assert (stage.config["image_size"], stage.config["in_channels"], stage.config["downsamplings"]) == (224, 3, 4)
+    assert loaded.num_classes == 3
+    card = ModelCard.load(out / "README.md")
+    assert "12 images of the publisher's class folders resized to 3x224x224" in card.text
+    assert str(tmp_path / "data") not in card.text  # the card holds the recipe's data, not your local folder

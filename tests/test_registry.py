@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 OFFICIAL = [
     "fashion-mnist32-lsp-fast",
     "fashion-mnist32-mix-fast",
+    "imagenet100-224-lsp-paper",
     "mnist32-classwise-noise-fast",
     "mnist32-lsp-fast",
     "mnist32-mix-fast",
@@ -32,7 +33,7 @@ OFFICIAL = [
 def test_the_package_registry_holds_the_official_recipes() -> None:
     assert list_pretrained() == OFFICIAL == sorted(REGISTRY)
     assert list_pretrained("*-mix-*") == ["fashion-mnist32-mix-fast", "mnist32-mix-fast"]
-    for name in OFFICIAL:
+    for name in list_pretrained("*mnist32-*"):
         info = pretrained_info(name)
         assert (info.repo_id, info.image_size, info.channels, info.num_classes, info.preset) == (
             f"dvae-transform/{name}", 32, 1, 10, "fast",
@@ -41,6 +42,11 @@ def test_the_package_registry_holds_the_official_recipes() -> None:
                              TrainingData("fashion-mnist", None, 4000, 1000, 0))
     assert pretrained_info("mnist32-lsp-fast").attacks == ["lsp"]
     assert pretrained_info("mnist32-mix-fast").attacks == ["classwise_noise", "lsp", "ops", "autoregressive"]
+    imagenet = pretrained_info("imagenet100-224-lsp-paper")  # the paper's ImageNet subset: data you provide
+    assert (imagenet.image_size, imagenet.channels, imagenet.num_classes, imagenet.preset, imagenet.overrides) == (
+        224, 3, 100, "paper", {"epochs": 20},
+    )
+    assert imagenet.data == TrainingData("imagefolder", None, 26000, None, 0) and imagenet.attacks == ["lsp"]
     assert all(entry.revision is None for entry in REGISTRY.values())  # nothing is published yet
     with pytest.raises(ValueError, match="did you mean 'mnist32-lsp-fast'.* known: fashion-mnist32-lsp-fast, "):
         pretrained_info("mnist32-lsp")
@@ -98,8 +104,9 @@ def test_readme_says_truthfully_where_each_checkpoint_is() -> None:
     assert sorted(rows) == OFFICIAL
     for name, (hub, bundled) in rows.items():
         entry = REGISTRY[name]
+        too_large = publish.estimated_bundle_bytes(entry) > publish.BUNDLE_BUDGET_BYTES
         assert hub == ("not yet" if entry.revision is None else f"`{entry.revision[:12]}`"), name
-        assert bundled == ("yes" if entry.bundle else "not yet"), name
+        assert bundled == ("yes" if entry.bundle else "no (too large)" if too_large else "not yet"), name
 
 
 # ----------------------------------------------------------------------------- any registry folder

@@ -45,9 +45,10 @@ class TrainingData:
     """The images a checkpoint is fitted and evaluated on: ``load_bench_data(name, root, train=, test=, seed=)``.
 
     ``name`` is a dataset of ``dvae_transform.evaluation.datasets`` (``"mnist"``: the embedded digits;
-    ``"fashion-mnist"``: its idx files, by default from the Debian package path); ``root`` ``None`` means
-    the dataset's default; ``train`` / ``test`` keep a random subset of that many images seeded with ``seed``
-    (``None`` keeps the whole split).
+    ``"fashion-mnist"``: its idx files, by default from the Debian package path; ``"imagefolder"``: class
+    folders, resized to the recipe's ``image_size``); ``root`` ``None`` means the dataset's default, or for data
+    the publisher provides (no default) the folder given to ``hub/publish.py --data-root``; ``train`` / ``test``
+    keep a random subset of that many images seeded with ``seed`` (``None`` keeps the whole split).
     """
 
     name: str

