@@ -9,7 +9,9 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 from registry_helpers import MEASURED, make_registry, tiny_recipe, write_recipe
+from safetensors.torch import load_file
 from test_publish import publish  # hub/publish.py, imported by path
 
 from dvae_transform import DVAEPurify, list_pretrained, pretrained_info
@@ -17,6 +19,7 @@ from dvae_transform.checkpoints.recipe import TrainingData, read_recipe
 from dvae_transform.checkpoints.registry import PACKAGE_FOLDER, REGISTRY, Registry, relative_files
 
 ROOT = Path(__file__).resolve().parents[1]
+CHECK_BATCHES = Path(__file__).parent / "data" / "bundled-checks"  # 16 images each, written with the bundles
 OFFICIAL = [
     "fashion-mnist32-lsp-fast",
     "fashion-mnist32-mix-fast",
@@ -72,7 +75,7 @@ def test_bundled_copies_are_complete_verified_and_within_budget() -> None:
     assert REGISTRY.bundled_bytes() <= publish.BUNDLE_BUDGET_BYTES == 5_000_000
 
 
-def test_every_bundled_name_loads_offline_and_verified(hf_offline) -> None:
+def test_every_bundled_name_loads_offline_and_purifies_as_publish_py_wrote_it(hf_offline) -> None:
     hf_offline()
     for name in list_pretrained(source="bundled"):
         purifier = DVAEPurify.from_pretrained(name)
@@ -81,6 +84,8 @@ def test_every_bundled_name_loads_offline_and_verified(hf_offline) -> None:
         assert (purifier.in_channels, purifier.image_size, purifier.num_classes) == (
             entry.channels, entry.image_size, entry.num_classes,
         )
+        batch = load_file(CHECK_BATCHES / f"{name}.safetensors")  # publish.py --bundle --check-batch, same run
+        assert torch.equal(purifier.purify(batch["images"], batch["labels"]), batch["purified"])
 
 
 def test_package_data_ships_the_recipes_templates_and_bundles(tmp_path: Path, tiny_purifier: DVAEPurify) -> None:
