@@ -85,7 +85,9 @@ def test_every_bundled_name_loads_offline_and_purifies_as_publish_py_wrote_it(hf
             entry.channels, entry.image_size, entry.num_classes,
         )
         batch = load_file(CHECK_BATCHES / f"{name}.safetensors")  # publish.py --bundle --check-batch, same run
-        assert torch.equal(purifier.purify(batch["images"], batch["labels"]), batch["purified"])
+        purified = purifier.purify(batch["images"], batch["labels"])
+        # bit for bit on the machine that bundled them; 1e-5 leaves room for another CPU's summation order
+        torch.testing.assert_close(purified, batch["purified"], rtol=0.0, atol=1e-5)
 
 
 def test_package_data_ships_the_recipes_templates_and_bundles(tmp_path: Path, tiny_purifier: DVAEPurify) -> None:
