@@ -72,7 +72,12 @@ def test_a_grid_split_over_processes_merges_and_refuses_other_data(tmp_path, cap
     ("argv", "words"),
     [
         (["--data", "cifar-10"], "unknown dataset 'cifar-10'; known: mnist, fashion-mnist, cifar10"),
-        (["--victim", "vgg"], "--victim 'vgg': unknown victim; known: small, resnet18"),
+        (["--victim", "vgg"], "--victim 'vgg': unknown victim; known: small, resnet18, resnet18_cpu"),
+        (["--victim", "small", "--victim-width", "8"],
+         "--victim-width 8: victim 'small' has no width setting; victims with one: resnet18_cpu"),
+        (["--victim-width", "0"], "argument --victim-width: expected a positive integer, got 0"),
+        (["--victim-width", "1.5"], "argument --victim-width: invalid positive_int value: '1.5'"),
+        (["--attacks", "blur"], "argument --attacks: invalid choice: 'blur'"),
         (["--data", "svhn", "--root", "{tmp}/nowhere"], "svhn: dataset folder {tmp}/nowhere does not exist"),
         (["--data", "cifar10", "--root", "{tmp}"], "missing data_batch_3"),
         (["--data", "fashion-mnist", "--root", "{tmp}/fashion", "--train", "13"],

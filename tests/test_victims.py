@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from dvae_transform.evaluation.augment import crop_flip
-from dvae_transform.evaluation.victims import VICTIMS, accuracy, resnet18_cifar, train_victim
+from dvae_transform.evaluation.bench import default_victim
+from dvae_transform.evaluation.victims import VICTIMS, accuracy, resnet18_cifar, resnet18_layout, train_victim
 
 
 def _easy_task(count: int = 64, channels: int = 3, size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
@@ -29,6 +30,35 @@ def test_resnet18_is_cifar_style(channels: int, size: int, classes: int) -> None
     assert (stem.in_channels, stem.kernel_size, stem.stride, stem.padding) == (channels, (3, 3), (1, 1), (1, 1))
     assert isinstance(model.maxpool, nn.Identity) and model.fc.out_features == classes
     assert model(torch.rand(2, channels, size, size)).shape == (2, classes)
+
+
+def test_resnet18_layout_is_resnet18_cifar_at_a_chosen_width() -> None:
+    full, narrow = resnet18_layout(3, 10, width=64), resnet18_layout(1, 10, width=16)
+    reference = resnet18_cifar(3, 10)
+
+    def parameters(model: nn.Module) -> int:
+        return sum(p.numel() for p in model.parameters())
+
+    assert parameters(full) == parameters(reference)  # the same network as torchvision's at width 64
+    convs = [m for m in narrow.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert len(convs) == 17 and [c.out_channels for c in convs[::4]] == [16, 16, 32, 64, 128]
+    assert narrow(torch.rand(2, 1, 32, 32)).shape == (2, 10)
+
+
+def test_the_cpu_victim_is_the_paper_recipe_narrower_and_the_fashion_mnist_cpu_default() -> None:
+    cpu, paper = VICTIMS["resnet18_cpu"], VICTIMS["resnet18"]
+    assert (cpu.optimizer, cpu.lr, cpu.momentum, cpu.weight_decay, cpu.schedule, cpu.augmentation) == (
+        paper.optimizer, paper.lr, paper.momentum, paper.weight_decay, paper.schedule, paper.augmentation)
+    assert (cpu.width, cpu.epochs, cpu.nesterov, cpu.batch_size) == (16, 10, True, 128)
+    assert "base width 16" in cpu.describe() and "Nesterov momentum 0.9" in cpu.describe()
+    assert cpu.with_width(8).width == 8 and cpu.with_width(None) is cpu
+    assert default_victim("fashion-mnist", torch.device("cpu")) == "resnet18_cpu"
+    assert default_victim("mnist", torch.device("cpu")) == default_victim("fashion-mnist", torch.device("cuda")) == "small"
+    for width in (0, -3, 2.5, True):
+        with pytest.raises((ValueError, TypeError), match="victim width"):
+            cpu.with_width(width)
+    with pytest.raises(ValueError, match="victim 'small' has no width setting; victims with one: resnet18_cpu"):
+        VICTIMS["small"].with_width(8)
 
 
 def test_crop_flip_crops_the_padded_image_per_sample_and_sometimes_flips() -> None:
@@ -60,15 +90,16 @@ def test_recipes_are_data_the_report_prints() -> None:
     assert "Adam, batch 128, 8 epoch(s); lr: constant 0.001" in small.describe()
 
 
-def test_the_small_victim_learns_and_leaves_the_global_rng_alone() -> None:
+@pytest.mark.parametrize(("victim", "epochs"), [("small", 20), ("resnet18_cpu", 3)])
+def test_victims_learn_and_leave_the_global_rng_alone(victim: str, epochs: int) -> None:
     images, labels = _easy_task()
     state = torch.get_rng_state()
-    model = train_victim(images, labels, num_classes=2, epochs=20, seed=0)
+    model = train_victim(images, labels, num_classes=2, recipe=victim, epochs=epochs, seed=0)
     assert torch.equal(torch.get_rng_state(), state)
     assert not model.training and accuracy(model, images, labels) == 1.0
 
 
-@pytest.mark.parametrize("victim", ["small", "resnet18"])
+@pytest.mark.parametrize("victim", ["small", "resnet18", "resnet18_cpu"])
 def test_training_is_seeded(victim: str) -> None:
     images, labels = _easy_task(count=16, size=8)
     state = torch.get_rng_state()

@@ -3,7 +3,7 @@
 ``dvae-purify bench`` (or ``python -m dvae_transform.evaluation.bench``) runs the cells of :mod:`.runner`
 for every attack, defense (:mod:`.defenses`) and seed, on a dataset of :mod:`.datasets` (``--data``;
 default: the embedded MNIST digits and their fixed split) with a victim of :mod:`.victims`
-(``--victim``; default: the small CNN). Every finished cell is written to ``<out>/results.json`` at
+(``--victim``; default: the small CNN, or ``resnet18_cpu`` for Fashion-MNIST on the CPU). Every finished cell is written to ``<out>/results.json`` at
 once (:mod:`.results`), so a killed run keeps its work and ``--resume`` skips it. The tables
 (:mod:`.report`) go to ``<out>/results.md`` and into a block of a benchmarks file (``bench`` for
 the default data and victim, ``bench-DATA-VICTIM`` otherwise); figures (:mod:`.figures`) go to
@@ -72,7 +72,7 @@ from .runner import (
     run_cells,
     run_settings,
 )
-from .victims import DEFAULT_VICTIM, VICTIMS, VictimRecipe
+from .victims import CPU_VICTIM, DEFAULT_VICTIM, VICTIMS, VictimRecipe
 
 REPORT_FILE = "results.md"
 DEFAULT_DATA = "mnist"
@@ -94,9 +94,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="use a fixed random subset of M test images (default: all)")
     data.add_argument("--image-size", type=positive_int, default=None, metavar="PIXELS",
                       help="imagefolder only: the side images are resized to (default: 32)")
-    data.add_argument("--victim", default=DEFAULT_VICTIM, metavar="NAME",
-                      help=f"victim classifier, one of {', '.join(VICTIMS)} (default: {DEFAULT_VICTIM}); "
-                           "resnet18 is the paper's, meant for a GPU")
+    data.add_argument("--victim", default=None, metavar="NAME",
+                      help=f"victim classifier, one of {', '.join(VICTIMS)} (default: {CPU_VICTIM} for fashion-mnist "
+                           f"on the CPU, else {DEFAULT_VICTIM}); resnet18 is the paper's, meant for a GPU")
+    data.add_argument("--victim-width", type=positive_int, default=None, metavar="N",
+                      help="base width of a victim that has one (resnet18_cpu: 16)")
     data.add_argument("--victim-epochs", type=positive_int, default=None, metavar="N",
                       help="victim training epochs (default: the victim's: "
                            + ", ".join(f"{name} {recipe.epochs}" for name, recipe in VICTIMS.items()) + ")")
@@ -157,16 +159,26 @@ def _defenses(args: argparse.Namespace) -> list[str]:
     return list(dict.fromkeys(args.defenses))
 
 
-def _victim(name: str) -> VictimRecipe:
+def default_victim(data: str, device: torch.device) -> str:
+    """The victim a run gets without ``--victim``: :data:`CPU_VICTIM` for Fashion-MNIST on the CPU (the small
+    CNN is hardly hurt by the attacks there), else :data:`~.victims.DEFAULT_VICTIM`."""
+    return CPU_VICTIM if (data, device.type) == ("fashion-mnist", "cpu") else DEFAULT_VICTIM
+
+
+def _victim(name: str | None, width: int | None, data: str, device: torch.device) -> VictimRecipe:
+    name = default_victim(data, device) if name is None else name
     if name not in VICTIMS:
         raise ValueError(f"--victim {name!r}: unknown victim; known: {', '.join(VICTIMS)}")
-    return VICTIMS[name]
+    try:
+        return VICTIMS[name].with_width(width)
+    except ValueError as error:
+        raise ValueError(f"--victim-width {width}: {error}") from None
 
 
 def _set_up(args: argparse.Namespace, command: str, device: torch.device) -> _Run:
     """Check the options, load the data and open the results; raises ValueError / OSError on bad input."""
     defenses = _defenses(args)
-    victim = _victim(args.victim)
+    victim = _victim(args.victim, args.victim_width, args.data, device)
     train, test = QUICK_SIZES if args.quick else (None, None)
     data = load_bench_data(args.data, args.root, train=args.train or train, test=args.test or test,
                            seed=SUBSET_SEED, download=args.download, image_size=args.image_size)
