@@ -4,14 +4,17 @@ Every attack takes a float image batch in [0, 1] (NCHW, or one CHW image) with
 its labels and returns poisoned images of the same shape, clamped to [0, 1].
 All randomness comes from a local ``torch.Generator`` seeded with ``seed``, so
 a call is reproducible and never touches the global RNG. ``fraction`` poisons
-only a seeded random share of the images and leaves the others unchanged.
+only a seeded random share of the images and leaves the others unchanged
+(the shared calling convention lives in :mod:`.attack_runner`).
 
 Budgets bound the perturbation before clamping; clamping to [0, 1] only moves
 pixels back towards the clean image, so the actual change respects them too.
 The defaults are the budgets published for natural images (CIFAR-10), each with its
 source in the attack's docstring: class-wise and error-minimising noise L_inf 8/255, LSP
 L2 ``sqrt(d) * 6/255``, AR L2 1.0 at 3x32x32 (per-pixel RMS kept at other sizes), OPS one
-pixel. The benchmark and the demo attack MNIST harder (:data:`~.mnist.MNIST_ATTACK_SETTINGS`).
+pixel. CUDA (:mod:`.convolution_attack`) is no additive perturbation and has no budget: it blurs
+each class with its own random filter (blur parameter 0.3, 3x3, as published for CIFAR-10).
+The benchmark and the demo attack MNIST harder (:data:`~.mnist.MNIST_ATTACK_SETTINGS`).
 """
 
 from __future__ import annotations
@@ -23,11 +26,11 @@ from typing import Any
 
 import torch
 
-from ..images import ImageInput, apply_to_batch, to_labels
+from ..images import ImageInput
 from ..validation import check_int, check_number
+from .attack_runner import run_attack
+from .convolution_attack import cuda
 from .error_minimizing import error_minimizing_poison
-
-_PoisonFn = Callable[[torch.Tensor, torch.Tensor, int, torch.Generator], torch.Tensor]
 
 _AR_WINDOW = 3
 _AR_CANDIDATES = 64
@@ -35,42 +38,7 @@ _AR_MAX_DRAWS = 50
 AR_L2_CIFAR10 = 1.0  # Sandoval-Segura et al. (NeurIPS 2022): L2 budget 1 on 3x32x32 images
 
 
-# ----------------------------------------------------------------------------- shared machinery
-
-
-def _resolve_labels(labels: Any, num_images: int, num_classes: int | None) -> tuple[torch.Tensor, int]:
-    """Validate labels; ``num_classes`` defaults to ``max(labels) + 1``."""
-    if num_classes is None:
-        raw = torch.as_tensor(labels)
-        num_classes = max(int(raw.max()) + 1, 1) if raw.numel() and not raw.is_complex() else 1
-    else:
-        check_int(num_classes, "num_classes", low=1)
-    return to_labels(labels, num_images, num_classes), num_classes
-
-
-def _subset_mask(num_images: int, fraction: float, seed: int) -> torch.Tensor:
-    """A seeded boolean mask selecting ``round(fraction * num_images)`` images."""
-    order = torch.randperm(num_images, generator=torch.Generator().manual_seed(seed))
-    mask = torch.zeros(num_images, dtype=torch.bool)
-    mask[order[: round(fraction * num_images)]] = True
-    return mask
-
-
-def _run_attack(
-    poison: _PoisonFn, images: ImageInput, labels: Any, num_classes: int | None, seed: int, fraction: float
-) -> torch.Tensor:
-    """Validate the common arguments, poison the batch, and keep only the chosen share."""
-    check_int(seed, "seed")
-    check_number(fraction, "fraction", low=0, high=1)
-
-    def poison_batch(batch: torch.Tensor) -> torch.Tensor:
-        label_tensor, classes = _resolve_labels(labels, batch.shape[0], num_classes)
-        generator = torch.Generator().manual_seed(seed)
-        poisoned = poison(batch, label_tensor.to(batch.device), classes, generator).clamp(0.0, 1.0)
-        chosen = _subset_mask(batch.shape[0], fraction, seed).to(batch.device)
-        return torch.where(chosen[:, None, None, None], poisoned, batch)
-
-    return apply_to_batch(poison_batch, images)
+# ----------------------------------------------------------------------------- shared helpers
 
 
 def _scale_l2(noise: torch.Tensor, l2: float) -> torch.Tensor:
@@ -104,7 +72,7 @@ def classwise_noise(
     class. The default L_inf budget, 8/255, is the paper's for CIFAR-10.
     """
     eps = check_number(eps, "eps", positive=True)
-    return _run_attack(partial(_classwise_poison, eps=eps), images, labels, num_classes, seed, fraction)
+    return run_attack(partial(_classwise_poison, eps=eps), images, labels, num_classes, seed, fraction)
 
 
 # ----------------------------------------------------------------------------- LSP
@@ -186,7 +154,7 @@ def lsp(
         l2 = check_number(l2, "l2", positive=True)
     patch_size = check_int(patch_size, "patch_size", low=1)
     poison = partial(_lsp_poison, l2=l2, patch_size=patch_size, samplewise=bool(samplewise))
-    return _run_attack(poison, images, labels, num_classes, seed, fraction)
+    return run_attack(poison, images, labels, num_classes, seed, fraction)
 
 
 # ----------------------------------------------------------------------------- OPS
@@ -245,7 +213,7 @@ def ops(
     images, of the channel-averaged ``|pixel - colour|``. The budget is one pixel
     (L_0 = 1 position), as published; the choice is deterministic, ``seed`` only picks the subset.
     """
-    return _run_attack(_ops_poison, images, labels, num_classes, seed, fraction)
+    return run_attack(_ops_poison, images, labels, num_classes, seed, fraction)
 
 
 # ----------------------------------------------------------------------------- autoregressive
@@ -325,7 +293,7 @@ def autoregressive(
     """
     if l2 is not None:
         l2 = check_number(l2, "l2", positive=True)
-    return _run_attack(partial(_ar_poison, l2=l2), images, labels, num_classes, seed, fraction)
+    return run_attack(partial(_ar_poison, l2=l2), images, labels, num_classes, seed, fraction)
 
 
 # ----------------------------------------------------------------------------- error-minimising noise
@@ -371,7 +339,7 @@ def error_minimizing(
         stop_accuracy=stop_accuracy,
         batch_size=check_int(batch_size, "batch_size", low=1),
     )
-    return _run_attack(poison, images, labels, num_classes, seed, fraction)
+    return run_attack(poison, images, labels, num_classes, seed, fraction)
 
 
 # ----------------------------------------------------------------------------- registry
@@ -382,6 +350,7 @@ ATTACKS: dict[str, Callable[..., torch.Tensor]] = {
     "ops": ops,
     "autoregressive": autoregressive,
     "error_minimizing": error_minimizing,
+    "cuda": cuda,
 }
 
 

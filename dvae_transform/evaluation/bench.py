@@ -27,7 +27,7 @@ settings, and computes only the cells still missing)::
          --victim resnet18 --no-write"
     for seed in 0 1; do
       $RUN --seeds $seed --attacks --out r/clean_$seed &
-      for attack in lsp classwise_noise ops autoregressive error_minimizing; do
+      for attack in lsp classwise_noise ops autoregressive error_minimizing cuda; do
         $RUN --seeds $seed --no-clean --attacks $attack --out r/${attack}_$seed &
       done
     done; wait
