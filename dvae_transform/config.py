@@ -6,7 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from .validation import InputTypeError, check_choice, check_int, check_number, reported_as
+from .purify import DEFAULT_SUBTRACTION, SUBTRACTION_RULES
+from .validation import InputTypeError, check_choice, check_int, check_number, check_type, reported_as
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,12 @@ class FitConfig:
             penalty switches on (10 of 60 in the paper).
         embedding_target: where the class embedding enters the perturbation branch
             (``"latent"``, as published, or ``"stem"``).
+        subtract: what stage 1's output, the next stage's training set, subtracts and what the fitted
+            purifier subtracts (:func:`~dvae_transform.purify.perturbation_estimate`): ``"raw"``, the
+            perturbation branch's output, as published, or ``"effect"``, its effect inside the objective's clamp.
+        zero_init_perturbation: start the perturbation decoder's last convolution at zero, so that the branch
+            begins as ``p = 0`` (published: PyTorch's default initialisation, under which the N(0, 1) class
+            embedding makes ``p`` large and ``clamp(x_rec + p)`` saturate from the first step).
         mixed_precision: ``"no"``, ``"fp16"`` or ``"bf16"``, passed to Accelerate.
         seed: seeds initialisation, shuffling and latent sampling.
     """
@@ -38,6 +45,8 @@ class FitConfig:
     kl_bounds: tuple[float, float] = (1.0, 3.0)
     warmup_fraction: float = 1 / 6
     embedding_target: str = "latent"
+    subtract: str = DEFAULT_SUBTRACTION
+    zero_init_perturbation: bool = False
     mixed_precision: str = "no"
     seed: int = 0
 
@@ -59,6 +68,8 @@ class FitConfig:
                 raise ValueError(f"kl_bounds needs one bound per stage, got {self.kl_bounds!r}")
             check_number(self.warmup_fraction, "warmup_fraction", low=0, high=1)
             check_choice(self.mixed_precision, "mixed_precision", ("no", "fp16", "bf16"))
+            check_choice(self.subtract, "subtract", SUBTRACTION_RULES)
+            check_type(self.zero_init_perturbation, "zero_init_perturbation", bool)
 
 
 PRESETS: dict[str, FitConfig] = {

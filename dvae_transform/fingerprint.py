@@ -97,6 +97,7 @@ def purification_key(
     *,
     sample: bool,
     seed: int | None,
+    subtract: str,
     micro_batch: int,
     shard_size: int,
     cache_dtype: str,
@@ -105,13 +106,14 @@ def purification_key(
     """The key of purifying the data identified by ``source`` with the weights hashed as ``weights``.
 
     Besides the two, the key covers every setting that changes the output: latent sampling and its
-    seed, the micro-batch size (with sampling the draws depend on how a shard is cut), the shard size,
-    the storage dtype, the image layout ``(channels, size, classes)`` and the library version.
+    seed, the subtraction rule, the micro-batch size (with sampling the draws depend on how a shard is cut),
+    the shard size, the storage dtype, the image layout ``(channels, size, classes)`` and the library version.
     """
     settings = {
         "version": __version__,
         "sample": sample,
         "seed": seed,
+        "subtract": subtract,
         "micro_batch": micro_batch if sample else None,
         "shard_size": shard_size,
         "cache_dtype": cache_dtype,

@@ -53,7 +53,7 @@ def build_model(config: FitConfig, *, in_channels: int, image_size: int, num_cla
     """A freshly initialised D-VAE for ``config``, independent of the global RNG state."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return DVAE(
+        model = DVAE(
             in_channels=in_channels,
             image_size=image_size,
             num_classes=num_classes,
@@ -61,6 +61,11 @@ def build_model(config: FitConfig, *, in_channels: int, image_size: int, num_cla
             latent_dim=config.latent_dim,
             embedding_target=config.embedding_target,
         )
+    if config.zero_init_perturbation:
+        last = model.perturbation_decoder[-2]  # the last convolution (before the identity output)
+        torch.nn.init.zeros_(last.weight)
+        torch.nn.init.zeros_(last.bias)
+    return model
 
 
 def _adam(model: torch.nn.Module, lr: float, device: torch.device) -> torch.optim.Adam:
@@ -281,7 +286,7 @@ def fit_two_stage(
             history.extend(stage_history)
             models.append(trained)
             if stage == 1 and StageCheckpoint(root, 2).finished_epochs() < config.epochs:
-                stage_data = data.purified(trained, accelerator)
+                stage_data = data.purified(trained, accelerator, config.subtract)
     finally:
         if stage_data is not data:
             stage_data.close()

@@ -16,7 +16,7 @@ import torch
 
 from .model import DVAE
 from .precision import quantize
-from .validation import check_int
+from .validation import check_choice, check_int
 
 DEFAULT_BATCH_SIZE = 256
 PINNED_MAX_BYTES = 256 * 2**20
@@ -79,9 +79,30 @@ def _run(models: tuple[DVAE, ...], images: torch.Tensor, labels: torch.Tensor | 
     return out
 
 
-def _subtract_perturbation(model: DVAE, x: torch.Tensor, y: torch.Tensor, sample: bool,
+SUBTRACTION_RULES = ("effect", "raw")
+DEFAULT_SUBTRACTION = "raw"  # as published; "effect" is measured in BENCHMARKS.md (issue #16)
+
+
+def perturbation_estimate(model: DVAE, x: torch.Tensor, y: torch.Tensor, *, subtract: str = DEFAULT_SUBTRACTION,
+                          sample: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+    """What a stage subtracts from ``x``: its estimate of the perturbation, by rule ``subtract``.
+
+    ``"raw"`` (published): the perturbation branch's output ``p``. ``"effect"``: the part of ``p`` the
+    objective sees, ``clamp(x_rec + p, 0, 1) - x_rec``; it equals ``p`` wherever the clamp is inactive.
+    Where ``x_rec + p`` leaves [0, 1] (on a black or white background, about half of Fashion-MNIST's
+    pixels) the loss gives ``p`` no gradient, so the raw ``p`` there is left over from initialisation
+    and subtracting it writes a class-dependent pattern, a new shortcut, into the purified image.
+    """
+    if subtract == "raw":
+        return model.perturbation(x, y, sample=sample, generator=generator).float()
+    output = model(x, y, sample=sample, generator=generator)
+    reconstruction = output.reconstruction.float()
+    return (reconstruction + output.perturbation.float()).clamp(0.0, 1.0) - reconstruction
+
+
+def _subtract_perturbation(model: DVAE, x: torch.Tensor, y: torch.Tensor, subtract: str, sample: bool,
                            generator: torch.Generator | None) -> torch.Tensor:
-    return quantize(x - model.perturbation(x, y, sample=sample, generator=generator).float())
+    return quantize(x - perturbation_estimate(model, x, y, subtract=subtract, sample=sample, generator=generator))
 
 
 def remove_perturbation(
@@ -90,12 +111,15 @@ def remove_perturbation(
     labels: torch.Tensor,
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    subtract: str = DEFAULT_SUBTRACTION,
     sample: bool = False,
     seed: int | None = None,
 ) -> torch.Tensor:
-    """Stage-1 purification: ``clamp(x - p(x, y), 0, 1)``, rounded to 8-bit levels."""
+    """Stage-1 purification: ``clamp(x - p(x, y), 0, 1)``, rounded to 8-bit levels (``p`` by rule ``subtract``,
+    see :func:`perturbation_estimate`)."""
+    check_choice(subtract, "subtract", SUBTRACTION_RULES)
     return _run((model,), images, labels, batch_size, seed,
-                lambda x, y, generator: _subtract_perturbation(model, x, y, sample, generator))
+                lambda x, y, generator: _subtract_perturbation(model, x, y, subtract, sample, generator))
 
 
 def reconstruct(
@@ -118,20 +142,23 @@ def purify_two_stage(
     labels: torch.Tensor,
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    subtract: str = DEFAULT_SUBTRACTION,
     sample: bool = False,
     seed: int | None = None,
 ) -> torch.Tensor:
     """Both stages: ``x1 = clamp(x - p1)``, then stage 2's reconstruction of ``clamp(x1 - p2)``.
 
-    Both models must sit on the same device.
+    Both models must sit on the same device. ``subtract`` is the rule for ``p1`` and ``p2``
+    (:func:`perturbation_estimate`: ``"raw"`` by default, as published, or ``"effect"``).
 
     ``sample=True`` draws the latent (as the authors do) with a generator seeded by
     ``seed``; the default uses the latent mean and is deterministic.
     """
 
     def step(x: torch.Tensor, y: torch.Tensor | None, generator: torch.Generator | None) -> torch.Tensor:
-        x1 = _subtract_perturbation(stage1, x, y, False, None)
-        x1_clean = torch.clamp(x1 - stage2.perturbation(x1, y).float(), 0.0, 1.0)
+        x1 = _subtract_perturbation(stage1, x, y, subtract, False, None)
+        x1_clean = torch.clamp(x1 - perturbation_estimate(stage2, x1, y, subtract=subtract), 0.0, 1.0)
         return stage2.reconstruct(x1_clean, sample=sample, generator=generator).clamp_(0.0, 1.0)
 
+    check_choice(subtract, "subtract", SUBTRACTION_RULES)
     return _run((stage1, stage2), images, labels, batch_size, seed, step)

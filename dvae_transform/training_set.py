@@ -41,8 +41,9 @@ class TrainingSet(Protocol):
         """For each index tensor of ``plan``: (float32 NCHW images in [0, 1], int64 labels) on ``device``."""
         ...
 
-    def purified(self, model: DVAE, accelerator: Accelerator) -> TrainingSet:
-        """The stage-1 output ``clamp(x - p(x, y))`` at 8-bit levels, as the next stage's training set."""
+    def purified(self, model: DVAE, accelerator: Accelerator, subtract: str) -> TrainingSet:
+        """The stage-1 output ``clamp(x - p(x, y))`` at 8-bit levels (``p`` by rule ``subtract``), as the next
+        stage's training set."""
         ...
 
     def identity(self) -> object:
@@ -109,11 +110,12 @@ class TensorSet:
             x = images.index_select(0, indices).to(device, non_blocking=True)
             yield decode(x), labels.index_select(0, indices).to(device, non_blocking=True)
 
-    def purified(self, model: DVAE, accelerator: Accelerator) -> TensorSet:
+    def purified(self, model: DVAE, accelerator: Accelerator, subtract: str) -> TensorSet:
         out = torch.empty(self.images.shape, dtype=torch.uint8)
         for start in range(0, len(self), PURIFY_CHUNK):
             chunk = slice(start, start + PURIFY_CHUNK)
-            out[chunk] = encode(remove_perturbation(model, decode(self.images[chunk]), self.labels[chunk]))
+            out[chunk] = encode(remove_perturbation(model, decode(self.images[chunk]), self.labels[chunk],
+                                                    subtract=subtract))
         return TensorSet(out, self.labels)
 
     def identity(self) -> object:

@@ -34,8 +34,8 @@ from .images import ImageInput, apply_to_batch, to_float_images, to_labels
 from .metadata import hub_metadata
 from .model import DVAE
 from .precision import encode
-from .purify import DEFAULT_BATCH_SIZE, purify_two_stage, reconstruct
-from .validation import check_int, check_type
+from .purify import DEFAULT_BATCH_SIZE, DEFAULT_SUBTRACTION, SUBTRACTION_RULES, purify_two_stage, reconstruct
+from .validation import check_choice, check_int, check_type
 
 
 class Purifier(Protocol):
@@ -101,6 +101,9 @@ class DVAEPurify(
         batch_size: micro-batch size for large calls.
         sample: draw the latent instead of using its mean (the authors' choice).
         seed: seeds the draw when ``sample`` is set.
+        subtract: what each stage subtracts: ``"raw"`` (default), the perturbation branch's output as
+            published, or ``"effect"``, its effect inside the objective's clamp
+            (:func:`~dvae_transform.purify.perturbation_estimate`).
         device: where to run; models move there on first use.
     """
 
@@ -115,6 +118,7 @@ class DVAEPurify(
         batch_size: int = DEFAULT_BATCH_SIZE,
         sample: bool = False,
         seed: int | None = None,
+        subtract: str = DEFAULT_SUBTRACTION,
         device: str | torch.device = "cpu",
     ) -> None:
         super().__init__()
@@ -125,6 +129,7 @@ class DVAEPurify(
         self.batch_size = check_int(batch_size, "batch_size", low=1)
         self.sample = check_type(sample, "sample", bool)
         self.seed = check_type(seed, "seed", int, type(None))
+        self.subtract = check_choice(subtract, "subtract", SUBTRACTION_RULES)
         self.device = _device(device)
         self.history: list[dict[str, float]] = []
         self._warned_label_free = False
@@ -143,15 +148,16 @@ class DVAEPurify(
         return self.stage1.image_size
 
     def replace(self, **options: Any) -> DVAEPurify:
-        """A purifier on the same stages with other ``batch_size``, ``sample``, ``seed`` or ``device``."""
-        current = {"batch_size": self.batch_size, "sample": self.sample, "seed": self.seed, "device": self.device}
+        """A purifier on the same stages with other ``batch_size``, ``sample``, ``seed``, ``subtract`` or ``device``."""
+        current = {"batch_size": self.batch_size, "sample": self.sample, "seed": self.seed, "subtract": self.subtract,
+                   "device": self.device}
         purifier = type(self)(self.stage1, self.stage2, **{**current, **options})
         purifier.history, purifier.source = self.history, self.source
         return purifier
 
     def extra_repr(self) -> str:
         return (f"in_channels={self.in_channels}, image_size={self.image_size}, num_classes={self.num_classes}, "
-                f"sample={self.sample}, device={self.device}")
+                f"sample={self.sample}, subtract={self.subtract!r}, device={self.device}")
 
     # --- fitting -----------------------------------------------------------------------
     @classmethod
@@ -219,7 +225,8 @@ class DVAEPurify(
             progress=progress,
             compile=compile,
         )
-        purifier = cls(result.stage1, result.stage2, device=next(result.stage1.parameters()).device)
+        purifier = cls(result.stage1, result.stage2, subtract=config.subtract,
+                       device=next(result.stage1.parameters()).device)
         purifier.history = result.history
         return purifier
 
@@ -230,7 +237,7 @@ class DVAEPurify(
     def _save_pretrained(self, save_directory: Path) -> None:
         """Write ``config.json`` (purification defaults) and ``stage1/``, ``stage2/`` (config + safetensors)."""
         save_purifier(save_directory, (self.stage1, self.stage2), batch_size=self.batch_size, sample=self.sample,
-                      seed=self.seed)
+                      seed=self.seed, subtract=self.subtract)
 
     def generate_model_card(self, **card_kwargs: Any) -> ModelCard:
         """The README.md model card; ``card_kwargs``: see :func:`~dvae_transform.checkpoints.card.render_model_card`."""
@@ -266,7 +273,8 @@ class DVAEPurify(
             token: a Hub token for private repos (default: the logged-in user's).
             force_download: download again even if the files are cached.
             registry: where names are looked up (default: the package's; ``Registry(folder)`` reads another).
-            **purifier_kwargs: override the saved defaults (``batch_size``, ``sample``, ``seed``) or set ``device``.
+            **purifier_kwargs: override the saved defaults (``batch_size``, ``sample``, ``seed``,
+                ``subtract``) or set ``device``.
         """
         load = functools.partial(super().from_pretrained, cache_dir=cache_dir, local_files_only=local_files_only,
                                  token=token, force_download=force_download, **purifier_kwargs)
@@ -356,7 +364,7 @@ class DVAEPurify(
             stage1, stage2 = self._models()
             if labels is not None:
                 batch_labels = to_labels(labels, batch.shape[0], self.num_classes)
-                return purify_two_stage(stage1, stage2, batch, batch_labels, **options)
+                return purify_two_stage(stage1, stage2, batch, batch_labels, subtract=self.subtract, **options)
             if not self._warned_label_free:
                 warnings.warn(
                     "DVAEPurify got no label: using the label-free path (stage-2 reconstruction of the "

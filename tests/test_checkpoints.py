@@ -71,11 +71,25 @@ def test_save_writes_the_hub_layout(saved: Path, tiny_purifier: DVAEPurify) -> N
     assert set(folder_files(saved)) == LAYOUT
     assert json.loads((saved / "config.json").read_text()) == {
         "format_version": 1, "batch_size": tiny_purifier.batch_size, "sample": False, "seed": None,
+        "subtract": tiny_purifier.subtract,
     }
     assert json.loads((saved / "stage2" / "config.json").read_text()) == tiny_purifier.stage2.config
     card = ModelCard.load(saved / "README.md")
     assert card.data.library_name == "dvae-transform"
     assert {"dvae-transform", "unlearnable-examples"} <= set(card.data.tags)
+
+
+def test_the_subtraction_rule_is_saved_and_a_file_without_it_means_raw(tmp_path: Path, tiny_purifier: DVAEPurify,
+                                                                         tiny_data) -> None:
+    raw = tiny_purifier.replace(subtract="raw")
+    raw.save_pretrained(tmp_path / "raw")
+    loaded = DVAEPurify.from_pretrained(tmp_path / "raw")
+    assert loaded.subtract == "raw" and torch.equal(purified(loaded, tiny_data), purified(raw, tiny_data))
+    config = json.loads((tmp_path / "raw" / "config.json").read_text())
+    del config["subtract"]  # a file written before the rule existed, when stages subtracted the raw output
+    (tmp_path / "raw" / "config.json").write_text(json.dumps(config))
+    assert DVAEPurify.from_pretrained(tmp_path / "raw").subtract == "raw"
+    assert DVAEPurify.from_pretrained(tmp_path / "raw", subtract="effect").subtract == "effect"
 
 
 def test_local_round_trip_purifies_identically(saved: Path, tiny_purifier: DVAEPurify, tiny_data) -> None:
@@ -191,6 +205,7 @@ def test_refused_weights_leave_a_model_untouched(saved: Path, tiny_purifier: DVA
         ("stage2/config.json", {"image_size": 15}, ValueError, r"image_size must be even"),
         ("config.json", {"colour": "red"}, ValueError, r"unknown key\(s\) \['colour'\]"),
         ("config.json", {"sample": "yes"}, TypeError, r"sample must be a bool"),
+        ("config.json", {"subtract": "mean"}, ValueError, r"subtract must be .effect. or .raw., got .mean."),
         ("config.json", {"format_version": 2}, ValueError, r"format_version 2 is not supported"),
     ],
 )

@@ -7,7 +7,7 @@ import torch
 
 from dvae_transform import DVAE
 from dvae_transform.precision import quantize
-from dvae_transform.purify import purify_two_stage, reconstruct, remove_perturbation
+from dvae_transform.purify import perturbation_estimate, purify_two_stage, reconstruct, remove_perturbation
 
 
 def test_output_shape_range_and_type(tiny_purifier, tiny_data) -> None:
@@ -54,15 +54,42 @@ def test_mean_latent_is_deterministic_and_sampling_is_seeded(tiny_purifier, tiny
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
-def test_two_stages_compose_as_documented(tiny_purifier, tiny_data) -> None:
+def _estimate_by_hand(model: DVAE, images: torch.Tensor, labels: torch.Tensor, subtract: str) -> torch.Tensor:
+    with torch.no_grad():
+        output = model.eval()(images, labels)
+    if subtract == "raw":
+        return output.perturbation
+    return (output.reconstruction + output.perturbation).clamp(0, 1) - output.reconstruction
+
+
+@pytest.mark.parametrize("subtract", ["effect", "raw"])
+def test_two_stages_compose_as_documented(tiny_purifier, tiny_data, subtract: str) -> None:
     images, labels = tiny_data
     stage1, stage2 = tiny_purifier.stage1, tiny_purifier.stage2
-    x1 = remove_perturbation(stage1, images, labels)
+    x1 = remove_perturbation(stage1, images, labels, subtract=subtract)
     assert torch.equal(x1, quantize(x1))  # stage-1 output is stored at 8-bit precision
+    assert torch.allclose(x1, quantize(images - _estimate_by_hand(stage1, images, labels, subtract)), atol=1 / 255)
+    expected = reconstruct(stage2, torch.clamp(x1 - _estimate_by_hand(stage2, x1, labels, subtract), 0, 1))
+    purified = purify_two_stage(stage1, stage2, images, labels, subtract=subtract)
+    assert torch.allclose(purified, expected, atol=1e-5)
+
+
+def test_the_effect_rule_is_the_raw_branch_output_where_the_clamp_is_inactive(tiny_purifier) -> None:
+    stage1 = tiny_purifier.stage1
+    images = torch.rand(32, 1, 16, 16, generator=torch.Generator().manual_seed(3))
+    images[:16, :, :8] = 0.0  # a black band: x_rec + p leaves [0, 1] there
+    labels = torch.arange(32) % tiny_purifier.num_classes
     with torch.no_grad():
-        p2 = stage2.eval()(x1, labels).perturbation
-    expected = reconstruct(stage2, torch.clamp(x1 - p2, 0, 1))
-    assert torch.allclose(purify_two_stage(stage1, stage2, images, labels), expected, atol=1e-5)
+        output = stage1.eval()(images, labels)
+        raw = perturbation_estimate(stage1, images, labels, subtract="raw")
+        effect = perturbation_estimate(stage1, images, labels, subtract="effect")
+    combined = output.reconstruction + output.perturbation
+    inside = (combined >= 0) & (combined <= 1)
+    assert torch.allclose(effect[inside], raw[inside], atol=1e-6)
+    assert (~inside).any() and not torch.allclose(effect[~inside], raw[~inside], atol=1e-3)
+    assert ((output.reconstruction + effect) >= -1e-6).all() and ((output.reconstruction + effect) <= 1 + 1e-6).all()
+    with pytest.raises(ValueError, match="subtract"):
+        remove_perturbation(stage1, images, labels, subtract="mean")
 
 
 def test_models_keep_their_training_mode(tiny_purifier, tiny_data) -> None:

@@ -53,7 +53,8 @@ def test_the_cpu_victim_is_the_paper_recipe_narrower_and_the_fashion_mnist_cpu_d
     assert "base width 16" in cpu.describe() and "Nesterov momentum 0.9" in cpu.describe()
     assert cpu.with_width(8).width == 8 and cpu.with_width(None) is cpu
     assert default_victim("fashion-mnist", torch.device("cpu")) == "resnet18_cpu"
-    assert default_victim("mnist", torch.device("cpu")) == default_victim("fashion-mnist", torch.device("cuda")) == "small"
+    cuda = torch.device("cuda")
+    assert default_victim("mnist", torch.device("cpu")) == default_victim("fashion-mnist", cuda) == "small"
     for width in (0, -3, 2.5, True):
         with pytest.raises((ValueError, TypeError), match="victim width"):
             cpu.with_width(width)

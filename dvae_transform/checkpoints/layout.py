@@ -24,8 +24,8 @@ from typing import Any
 from huggingface_hub import constants, snapshot_download
 
 from ..model import DVAE, DVAEConfig
-from ..purify import DEFAULT_BATCH_SIZE
-from ..validation import check_int, check_type, from_mapping
+from ..purify import DEFAULT_BATCH_SIZE, SUBTRACTION_RULES
+from ..validation import check_choice, check_int, check_type, from_mapping
 from .weights import WEIGHTS_NAME, save_weights
 
 FORMAT_VERSION = 1
@@ -41,6 +41,7 @@ class PurifierConfig:
     batch_size: int = DEFAULT_BATCH_SIZE
     sample: bool = False
     seed: int | None = None
+    subtract: str = "raw"  # a file without the key was written when stages always subtracted the raw p
 
     def __post_init__(self) -> None:
         check_int(self.format_version, "format_version")
@@ -52,6 +53,7 @@ class PurifierConfig:
         check_int(self.batch_size, "batch_size", low=1)
         check_type(self.sample, "sample", bool)
         check_type(self.seed, "seed", int, type(None))
+        check_choice(self.subtract, "subtract", SUBTRACTION_RULES)
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -72,9 +74,10 @@ def save_stage(model: DVAE, folder: Path) -> None:
     (folder / CONFIG_NAME).write_text(json.dumps(model.config, indent=2, sort_keys=True))
 
 
-def save_purifier(folder: Path, stages: Sequence[DVAE], *, batch_size: int, sample: bool, seed: int | None) -> None:
+def save_purifier(folder: Path, stages: Sequence[DVAE], *, batch_size: int, sample: bool, seed: int | None,
+                  subtract: str) -> None:
     """Write the layout above, except the model card, into ``folder``."""
-    config = dataclasses.asdict(PurifierConfig(FORMAT_VERSION, batch_size, sample, seed))
+    config = dataclasses.asdict(PurifierConfig(FORMAT_VERSION, batch_size, sample, seed, subtract))
     (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2))
     for name, model in zip(STAGE_FOLDERS, stages):
         save_stage(model, folder / name)

@@ -163,6 +163,7 @@ class PurifiedDataset(Dataset):
                 weights_hash(purifier.stage1, purifier.stage2),
                 sample=purifier.sample,
                 seed=purifier.seed,
+                subtract=purifier.subtract,
                 micro_batch=purifier.batch_size,
                 shard_size=self.batch_size,
                 cache_dtype=self.cache_dtype,

@@ -124,26 +124,27 @@ class StreamedSet:
         for images, labels in read_batches(self.source, plan, num_workers=self.num_workers, pin_memory=pin):
             yield decode(images.to(device, non_blocking=True)), labels.to(device, non_blocking=True)
 
-    def purified(self, model: DVAE, accelerator: Accelerator) -> StreamedSet:
-        cache = TensorCache(f"stage1-{weights_hash(model)}", num_items=len(self), item_shape=self.item_shape,
+    def purified(self, model: DVAE, accelerator: Accelerator, subtract: str) -> StreamedSet:
+        cache = TensorCache(f"stage1-{subtract}-{weights_hash(model)}", num_items=len(self), item_shape=self.item_shape,
                             shard_size=OUTPUT_SHARD, dtype="uint8", root=self.folder.path)
         todo = broadcast(accelerator, cache.missing_shards() if is_main_process(accelerator) else None)
-        self._write_outputs(model, cache, share(accelerator, todo), accelerator)
+        self._write_outputs(model, subtract, cache, share(accelerator, todo), accelerator)
         wait_for_everyone(accelerator)
-        self._write_outputs(model, cache, cache.missing_shards(), None)  # shards this process cannot see
+        self._write_outputs(model, subtract, cache, cache.missing_shards(), None)  # shards this process cannot see
         parts = [cache.path / shard_name(index) for index in range(cache.num_shards)]
         counts = [len(cache.shard_range(index)) for index in range(cache.num_shards)]
         return StreamedSet(Source(ShardReader(parts, counts, self.labels)), self.folder, self.num_workers,
                            self.progress)
 
-    def _write_outputs(self, model: DVAE, cache: TensorCache, indices: list[int], accelerator: Any) -> None:
+    def _write_outputs(self, model: DVAE, subtract: str, cache: TensorCache, indices: list[int],
+                       accelerator: Any) -> None:
         ranges = [cache.shard_range(index) for index in indices]
         batches = read_batches(self.source, ranges, num_workers=self.num_workers, pin_memory=True)
         show = self.progress and is_main_process(accelerator) and bool(indices)
         with tqdm(total=sum(map(len, ranges)), desc="stage-1 output", unit="img", disable=not show) as bar, \
                 worker_errors():
             for index, (images, labels) in zip(indices, batches):
-                cache.write_shard(index, encode(remove_perturbation(model, decode(images), labels)))
+                cache.write_shard(index, encode(remove_perturbation(model, decode(images), labels, subtract=subtract)))
                 bar.update(len(labels))
 
     def identity(self) -> object:

@@ -3,11 +3,11 @@
 ``dvae-purify bench`` (or ``python -m dvae_transform.evaluation.bench``) runs the cells of :mod:`.runner`
 for every attack, defense (:mod:`.defenses`) and seed, on a dataset of :mod:`.datasets` (``--data``;
 default: the embedded MNIST digits and their fixed split) with a victim of :mod:`.victims`
-(``--victim``; default: the small CNN, or ``resnet18_cpu`` for Fashion-MNIST on the CPU). Every finished cell is written to ``<out>/results.json`` at
-once (:mod:`.results`), so a killed run keeps its work and ``--resume`` skips it. The tables
-(:mod:`.report`) go to ``<out>/results.md`` and into a block of a benchmarks file (``bench`` for
-the default data and victim, ``bench-DATA-VICTIM`` otherwise); figures (:mod:`.figures`) go to
-``<out>/*.png``. Bad input (a missing or partial dataset folder, an unknown ``--data`` or
+(``--victim``; default: the small CNN, or ``resnet18_cpu`` for Fashion-MNIST on the CPU). Every finished
+cell is written to ``<out>/results.json`` at once (:mod:`.results`), so a killed run keeps its work and
+``--resume`` skips it. The tables (:mod:`.report`) go to ``<out>/results.md`` and into a block of a
+benchmarks file (``bench`` for the default data and victim, ``bench-DATA-VICTIM`` otherwise); figures
+(:mod:`.figures`) go to ``<out>/*.png``. Bad input (a missing or partial dataset folder, an unknown ``--data`` or
 ``--victim``, a subset larger than the data, a ``--resume`` or ``--merge`` with other settings)
 stops the run before any cell with one line naming it, exit status 2.
 

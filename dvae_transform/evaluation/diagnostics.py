@@ -76,7 +76,7 @@ def stage1_diagnostics(
     equal to ``clean``) the cosines and the poisoned PSNR are None; without a fit history (saved
     weights applied as they are) so are the KL values.
     """
-    x1 = remove_perturbation(purifier.stage1, poisoned, labels, batch_size=batch_size)
+    x1 = remove_perturbation(purifier.stage1, poisoned, labels, batch_size=batch_size, subtract=purifier.subtract)
     estimate, truth = poisoned - x1, poisoned - clean
     classes = labels.unique()
     poisoned_at_all = bool(truth.any())

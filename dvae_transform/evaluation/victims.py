@@ -24,8 +24,8 @@ at the same speed).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
 import dataclasses
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
