@@ -34,7 +34,7 @@ from .images import ImageInput, apply_to_batch, to_float_images, to_labels
 from .metadata import hub_metadata
 from .model import DVAE
 from .precision import encode
-from .purify import DEFAULT_BATCH_SIZE, purify_two_stage, reconstruct
+from .purify import default_batch_size, purify_two_stage, reconstruct
 from .validation import check_int, check_type
 
 
@@ -98,7 +98,7 @@ class DVAEPurify(
     Args:
         stage1: the stage-1 D-VAE (tight KL bound).
         stage2: the stage-2 D-VAE (trained on stage-1 output).
-        batch_size: micro-batch size for large calls.
+        batch_size: images per micro-batch (default: :attr:`micro_batch`, from the image size and width).
         sample: draw the latent instead of using its mean (the authors' choice).
         seed: seeds the draw when ``sample`` is set.
         device: where to run; models move there on first use.
@@ -112,7 +112,7 @@ class DVAEPurify(
         stage1: DVAE,
         stage2: DVAE,
         *,
-        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_size: int | None = None,
         sample: bool = False,
         seed: int | None = None,
         device: str | torch.device = "cpu",
@@ -122,7 +122,7 @@ class DVAEPurify(
         if any(stage1.config[key] != stage2.config[key] for key in data_keys):
             raise ValueError(f"stage1 and stage2 were built for different data: {stage1.config} vs {stage2.config}")
         self.stage1, self.stage2 = stage1.eval(), stage2.eval()
-        self.batch_size = check_int(batch_size, "batch_size", low=1)
+        self.batch_size = None if batch_size is None else check_int(batch_size, "batch_size", low=1)
         self.sample = check_type(sample, "sample", bool)
         self.seed = check_type(seed, "seed", int, type(None))
         self.device = _device(device)
@@ -141,6 +141,12 @@ class DVAEPurify(
     @property
     def image_size(self) -> int:
         return self.stage1.image_size
+
+    @property
+    def micro_batch(self) -> int:
+        """Images per micro-batch: ``batch_size``, else :func:`~dvae_transform.purify.default_batch_size`
+        (activations within 1 GiB)."""
+        return default_batch_size(self.stage1, self.stage2) if self.batch_size is None else self.batch_size
 
     def replace(self, **options: Any) -> DVAEPurify:
         """A purifier on the same stages with other ``batch_size``, ``sample``, ``seed`` or ``device``."""
@@ -350,7 +356,7 @@ class DVAEPurify(
         tensor with one label per image; without labels the label-free path runs (stage-2
         reconstruction of the input) and warns once.
         """
-        options = {"batch_size": self.batch_size, "sample": self.sample, "seed": self.seed}
+        options = {"batch_size": self.micro_batch, "sample": self.sample, "seed": self.seed}
 
         def purify_batch(batch: torch.Tensor) -> torch.Tensor:
             stage1, stage2 = self._models()

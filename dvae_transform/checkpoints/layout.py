@@ -24,7 +24,6 @@ from typing import Any
 from huggingface_hub import constants, snapshot_download
 
 from ..model import DVAE, DVAEConfig
-from ..purify import DEFAULT_BATCH_SIZE
 from ..validation import check_int, check_type, from_mapping
 from .weights import WEIGHTS_NAME, save_weights
 
@@ -38,7 +37,7 @@ class PurifierConfig:
     """The top-level ``config.json``: format version and the purifier's defaults (see ``DVAEPurify``)."""
 
     format_version: int
-    batch_size: int = DEFAULT_BATCH_SIZE
+    batch_size: int | None = None  # None: derived from the image size (``DVAEPurify.micro_batch``)
     sample: bool = False
     seed: int | None = None
 
@@ -49,7 +48,8 @@ class PurifierConfig:
                 f"format_version {self.format_version} is not supported by this dvae-transform "
                 f"(it reads version {FORMAT_VERSION}); upgrade dvae-transform"
             )
-        check_int(self.batch_size, "batch_size", low=1)
+        if self.batch_size is not None:
+            check_int(self.batch_size, "batch_size", low=1)
         check_type(self.sample, "sample", bool)
         check_type(self.seed, "seed", int, type(None))
 
@@ -72,7 +72,8 @@ def save_stage(model: DVAE, folder: Path) -> None:
     (folder / CONFIG_NAME).write_text(json.dumps(model.config, indent=2, sort_keys=True))
 
 
-def save_purifier(folder: Path, stages: Sequence[DVAE], *, batch_size: int, sample: bool, seed: int | None) -> None:
+def save_purifier(folder: Path, stages: Sequence[DVAE], *, batch_size: int | None, sample: bool,
+                  seed: int | None) -> None:
     """Write the layout above, except the model card, into ``folder``."""
     config = dataclasses.asdict(PurifierConfig(FORMAT_VERSION, batch_size, sample, seed))
     (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2))
