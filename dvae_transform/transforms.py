@@ -7,7 +7,6 @@ callable for v1 ``transforms.Compose``. Batches go through the same call.
 
 from __future__ import annotations
 
-import functools
 import os
 import warnings
 from collections.abc import Mapping
@@ -24,7 +23,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from .checkpoints.card import render_model_card
-from .checkpoints.layout import load_stages, save_purifier
+from .checkpoints.layout import fetch_purifier, load_stages, save_purifier
 from .checkpoints.registry import Registry
 from .checkpoints.resolve import CheckpointSource, load_checkpoint
 from .config import FitConfig, resolve_config
@@ -274,30 +273,24 @@ class DVAEPurify(
             registry: where names are looked up (default: the package's; ``Registry(folder)`` reads another).
             **purifier_kwargs: override the saved defaults (``batch_size``, ``sample``, ``seed``) or set ``device``.
         """
-        load = functools.partial(super().from_pretrained, cache_dir=cache_dir, local_files_only=local_files_only,
-                                 token=token, force_download=force_download, **purifier_kwargs)
+        hub_load = super().from_pretrained  # on the fetched folder, whose configs are checked before it reads them
+        hub = {"cache_dir": cache_dir, "force_download": force_download, "local_files_only": local_files_only,
+               "token": token}
+
+        def load(location: str, revision: str | None = None) -> DVAEPurify:
+            return hub_load(fetch_purifier(location, revision=revision, **hub), **purifier_kwargs)
+
         purifier, source = load_checkpoint(repo_id_or_path, load, revision=revision, registry=registry,
                                            local_files_only=local_files_only, cache_dir=cache_dir)
         purifier.source = source
         return purifier
 
     @classmethod
-    def _from_pretrained(
-        cls,
-        *,
-        model_id: str,
-        revision: str | None,
-        cache_dir: str | os.PathLike | None,
-        force_download: bool,
-        local_files_only: bool,
-        token: str | bool | None,
-        config: dict[str, Any] | None = None,
-        **purifier_kwargs: Any,
-    ) -> DVAEPurify:
-        """The mixin's loading hook: one Hub snapshot of the needed files, every config checked, then the weights."""
-        stages = load_stages(model_id, config, revision=revision, cache_dir=cache_dir, force_download=force_download,
-                             local_files_only=local_files_only, token=token)
-        return cls(*stages, **purifier_kwargs)
+    def _from_pretrained(cls, *, model_id: str, revision: str | None, cache_dir: str | os.PathLike | None,
+                         force_download: bool, local_files_only: bool, token: str | bool | None,
+                         **purifier_kwargs: Any) -> DVAEPurify:
+        """The mixin's loading hook, on the folder :meth:`from_pretrained` fetched and checked."""
+        return cls(*load_stages(Path(model_id)), **purifier_kwargs)
 
     @classmethod
     def _warm_start(cls, init: DVAEPurify | str | os.PathLike | None) -> DVAEPurify | None:

@@ -8,7 +8,7 @@ A saved purifier holds::
     stage1/model.safetensors    its weights (safetensors only: pickle files are never read)
     stage2/...
 
-Every config is checked (unknown keys, types, values) before any tensor is read.
+Every config is checked (JSON types, unknown keys, types, values) before any tensor is read.
 """
 
 from __future__ import annotations
@@ -19,12 +19,11 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from huggingface_hub import constants, snapshot_download
 
 from ..model import DVAE, DVAEConfig
-from ..validation import check_int, check_type, from_mapping
+from ..validation import check_int, check_type, read_config
 from .weights import WEIGHTS_NAME, save_weights
 
 FORMAT_VERSION = 1
@@ -54,17 +53,6 @@ class PurifierConfig:
         check_type(self.seed, "seed", int, type(None))
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    """A JSON file's content; a missing or malformed file raises an error naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: the purifier folder is incomplete")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from None
-
-
 def save_stage(model: DVAE, folder: Path) -> None:
     """One stage: ``folder/config.json`` (its constructor arguments) and ``folder/model.safetensors``."""
     folder.mkdir(exist_ok=True)
@@ -81,31 +69,18 @@ def save_purifier(folder: Path, stages: Sequence[DVAE], *, batch_size: int | Non
         save_stage(model, folder / name)
 
 
-def check_purifier_config(config: Any, source: str) -> PurifierConfig:
-    """The top-level config, checked; a missing one means the folder is not a saved purifier."""
-    if config is None:
-        raise FileNotFoundError(
-            f"{source} not found: not a DVAEPurify checkpoint (written by DVAEPurify.save_pretrained or push_to_hub); "
-            "a single DVAE stage loads with DVAE.from_pretrained"
-        )
-    return from_mapping(PurifierConfig, config, source)
-
-
-def load_stages(
+def fetch_purifier(
     model_id: str,
-    config: Any,
     *,
     revision: str | None = None,
     cache_dir: str | os.PathLike | None = None,
     force_download: bool = False,
     local_files_only: bool = False,
     token: str | bool | None = None,
-) -> list[DVAE]:
-    """Both stages of the purifier at ``model_id`` (a folder, or a Hub repo fetched in one snapshot).
-
-    ``config`` is the top-level ``config.json`` already read; it and both stage configs are checked
-    before any weights are read.
-    """
+) -> Path:
+    """The folder holding the purifier at ``model_id`` (the folder itself, or its Hub repo's configs and
+    safetensors weights fetched in one snapshot through the Hugging Face cache), its configs checked
+    (:func:`check_purifier`)."""
     root = Path(model_id)
     if not root.is_dir():
         stage_files = (f"{folder}/{name}" for folder in STAGE_FOLDERS for name in (CONFIG_NAME, WEIGHTS_NAME))
@@ -113,7 +88,28 @@ def load_stages(
             model_id, revision=revision, cache_dir=cache_dir, force_download=force_download,
             local_files_only=local_files_only, token=token, allow_patterns=[CONFIG_NAME, *stage_files],
         ))
-    check_purifier_config(config, source=os.path.join(model_id, CONFIG_NAME))
+    check_purifier(root, model_id)
+    return root
+
+
+def check_purifier(root: Path, model_id: str) -> PurifierConfig:
+    """Every config of the purifier in ``root`` (fetched from ``model_id``) checked, before any weights are read.
+
+    Errors name the files under ``model_id``; the top-level config is returned.
+    """
+    source = os.path.join(model_id, CONFIG_NAME)
+    if not (root / CONFIG_NAME).is_file():
+        raise FileNotFoundError(
+            f"{source} not found: not a DVAEPurify checkpoint (written by DVAEPurify.save_pretrained or push_to_hub); "
+            "a single DVAE stage loads with DVAE.from_pretrained"
+        )
+    config = read_config(PurifierConfig, root / CONFIG_NAME, source)
     for folder in STAGE_FOLDERS:
-        from_mapping(DVAEConfig, read_json(root / folder / CONFIG_NAME), os.path.join(model_id, folder, CONFIG_NAME))
+        read_config(DVAEConfig, root / folder / CONFIG_NAME, os.path.join(model_id, folder, CONFIG_NAME),
+                    missing="the purifier folder is incomplete")
+    return config
+
+
+def load_stages(root: Path) -> list[DVAE]:
+    """Both stages of the purifier in the folder ``root`` (checked by :func:`check_purifier`)."""
     return [DVAE.from_pretrained(root / folder) for folder in STAGE_FOLDERS]
