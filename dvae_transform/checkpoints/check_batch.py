@@ -12,8 +12,8 @@ another CPU sums in another order, so two things differ:
   more (5.6e-5 seen).
 
 :func:`check_tolerance` measures the second effect where it can happen: it purifies the images shifted by
-``+-FLOAT32_SPREAD``, which moves every stage-1 value across any boundary that close to it, and allows each
-output value ``FLOAT32_SPREAD`` plus how far either shift moved it. Values far from a boundary keep the
+``+-FLOAT32_SPREAD``, which moves the stage-1 values by about as much, so those that close to a boundary
+round the other way, and allows each output value ``FLOAT32_SPREAD`` plus how far either shift moved it. Values far from a boundary keep the
 tight bound, so a changed checkpoint (a weight scaled by 1.01, one bias moved) still fails.
 """
 
