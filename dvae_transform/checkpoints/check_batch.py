@@ -13,8 +13,9 @@ another CPU sums in another order, so two things differ:
 
 :func:`check_tolerance` measures the second effect where it can happen: it purifies the images shifted by
 ``+-FLOAT32_SPREAD``, which moves the stage-1 values by about as much, so those that close to a boundary
-round the other way, and allows each output value ``FLOAT32_SPREAD`` plus how far either shift moved it. Values far from a boundary keep the
-tight bound, so a changed checkpoint (a weight scaled by 1.01, one bias moved) still fails.
+round the other way, and allows each output value ``FLOAT32_SPREAD`` plus how far either shift moved it.
+Values far from a boundary keep the tight bound, so a changed checkpoint (a weight scaled by 1.01, one bias
+moved by 1e-4) still fails.
 """
 
 from __future__ import annotations
