@@ -92,10 +92,10 @@ def fetch_purifier(
     return root
 
 
-def check_purifier(root: Path, model_id: str) -> PurifierConfig:
-    """Every config of the purifier in ``root`` (fetched from ``model_id``) checked, before any weights are read.
+def check_purifier(root: Path, model_id: str) -> None:
+    """Check every config of the purifier in ``root`` (fetched from ``model_id``), before any weights are read.
 
-    Errors name the files under ``model_id``; the top-level config is returned.
+    Errors name the files under ``model_id``.
     """
     source = os.path.join(model_id, CONFIG_NAME)
     if not (root / CONFIG_NAME).is_file():
@@ -103,11 +103,10 @@ def check_purifier(root: Path, model_id: str) -> PurifierConfig:
             f"{source} not found: not a DVAEPurify checkpoint (written by DVAEPurify.save_pretrained or push_to_hub); "
             "a single DVAE stage loads with DVAE.from_pretrained"
         )
-    config = read_config(PurifierConfig, root / CONFIG_NAME, source)
+    read_config(PurifierConfig, root / CONFIG_NAME, source)
     for folder in STAGE_FOLDERS:
         read_config(DVAEConfig, root / folder / CONFIG_NAME, os.path.join(model_id, folder, CONFIG_NAME),
                     missing="the purifier folder is incomplete")
-    return config
 
 
 def load_stages(root: Path) -> list[DVAE]:
