@@ -1,31 +1,35 @@
-"""Peak memory of purifying and of fitting on image files streamed from disk, at growing dataset sizes.
+"""Peak memory of purifying and of fitting on image files streamed from disk, at two image sizes and growing counts.
 
-The largest size's images (random smooth RGB content plus fine noise, so the JPEG files have realistic
-sizes, 10 classes) are written once as an ImageFolder tree, ``ROOT/jpeg-<side>px/<class>/<index>.jpg``;
-a measurement at N images reads the files of index below N through ``torchvision.datasets.ImageFolder``
-(``PILToTensor``, so uint8 tensors). Two things are measured at every size:
+For every image side, the largest count's images (random smooth RGB content plus fine noise, so the JPEG
+files have realistic sizes, 10 classes) are written once as an ImageFolder tree,
+``ROOT/jpeg-<side>px/<class>/<index>.jpg``; a measurement at N images reads the files of index below N
+through ``torchvision.datasets.ImageFolder`` (``PILToTensor``, so uint8 tensors). Two things are measured:
 
 * ``PurifiedDataset``: two untrained ``DVAE`` stages wrapped in a ``DVAEPurify``; ``prepare()`` purifies
-  every image into a fresh cache, then one ``DataLoader`` pass serves them all;
-* ``fit``: ``DVAEPurify.fit(..., stream=True)`` from scratch (both stages, ``--epochs`` each).
+  every image into a fresh cache, then one ``DataLoader`` pass serves them all. A purified set of at most
+  ``IN_MEMORY_BYTES`` (1 GiB of uint8 levels: 87,381 images at 64 px, 7,133 at 224 px) is served from
+  memory, so its peak grows with N up to there; a larger one is served from the cache files, and its peak
+  should not depend on N;
+* ``fit``: ``DVAEPurify.fit(..., stream=True)`` from scratch (both stages, ``--epochs`` each), whose peak
+  should not depend on N.
 
-Each measurement runs in a fresh Python process, so the peaks are independent, with the cache root
-(``$DVAE_TRANSFORM_CACHE``) in a temporary folder removed afterwards. Its (host) memory is sampled from
-``/proc`` every ``SAMPLE_SECONDS`` over the process and all its descendants (the DataLoader workers):
-**peak RSS** is the largest sum of their resident sets, which counts pages shared by the forked
-workers once per process (an upper bound); **peak PSS** shares those pages out (what they use together).
-**Main max RSS** is the kernel's exact high-water mark of the main process alone (``ru_maxrss``); the
-JSON rows also hold ``worker_max_rss``, the largest worker's (which counts the pages it shares with the
-main process).
+``--sizes`` and ``--fit-sizes`` give the counts per side, e.g. ``224=7200,8000``. Each measurement runs in a
+fresh Python process, so the peaks are independent, with the cache root (``$DVAE_TRANSFORM_CACHE``) in a
+temporary folder removed afterwards. Its (host) memory is sampled from ``/proc`` every ``SAMPLE_SECONDS``
+over the process and all its descendants (the DataLoader workers): **peak RSS** is the largest sum of their
+resident sets, which counts pages shared by the forked workers once per process (an upper bound);
+**peak PSS** shares those pages out (what they use together). **Main max RSS** is the kernel's exact
+high-water mark of the main process alone (``ru_maxrss``); the JSON rows also hold ``worker_max_rss``, the
+largest worker's (which counts the pages it shares with the main process).
 Seconds cover building the dataset to the end of the work (not the imports); images/s is N / seconds
 for ``PurifiedDataset`` and N x epochs x 2 stages / seconds (training images) for ``fit``.
 
-Linux only (``/proc``); a measurement's cache takes N x 3 x side^2 bytes of temporary disk (3 GB for
-20,000 images of 224 px). Rows go to ``--json`` as soon as each is measured; the table is printed and,
+Linux only (``/proc``); a measurement's cache takes N x 3 x side^2 bytes of temporary disk (1.2 GB for
+8,000 images of 224 px). Rows go to ``--json`` as soon as each is measured; the table is printed and,
 with ``--benchmarks-file``, written between its ``<!-- memory:start/end -->`` markers. From the
-repository root:
+repository root (about 30 minutes on 2 CPU cores):
 
-    python benchmarks/memory.py --sizes 5000 20000 --json memory.json --benchmarks-file BENCHMARKS.md
+    python benchmarks/memory.py --threads 1 --json memory.json --benchmarks-file BENCHMARKS.md
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ if TYPE_CHECKING:
 
 CLASSES = 10
 TASKS = ("PurifiedDataset", "fit")
+SIZES = {64: [2000, 16000], 224: [7200, 8000]}  # PurifiedDataset; at 224 px both above the in-memory threshold
+FIT_SIZES = {64: [1000, 2000], 224: [200, 400]}
 SAMPLE_SECONDS = 0.1
 SERVE_BATCH = 128  # images per batch of the DataLoader pass over the purified set
 MIB = 1 << 20
@@ -192,9 +198,9 @@ def watch(process: subprocess.Popen) -> tuple[int, int]:
     return peak_rss, peak_pss
 
 
-def measure(task: str, count: int, args: argparse.Namespace) -> dict:
+def measure(task: str, side: int, count: int, args: argparse.Namespace) -> dict:
     """Run one measurement in a fresh process with its own cache root; its row with the sampled peaks."""
-    options = ["--root", str(args.root), "--image-size", str(args.image_size), "--width", str(args.width),
+    options = ["--root", str(args.root), "--image-size", str(side), "--width", str(args.width),
                "--latent-dim", str(args.latent_dim), "--threads", str(args.threads), "--epochs", str(args.epochs)]
     if args.workers is not None:
         options += ["--workers", str(args.workers)]
@@ -206,9 +212,10 @@ def measure(task: str, count: int, args: argparse.Namespace) -> dict:
         process = subprocess.Popen(command, env=env)
         peak_rss, peak_pss = watch(process)
         if process.returncode:
-            raise SystemExit(f"measuring {task} on {count} images failed with exit code {process.returncode}")
+            raise SystemExit(f"measuring {task} on {count} images of {side} px failed with exit code "
+                             f"{process.returncode}")
         row = json.loads(result.read_text())
-    return {**row, "peak_rss": peak_rss, "peak_pss": peak_pss}
+    return {**row, "side": side, "peak_rss": peak_rss, "peak_pss": peak_pss}
 
 
 # ----------------------------------------------------------------------------- orchestrating and reporting
@@ -216,10 +223,10 @@ def measure(task: str, count: int, args: argparse.Namespace) -> dict:
 
 def table(rows: list[dict]) -> list[str]:
     """One Markdown row per measurement."""
-    lines = ["| what | images | peak RSS (MiB) | peak PSS (MiB) | main max RSS (MiB) | seconds | images/s |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| what | px | images | peak RSS (MiB) | peak PSS (MiB) | main max RSS (MiB) | seconds | images/s |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for row in rows:
-        lines.append(f"| {row['what']} | {row['images']:,} | {row['peak_rss'] / MIB:,.0f} | "
+        lines.append(f"| {row['what']} | {row['side']} | {row['images']:,} | {row['peak_rss'] / MIB:,.0f} | "
                      f"{row['peak_pss'] / MIB:,.0f} | {row['main_max_rss'] / MIB:,.0f} | {row['seconds']:,.1f} | "
                      f"{row['images_per_s']:,.1f} |")
     return lines
@@ -232,8 +239,8 @@ def header(argv: list[str], args: argparse.Namespace, rows: list[dict]) -> str:
     return (
         f"Command: `python benchmarks/memory.py {shlex.join(argv)}` ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} "
         f"CPU cores, {total_memory() / (1 << 30):.0f} GiB RAM, torch {first['torch']}, torch threads: "
-        f"{first['threads']}, DataLoader workers: {workers}; Python {platform.python_version()}). 3x{args.image_size}"
-        f"x{args.image_size} JPEG files of {CLASSES} classes; DVAE width {args.width}, latent {args.latent_dim}; "
+        f"{first['threads']}, DataLoader workers: {workers}; Python {platform.python_version()}). RGB JPEG files "
+        f"of {CLASSES} classes; DVAE width {args.width}, latent {args.latent_dim}; "
         f"fit: {args.epochs} epoch(s) per stage. Peak RSS / PSS: the process and its DataLoader workers together, "
         f"sampled every {SAMPLE_SECONDS} s; main max RSS: the main process's exact high-water mark."
     )
@@ -249,17 +256,19 @@ def run_all(argv: list[str], args: argparse.Namespace) -> None:
     """Write the images, measure every task at every size, report."""
     from dvae_transform.files import atomic_write
 
-    started = time.perf_counter()
-    write_images(image_folder(args.root, args.image_size), max(args.sizes), args.image_size)
-    print(f"{max(args.sizes)} images in {image_folder(args.root, args.image_size)} "
-          f"({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
     rows: list[dict] = []
-    for task in TASKS:
-        for count in args.sizes:
-            rows.append(measure(task, count, args))
-            print(f"memory: {rows[-1]}", file=sys.stderr, flush=True)
-            if args.json is not None:
-                atomic_write(args.json, json.dumps(rows, indent=2).encode())
+    for side in sorted({*args.sizes, *args.fit_sizes}):
+        started = time.perf_counter()
+        count = max(args.sizes.get(side, []) + args.fit_sizes.get(side, []))
+        write_images(image_folder(args.root, side), count, side)
+        print(f"{count} images in {image_folder(args.root, side)} ({time.perf_counter() - started:.0f} s)",
+              file=sys.stderr, flush=True)
+        for task, sizes in zip(TASKS, (args.sizes, args.fit_sizes)):
+            for count in sizes.get(side, []):
+                rows.append(measure(task, side, count, args))
+                print(f"memory: {rows[-1]}", file=sys.stderr, flush=True)
+                if args.json is not None:
+                    atomic_write(args.json, json.dumps(rows, indent=2).encode())
     block = "\n".join([header(argv, args, rows), "", *table(rows)])
     print(block)
     if args.benchmarks_file is not None:
@@ -270,10 +279,12 @@ def run_all(argv: list[str], args: argparse.Namespace) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[5000, 20000], help="dataset sizes (images)")
-    parser.add_argument("--image-size", type=int, default=224, help="image side in pixels")
-    parser.add_argument("--width", type=int, default=4, help="DVAE stem width of both stages")
-    parser.add_argument("--latent-dim", type=int, default=16, help="DVAE latent channels")
+    parser.add_argument("--sizes", type=side_counts, nargs="+", default=SIZES,
+                        help="PurifiedDataset's image counts per side, e.g. 224=7200,8000 (default: %(default)s)")
+    parser.add_argument("--fit-sizes", type=side_counts, nargs="+", default=FIT_SIZES,
+                        help="the streamed fit's image counts per side (default: %(default)s)")
+    parser.add_argument("--width", type=int, default=2, help="DVAE stem width of both stages")
+    parser.add_argument("--latent-dim", type=int, default=4, help="DVAE latent channels")
     parser.add_argument("--epochs", type=int, default=1, help="fit epochs per stage (1: a 2-epoch fit)")
     parser.add_argument("--threads", type=int, default=usable_cpus(), help="torch threads per measurement")
     parser.add_argument("--workers", type=int,
@@ -283,9 +294,19 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", type=Path, help="write every measured row here as it goes")
     parser.add_argument("--benchmarks-file", type=Path, help="write the table into this file's memory block")
     parser.add_argument("--task", choices=TASKS, help=argparse.SUPPRESS)
+    parser.add_argument("--image-size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--images", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     return parser
+
+
+def side_counts(text: str) -> tuple[int, list[int]]:
+    """An ``argparse`` type: ``SIDE=N,N,...`` as (side, counts)."""
+    side, _, counts = text.partition("=")
+    try:
+        return int(side), [int(count) for count in counts.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected SIDE=N,N,... (e.g. 224=7200,8000), got {text!r}") from None
 
 
 def usable_cpus() -> int:
@@ -296,6 +317,8 @@ def usable_cpus() -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
+    args.sizes, args.fit_sizes = (dict(sizes) if isinstance(sizes, list) else sizes
+                                  for sizes in (args.sizes, args.fit_sizes))
     if args.task is not None:
         args.result.write_text(json.dumps(run_task(args)))
         return 0

@@ -213,8 +213,8 @@ def _purify_command(args: argparse.Namespace) -> int:
     purifier = purifier.replace(device=accelerator.device, seed=args.seed, sample=args.sample, **batch_size)
 
     start = time.perf_counter()
-    purified = PurifiedDataset((images, labels), purifier, batch_size=purifier.batch_size, accelerator=accelerator,
-                               progress=args.progress).prepare()
+    purified = PurifiedDataset((images, labels), purifier, accelerator=accelerator, progress=args.progress,
+                               **batch_size).prepare()
     seconds = time.perf_counter() - start
     print(f"purified {len(images)} images in {seconds:.2f} s ({len(images) / max(seconds, 1e-9):.0f} images/s)")
     if not is_main_process(accelerator):

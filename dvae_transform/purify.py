@@ -18,8 +18,23 @@ from .model import DVAE
 from .precision import quantize
 from .validation import check_choice, check_int
 
-DEFAULT_BATCH_SIZE = 256
+MICRO_BATCH_BYTES = 1 << 30  # default activation memory of one micro-batch
+MAX_MICRO_BATCH = 256
+ACTIVATION_MAPS = 5  # float32 full-resolution maps per image and channel; 2-4.6 measured on the CPU, 32-224 px
 PINNED_MAX_BYTES = 256 * 2**20
+
+
+def default_batch_size(*models: DVAE, budget: int = MICRO_BATCH_BYTES) -> int:
+    """Images per micro-batch whose activations take about ``budget`` bytes: 1 to ``MAX_MICRO_BATCH``.
+
+    An image costs ``ACTIVATION_MAPS`` float32 maps of ``width + in_channels`` channels at full resolution
+    in the widest of ``models``: about 18 MiB at 224 px and width 16 (56 images in the default 1 GiB),
+    0.4 MiB at 32 px (256, the cap). A ``batch_size`` given to any purification overrides this.
+    """
+    check_int(budget, "budget", low=1)
+    side = max(model.image_size for model in models)
+    channels = max(model.width + model.in_channels for model in models)
+    return max(1, min(MAX_MICRO_BATCH, budget // (ACTIVATION_MAPS * 4 * channels * side**2)))
 
 
 @contextlib.contextmanager
@@ -52,15 +67,16 @@ def _generator(seed: int | None, device: torch.device) -> torch.Generator | None
 Step = Callable[[torch.Tensor, "torch.Tensor | None", "torch.Generator | None"], torch.Tensor]
 
 
-def _run(models: tuple[DVAE, ...], images: torch.Tensor, labels: torch.Tensor | None, batch_size: int,
+def _run(models: tuple[DVAE, ...], images: torch.Tensor, labels: torch.Tensor | None, batch_size: int | None,
          seed: int | None, step: Step) -> torch.Tensor:
-    """``step(x, y, generator)`` over micro-batches, models in eval mode, results gathered on the CPU.
+    """``step(x, y, generator)`` over micro-batches (``batch_size``, default :func:`default_batch_size`),
+    models in eval mode, results gathered on the CPU.
 
     On a CUDA device, batches are copied without waiting, and results up to ``PINNED_MAX_BYTES`` in all land
     in pinned host memory asynchronously: the host then synchronises once, at the end (pinning more costs
     more than waiting per batch).
     """
-    check_int(batch_size, "batch_size", low=1)
+    batch_size = default_batch_size(*models) if batch_size is None else check_int(batch_size, "batch_size", low=1)
     device = _device_of(models[0])
     generator = _generator(seed, device)
     asynchronous = device.type == "cuda"
@@ -110,7 +126,7 @@ def remove_perturbation(
     images: torch.Tensor,
     labels: torch.Tensor,
     *,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = None,
     subtract: str = DEFAULT_SUBTRACTION,
     sample: bool = False,
     seed: int | None = None,
@@ -126,7 +142,7 @@ def reconstruct(
     model: DVAE,
     images: torch.Tensor,
     *,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = None,
     sample: bool = False,
     seed: int | None = None,
 ) -> torch.Tensor:
@@ -141,7 +157,7 @@ def purify_two_stage(
     images: torch.Tensor,
     labels: torch.Tensor,
     *,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = None,
     subtract: str = DEFAULT_SUBTRACTION,
     sample: bool = False,
     seed: int | None = None,

@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Protocol
 import torch
 
 from .precision import decode, encode
-from .purify import remove_perturbation
+from .purify import default_batch_size, remove_perturbation
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
     from .model import DVAE
 
-PURIFY_CHUNK = 4096  # items per call of remove_perturbation (a multiple of its micro-batch)
+PURIFY_CHUNK_BATCHES = 16  # micro-batches per call of remove_perturbation (4096 images at 32 px)
 
 
 class TrainingSet(Protocol):
@@ -112,10 +112,12 @@ class TensorSet:
 
     def purified(self, model: DVAE, accelerator: Accelerator, subtract: str) -> TensorSet:
         out = torch.empty(self.images.shape, dtype=torch.uint8)
-        for start in range(0, len(self), PURIFY_CHUNK):
-            chunk = slice(start, start + PURIFY_CHUNK)
-            out[chunk] = encode(remove_perturbation(model, decode(self.images[chunk]), self.labels[chunk],
-                                                    subtract=subtract))
+        micro = default_batch_size(model)
+        step = PURIFY_CHUNK_BATCHES * micro
+        for start in range(0, len(self), step):
+            images, labels = decode(self.images[start : start + step]), self.labels[start : start + step]
+            out[start : start + step] = encode(remove_perturbation(model, images, labels, batch_size=micro,
+                                                               subtract=subtract))
         return TensorSet(out, self.labels)
 
     def identity(self) -> object:

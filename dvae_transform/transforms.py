@@ -7,7 +7,6 @@ callable for v1 ``transforms.Compose``. Batches go through the same call.
 
 from __future__ import annotations
 
-import functools
 import os
 import warnings
 from collections.abc import Mapping
@@ -24,7 +23,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from .checkpoints.card import render_model_card
-from .checkpoints.layout import load_stages, save_purifier
+from .checkpoints.layout import fetch_purifier, load_stages, save_purifier
 from .checkpoints.registry import Registry
 from .checkpoints.resolve import CheckpointSource, load_checkpoint
 from .config import FitConfig, resolve_config
@@ -34,7 +33,7 @@ from .images import ImageInput, apply_to_batch, to_float_images, to_labels
 from .metadata import hub_metadata
 from .model import DVAE
 from .precision import encode
-from .purify import DEFAULT_BATCH_SIZE, DEFAULT_SUBTRACTION, SUBTRACTION_RULES, purify_two_stage, reconstruct
+from .purify import DEFAULT_SUBTRACTION, SUBTRACTION_RULES, default_batch_size, purify_two_stage, reconstruct
 from .validation import check_choice, check_int, check_type
 
 
@@ -98,12 +97,10 @@ class DVAEPurify(
     Args:
         stage1: the stage-1 D-VAE (tight KL bound).
         stage2: the stage-2 D-VAE (trained on stage-1 output).
-        batch_size: micro-batch size for large calls.
+        batch_size: images per micro-batch (default: :attr:`micro_batch`, from the image size and width).
         sample: draw the latent instead of using its mean (the authors' choice).
         seed: seeds the draw when ``sample`` is set.
-        subtract: what each stage subtracts: ``"raw"`` (default), the perturbation branch's output as
-            published, or ``"effect"``, its effect inside the objective's clamp
-            (:func:`~dvae_transform.purify.perturbation_estimate`).
+        subtract: ``"raw"`` (published) or ``"effect"`` (:func:`~dvae_transform.purify.perturbation_estimate`).
         device: where to run; models move there on first use.
     """
 
@@ -115,7 +112,7 @@ class DVAEPurify(
         stage1: DVAE,
         stage2: DVAE,
         *,
-        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_size: int | None = None,
         sample: bool = False,
         seed: int | None = None,
         subtract: str = DEFAULT_SUBTRACTION,
@@ -126,7 +123,7 @@ class DVAEPurify(
         if any(stage1.config[key] != stage2.config[key] for key in data_keys):
             raise ValueError(f"stage1 and stage2 were built for different data: {stage1.config} vs {stage2.config}")
         self.stage1, self.stage2 = stage1.eval(), stage2.eval()
-        self.batch_size = check_int(batch_size, "batch_size", low=1)
+        self.batch_size = None if batch_size is None else check_int(batch_size, "batch_size", low=1)
         self.sample = check_type(sample, "sample", bool)
         self.seed = check_type(seed, "seed", int, type(None))
         self.subtract = check_choice(subtract, "subtract", SUBTRACTION_RULES)
@@ -147,10 +144,15 @@ class DVAEPurify(
     def image_size(self) -> int:
         return self.stage1.image_size
 
+    @property
+    def micro_batch(self) -> int:
+        """Images per micro-batch: ``batch_size``, else :func:`~dvae_transform.purify.default_batch_size`
+        (activations within 1 GiB)."""
+        return default_batch_size(self.stage1, self.stage2) if self.batch_size is None else self.batch_size
+
     def replace(self, **options: Any) -> DVAEPurify:
         """A purifier on the same stages with other ``batch_size``, ``sample``, ``seed``, ``subtract`` or ``device``."""
-        current = {"batch_size": self.batch_size, "sample": self.sample, "seed": self.seed, "subtract": self.subtract,
-                   "device": self.device}
+        current = {key: getattr(self, key) for key in ("batch_size", "sample", "seed", "subtract", "device")}
         purifier = type(self)(self.stage1, self.stage2, **{**current, **options})
         purifier.history, purifier.source = self.history, self.source
         return purifier
@@ -225,8 +227,7 @@ class DVAEPurify(
             progress=progress,
             compile=compile,
         )
-        purifier = cls(result.stage1, result.stage2, subtract=config.subtract,
-                       device=next(result.stage1.parameters()).device)
+        purifier = cls(result.stage1, result.stage2, subtract=config.subtract, device=result.stage1.to_mu.weight.device)
         purifier.history = result.history
         return purifier
 
@@ -273,33 +274,26 @@ class DVAEPurify(
             token: a Hub token for private repos (default: the logged-in user's).
             force_download: download again even if the files are cached.
             registry: where names are looked up (default: the package's; ``Registry(folder)`` reads another).
-            **purifier_kwargs: override the saved defaults (``batch_size``, ``sample``, ``seed``,
-                ``subtract``) or set ``device``.
+            **purifier_kwargs: override the saved ``batch_size``, ``sample``, ``seed``, ``subtract``; or ``device``.
         """
-        load = functools.partial(super().from_pretrained, cache_dir=cache_dir, local_files_only=local_files_only,
-                                 token=token, force_download=force_download, **purifier_kwargs)
+        hub_load = super().from_pretrained  # on the fetched folder, whose configs are checked before it reads them
+        hub = {"cache_dir": cache_dir, "force_download": force_download, "local_files_only": local_files_only,
+               "token": token}
+
+        def load(location: str, revision: str | None = None) -> DVAEPurify:
+            return hub_load(fetch_purifier(location, revision=revision, **hub), **purifier_kwargs)
+
         purifier, source = load_checkpoint(repo_id_or_path, load, revision=revision, registry=registry,
                                            local_files_only=local_files_only, cache_dir=cache_dir)
         purifier.source = source
         return purifier
 
     @classmethod
-    def _from_pretrained(
-        cls,
-        *,
-        model_id: str,
-        revision: str | None,
-        cache_dir: str | os.PathLike | None,
-        force_download: bool,
-        local_files_only: bool,
-        token: str | bool | None,
-        config: dict[str, Any] | None = None,
-        **purifier_kwargs: Any,
-    ) -> DVAEPurify:
-        """The mixin's loading hook: one Hub snapshot of the needed files, every config checked, then the weights."""
-        stages = load_stages(model_id, config, revision=revision, cache_dir=cache_dir, force_download=force_download,
-                             local_files_only=local_files_only, token=token)
-        return cls(*stages, **purifier_kwargs)
+    def _from_pretrained(cls, *, model_id: str, revision: str | None, cache_dir: str | os.PathLike | None,
+                         force_download: bool, local_files_only: bool, token: str | bool | None,
+                         **purifier_kwargs: Any) -> DVAEPurify:
+        """The mixin's loading hook, on the folder :meth:`from_pretrained` fetched and checked."""
+        return cls(*load_stages(Path(model_id)), **purifier_kwargs)
 
     @classmethod
     def _warm_start(cls, init: DVAEPurify | str | os.PathLike | None) -> DVAEPurify | None:
@@ -358,7 +352,7 @@ class DVAEPurify(
         tensor with one label per image; without labels the label-free path runs (stage-2
         reconstruction of the input) and warns once.
         """
-        options = {"batch_size": self.batch_size, "sample": self.sample, "seed": self.seed}
+        options = {"batch_size": self.micro_batch, "sample": self.sample, "seed": self.seed}
 
         def purify_batch(batch: torch.Tensor) -> torch.Tensor:
             stage1, stage2 = self._models()

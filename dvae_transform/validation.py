@@ -3,7 +3,8 @@
 A wrong type raises :class:`InputTypeError` (a ``TypeError``), a wrong value ``ValueError``; both name
 the setting and the value, so the transform, the trainer, the cache, the attacks and the command line
 word their complaints alike. A stored config (a ``config.json``, a recipe) is a frozen dataclass whose
-``__post_init__`` checks its values with these helpers; :func:`from_mapping` builds it from JSON.
+``__post_init__`` checks its values with these helpers; :func:`from_mapping` builds it from JSON, and
+:func:`read_config` from a JSON file (the one place every stored config is read through).
 """
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import json
 import math
+import os
 from collections.abc import Collection, Iterator, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -121,3 +125,21 @@ def from_mapping(cls: type[T], mapping: Any, source: str) -> T:
         raise ValueError(f"{source}: missing key(s) {missing}")
     with reported_as(source):
         return cls(**mapping)
+
+
+def read_config(cls: type[T], path: str | os.PathLike, source: str | None = None, *, missing: str = "") -> T:
+    """The JSON file ``path`` as the config dataclass ``cls``, checked by :func:`from_mapping`.
+
+    Every failure names ``source`` (default: ``path``): a missing file (``FileNotFoundError``, followed by
+    ``missing`` when given), a file that is not JSON (``ValueError``), JSON of another type than an object
+    (:class:`InputTypeError`), and unknown, missing or wrong fields.
+    """
+    source = os.fspath(path) if source is None else source
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{source} not found{f': {missing}' if missing else ''}")
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{source} is not valid JSON: {error}") from None
+    return from_mapping(cls, content, source)

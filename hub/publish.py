@@ -32,11 +32,11 @@ from typing import Any
 
 import torch
 from huggingface_hub import HfApi, constants
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from dvae_transform import DVAEPurify, FitConfig
 from dvae_transform.checkpoints.card import AttackResult
+from dvae_transform.checkpoints.check_batch import write_check_batch
 from dvae_transform.checkpoints.recipe import MeasuredEffect, PretrainedCheckpoint, read_recipe
 from dvae_transform.checkpoints.registry import REGISTRY, Registry, folder_bytes, relative_files
 from dvae_transform.config import resolve_config
@@ -275,8 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     folder = _output_folder(args.output, recipe.name)
     purifier.save_pretrained(folder, model_card_kwargs=card)
     if args.check_batch is not None:
-        images, labels = poisoned[:CHECK_BATCH_SIZE].contiguous(), train_labels[:CHECK_BATCH_SIZE].contiguous()
-        save_file({"images": images, "labels": labels, "purified": purifier.purify(images, labels)}, args.check_batch)
+        write_check_batch(purifier, poisoned[:CHECK_BATCH_SIZE], train_labels[:CHECK_BATCH_SIZE], args.check_batch)
     print(f"wrote {folder}")
     for path in relative_files(folder):
         print(f"  {path} ({(folder / path).stat().st_size:,} bytes)")

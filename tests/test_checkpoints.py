@@ -24,6 +24,7 @@ from torchvision.transforms import v2
 from dvae_transform import DVAE, DVAEPurify
 from dvae_transform.checkpoints.card import AttackResult
 from dvae_transform.checkpoints.weights import load_safetensors
+from dvae_transform.validation import InputTypeError
 
 REPO = "tests-org/tiny-purifier"
 LAYOUT = {
@@ -329,6 +330,16 @@ def test_a_single_stage_loads_from_the_hub(fake_hub, saved: Path, tiny_purifier:
     assert stage.config == tiny_purifier.stage1.config and not stage.training
     expected = tiny_purifier.stage1.state_dict()
     assert all(torch.equal(tensor, expected[name]) for name, tensor in stage.state_dict().items())
+
+
+@pytest.mark.parametrize("file", ["config.json", "stage1/config.json"])
+def test_a_config_on_the_hub_that_is_not_a_json_object_is_refused_naming_it(
+    fake_hub, saved: Path, file: str
+) -> None:
+    fake_hub.add_repo("tests-org/listed", {**folder_files(saved), file: b"[1, 2, 3]"})
+
+    with pytest.raises(InputTypeError, match=rf"tests-org/listed/{file}: expected a JSON object, got list"):
+        DVAEPurify.from_pretrained("tests-org/listed")
 
 
 def test_corrupt_weights_on_the_hub_are_refused(fake_hub, saved: Path) -> None:

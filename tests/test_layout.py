@@ -34,7 +34,7 @@ FLOORS: list[tuple[str, list[str]]] = [
     ]),
     ("transform", ["transforms"]),
     ("dataset", ["data.purified"]),
-    ("tools", ["cli", "evaluation.*"]),
+    ("tools", ["cli", "evaluation.*", "checkpoints.check_batch"]),
     ("public API", ["__init__"]),  # dvae_transform/__init__.py
 ]
 # Sub-package __init__ files hold a docstring only: they import nothing and sit on no floor.

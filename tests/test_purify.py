@@ -5,9 +5,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dvae_transform import DVAE
+from dvae_transform import DVAE, DVAEPurify
 from dvae_transform.precision import quantize
-from dvae_transform.purify import perturbation_estimate, purify_two_stage, reconstruct, remove_perturbation
+from dvae_transform.purify import (
+    ACTIVATION_MAPS,
+    MAX_MICRO_BATCH,
+    MICRO_BATCH_BYTES,
+    default_batch_size,
+    perturbation_estimate,
+    purify_two_stage,
+    reconstruct,
+    remove_perturbation,
+)
 
 
 def test_output_shape_range_and_type(tiny_purifier, tiny_data) -> None:
@@ -42,6 +51,45 @@ def test_micro_batching_does_not_change_results(tiny_purifier, tiny_data) -> Non
     # Convolutions may sum in another order for another batch size, so a stage-1 value that lies on an
     # 8-bit rounding boundary can round either way; the output then moves far less than one 8-bit level.
     assert torch.allclose(whole, pieces, atol=1e-3)
+
+
+def _meta_dvae(image_size: int, width: int, in_channels: int = 3) -> DVAE:
+    with torch.device("meta"):  # only the sizes matter
+        return DVAE(in_channels, image_size, 10, width=width, latent_dim=8)
+
+
+def test_the_default_micro_batch_follows_the_image_size_and_the_memory_budget() -> None:
+    assert default_batch_size(_meta_dvae(32, 16)) == MAX_MICRO_BATCH == 256  # 32 px: as before, the cap
+    paper_224, fast_224 = _meta_dvae(224, 64), _meta_dvae(224, 16)
+    assert default_batch_size(fast_224) == 56 and default_batch_size(paper_224) == 15
+    for model in (paper_224, fast_224, _meta_dvae(64, 16), _meta_dvae(1024, 2, in_channels=1)):
+        size = default_batch_size(model)
+        per_image = ACTIVATION_MAPS * 4 * (model.width + model.in_channels) * model.image_size**2
+        assert size == MAX_MICRO_BATCH or size * per_image <= MICRO_BATCH_BYTES < (size + 1) * per_image
+    assert default_batch_size(fast_224, budget=MICRO_BATCH_BYTES // 4) == 14
+    assert default_batch_size(fast_224, budget=1) == 1  # never below one image
+    assert default_batch_size(_meta_dvae(32, 16), paper_224) == 15  # the larger model decides
+    with pytest.raises(ValueError, match="budget must be positive"):
+        default_batch_size(fast_224, budget=0)
+
+
+def test_purification_runs_in_the_default_micro_batch_unless_one_is_given(tiny_purifier, tiny_data) -> None:
+    images, labels = tiny_data
+    images, labels = images.repeat(5, 1, 1, 1)[:300], labels.repeat(5)[:300]
+    seen: list[int] = []
+    hook = tiny_purifier.stage1.stem.register_forward_pre_hook(lambda module, args: seen.append(len(args[0])))
+    try:
+        assert tiny_purifier.batch_size is None and tiny_purifier.micro_batch == MAX_MICRO_BATCH
+        tiny_purifier.purify(images, labels)
+        assert seen == [256, 44]
+        seen.clear()
+        chosen = tiny_purifier.replace(batch_size=100)
+        assert chosen.micro_batch == 100
+        chosen.purify(images, labels)
+        assert seen == [100, 100, 100]
+    finally:
+        hook.remove()
+    assert DVAEPurify(tiny_purifier.stage1, tiny_purifier.stage2, batch_size=None).batch_size is None
 
 
 def test_mean_latent_is_deterministic_and_sampling_is_seeded(tiny_purifier, tiny_data) -> None:

@@ -15,6 +15,12 @@ from safetensors.torch import load_file
 from test_publish import publish  # hub/publish.py, imported by path
 
 from dvae_transform import DVAEPurify, list_pretrained, pretrained_info
+from dvae_transform.checkpoints.check_batch import (
+    FLOAT32_SPREAD,
+    check_tolerance,
+    verify_check_batch,
+    write_check_batch,
+)
 from dvae_transform.checkpoints.recipe import TrainingData, read_recipe
 from dvae_transform.checkpoints.registry import PACKAGE_FOLDER, REGISTRY, Registry, relative_files
 
@@ -84,10 +90,42 @@ def test_every_bundled_name_loads_offline_and_purifies_as_publish_py_wrote_it(hf
         assert (purifier.in_channels, purifier.image_size, purifier.num_classes) == (
             entry.channels, entry.image_size, entry.num_classes,
         )
-        batch = load_file(CHECK_BATCHES / f"{name}.safetensors")  # publish.py --bundle --check-batch, same run
-        purified = purifier.purify(batch["images"], batch["labels"])
-        # bit for bit on the machine that bundled them; 1e-5 leaves room for another CPU's summation order
-        torch.testing.assert_close(purified, batch["purified"], rtol=0.0, atol=1e-5)
+        # publish.py --bundle --check-batch, same run; bit for bit there, within check_tolerance anywhere
+        assert verify_check_batch(purifier, CHECK_BATCHES / f"{name}.safetensors") <= 1.0
+
+
+def _scale_a_weight(purifier: DVAEPurify) -> None:
+    purifier.stage2.image_decoder[-2].weight.mul_(1.01)
+
+
+def _move_one_bias(purifier: DVAEPurify) -> None:
+    purifier.stage2.image_decoder[-2].bias[0] += 1e-4
+
+
+def _scale_the_stem(purifier: DVAEPurify) -> None:
+    purifier.stage1.stem[0].weight.mul_(1.01)
+
+
+@pytest.mark.parametrize("tamper", [_scale_a_weight, _move_one_bias, _scale_the_stem])
+def test_a_changed_bundled_checkpoint_fails_its_check_batch(hf_offline, tamper) -> None:
+    hf_offline()
+    name = list_pretrained(source="bundled")[0]
+    purifier = DVAEPurify.from_pretrained(name)
+    with torch.no_grad():
+        tamper(purifier)
+    with pytest.raises(ValueError, match=rf"{name}\.safetensors: \d+ of 16384 purified values differ .* not the one"):
+        verify_check_batch(purifier, CHECK_BATCHES / f"{name}.safetensors")
+
+
+def test_the_check_tolerance_is_the_float32_spread_except_near_a_rounding_flip(tiny_purifier: DVAEPurify,
+                                                                                tiny_data, tmp_path: Path) -> None:
+    images, labels = tiny_data
+    purified, tolerance = check_tolerance(tiny_purifier, images, labels)
+    assert torch.equal(purified, tiny_purifier.purify(images, labels)) and tolerance.min() >= FLOAT32_SPREAD
+    assert tolerance.median() < 2 * FLOAT32_SPREAD  # most values keep (about) the tight bound
+    write_check_batch(tiny_purifier, images, labels, tmp_path / "check.safetensors")
+    assert sorted(load_file(tmp_path / "check.safetensors")) == ["images", "labels", "purified"]
+    assert verify_check_batch(tiny_purifier, tmp_path / "check.safetensors") == 0.0  # same machine: bit for bit
 
 
 def test_package_data_ships_the_recipes_templates_and_bundles(tmp_path: Path, tiny_purifier: DVAEPurify) -> None:

@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 from dvae_transform import DVAE
+from dvae_transform.validation import InputTypeError
 
 DATA = Path(__file__).parent / "data"
 LEGACY = ["legacy-dvae-3x32", "legacy-dvae-1x40"]
@@ -95,6 +96,17 @@ def test_huge_num_classes_is_refused_from_the_config_alone(legacy_copy: Path) ->
 
     message = r"stage/config.json: .*num_classes must be an int in \[1, 100000\], got 10000000"
     with pytest.raises(ValueError, match=message):
+        DVAE.from_pretrained(legacy_copy)
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", "null", "7"])
+def test_a_config_that_is_not_a_json_object_is_refused_naming_the_file(legacy_copy: Path, content: str) -> None:
+    (legacy_copy / "config.json").write_text(content)
+
+    with pytest.raises(InputTypeError, match=r"stage/config\.json: expected a JSON object, got "):
+        DVAE.from_pretrained(legacy_copy)
+    (legacy_copy / "config.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"stage/config\.json not found: the network settings are needed"):
         DVAE.from_pretrained(legacy_copy)
 
 

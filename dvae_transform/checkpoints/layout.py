@@ -8,7 +8,7 @@ A saved purifier holds::
     stage1/model.safetensors    its weights (safetensors only: pickle files are never read)
     stage2/...
 
-Every config is checked (unknown keys, types, values) before any tensor is read.
+Every config is checked (JSON types, unknown keys, types, values) before any tensor is read.
 """
 
 from __future__ import annotations
@@ -19,13 +19,12 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from huggingface_hub import constants, snapshot_download
 
 from ..model import DVAE, DVAEConfig
-from ..purify import DEFAULT_BATCH_SIZE, SUBTRACTION_RULES
-from ..validation import check_choice, check_int, check_type, from_mapping
+from ..purify import SUBTRACTION_RULES
+from ..validation import check_choice, check_int, check_type, read_config
 from .weights import WEIGHTS_NAME, save_weights
 
 FORMAT_VERSION = 1
@@ -38,7 +37,7 @@ class PurifierConfig:
     """The top-level ``config.json``: format version and the purifier's defaults (see ``DVAEPurify``)."""
 
     format_version: int
-    batch_size: int = DEFAULT_BATCH_SIZE
+    batch_size: int | None = None  # None: derived from the image size (``DVAEPurify.micro_batch``)
     sample: bool = False
     seed: int | None = None
     subtract: str = "raw"  # a file without the key was written when stages always subtracted the raw p
@@ -50,21 +49,11 @@ class PurifierConfig:
                 f"format_version {self.format_version} is not supported by this dvae-transform "
                 f"(it reads version {FORMAT_VERSION}); upgrade dvae-transform"
             )
-        check_int(self.batch_size, "batch_size", low=1)
+        if self.batch_size is not None:
+            check_int(self.batch_size, "batch_size", low=1)
         check_type(self.sample, "sample", bool)
         check_type(self.seed, "seed", int, type(None))
         check_choice(self.subtract, "subtract", SUBTRACTION_RULES)
-
-
-def read_json(path: str | os.PathLike) -> Any:
-    """A JSON file's content; a missing or malformed file raises an error naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: the purifier folder is incomplete")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from None
 
 
 def save_stage(model: DVAE, folder: Path) -> None:
@@ -74,8 +63,8 @@ def save_stage(model: DVAE, folder: Path) -> None:
     (folder / CONFIG_NAME).write_text(json.dumps(model.config, indent=2, sort_keys=True))
 
 
-def save_purifier(folder: Path, stages: Sequence[DVAE], *, batch_size: int, sample: bool, seed: int | None,
-                  subtract: str) -> None:
+def save_purifier(folder: Path, stages: Sequence[DVAE], *, batch_size: int | None, sample: bool,
+                  seed: int | None, subtract: str) -> None:
     """Write the layout above, except the model card, into ``folder``."""
     config = dataclasses.asdict(PurifierConfig(FORMAT_VERSION, batch_size, sample, seed, subtract))
     (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2))
@@ -83,31 +72,18 @@ def save_purifier(folder: Path, stages: Sequence[DVAE], *, batch_size: int, samp
         save_stage(model, folder / name)
 
 
-def check_purifier_config(config: Any, source: str) -> PurifierConfig:
-    """The top-level config, checked; a missing one means the folder is not a saved purifier."""
-    if config is None:
-        raise FileNotFoundError(
-            f"{source} not found: not a DVAEPurify checkpoint (written by DVAEPurify.save_pretrained or push_to_hub); "
-            "a single DVAE stage loads with DVAE.from_pretrained"
-        )
-    return from_mapping(PurifierConfig, config, source)
-
-
-def load_stages(
+def fetch_purifier(
     model_id: str,
-    config: Any,
     *,
     revision: str | None = None,
     cache_dir: str | os.PathLike | None = None,
     force_download: bool = False,
     local_files_only: bool = False,
     token: str | bool | None = None,
-) -> list[DVAE]:
-    """Both stages of the purifier at ``model_id`` (a folder, or a Hub repo fetched in one snapshot).
-
-    ``config`` is the top-level ``config.json`` already read; it and both stage configs are checked
-    before any weights are read.
-    """
+) -> Path:
+    """The folder holding the purifier at ``model_id`` (the folder itself, or its Hub repo's configs and
+    safetensors weights fetched in one snapshot through the Hugging Face cache), its configs checked
+    (:func:`check_purifier`)."""
     root = Path(model_id)
     if not root.is_dir():
         stage_files = (f"{folder}/{name}" for folder in STAGE_FOLDERS for name in (CONFIG_NAME, WEIGHTS_NAME))
@@ -115,7 +91,27 @@ def load_stages(
             model_id, revision=revision, cache_dir=cache_dir, force_download=force_download,
             local_files_only=local_files_only, token=token, allow_patterns=[CONFIG_NAME, *stage_files],
         ))
-    check_purifier_config(config, source=os.path.join(model_id, CONFIG_NAME))
+    check_purifier(root, model_id)
+    return root
+
+
+def check_purifier(root: Path, model_id: str) -> None:
+    """Check every config of the purifier in ``root`` (fetched from ``model_id``), before any weights are read.
+
+    Errors name the files under ``model_id``.
+    """
+    source = os.path.join(model_id, CONFIG_NAME)
+    if not (root / CONFIG_NAME).is_file():
+        raise FileNotFoundError(
+            f"{source} not found: not a DVAEPurify checkpoint (written by DVAEPurify.save_pretrained or push_to_hub); "
+            "a single DVAE stage loads with DVAE.from_pretrained"
+        )
+    read_config(PurifierConfig, root / CONFIG_NAME, source)
     for folder in STAGE_FOLDERS:
-        from_mapping(DVAEConfig, read_json(root / folder / CONFIG_NAME), os.path.join(model_id, folder, CONFIG_NAME))
+        read_config(DVAEConfig, root / folder / CONFIG_NAME, os.path.join(model_id, folder, CONFIG_NAME),
+                    missing="the purifier folder is incomplete")
+
+
+def load_stages(root: Path) -> list[DVAE]:
+    """Both stages of the purifier in the folder ``root`` (checked by :func:`check_purifier`)."""
     return [DVAE.from_pretrained(root / folder) for folder in STAGE_FOLDERS]

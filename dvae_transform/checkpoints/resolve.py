@@ -26,7 +26,6 @@ or WARNING when the Hub copy failed and the bundled one is used instead) and ret
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from collections.abc import Callable
@@ -36,7 +35,6 @@ from typing import TypeVar
 from huggingface_hub import constants, is_offline_mode
 from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
-from .layout import CONFIG_NAME
 from .registry import REGISTRY, Registry
 
 logger = logging.getLogger(__name__)
@@ -134,13 +132,6 @@ def _not_cached_message(
     return f"{missing}, and {why}"
 
 
-def _load(load: Callable[..., T], source: CheckpointSource) -> T:
-    try:
-        return load(source.location, revision=source.revision)
-    except json.JSONDecodeError as error:  # ModelHubMixin.from_pretrained parses the top-level config.json itself
-        raise ValueError(f"{os.path.join(source.location, CONFIG_NAME)} is not valid JSON: {error}") from None
-
-
 def load_checkpoint(
     name_or_path: str | os.PathLike,
     load: Callable[..., T],
@@ -161,7 +152,7 @@ def load_checkpoint(
     *fallible, last = plan_sources(name_or_path, revision, registry=registry, local_files_only=offline)
     for source in fallible:  # a Hub copy with a bundled copy behind it
         try:
-            result = _load(load, source)
+            result = load(source.location, revision=source.revision)
         except _HUB_UNAVAILABLE as error:
             failure = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
             last = dataclasses.replace(last, reason=f"the Hub copy could not be loaded ({failure})")
@@ -173,7 +164,7 @@ def load_checkpoint(
     if last.kind == BUNDLED:
         registry.verified_bundle(last.name)
     try:
-        result = _load(load, last)
+        result = load(last.location, revision=last.revision)
     except LocalEntryNotFoundError as error:  # a Hub copy that is neither reachable nor cached
         message = _not_cached_message(last, error, registry, local_files_only, cache_dir)
         raise LocalEntryNotFoundError(message) from error

@@ -20,7 +20,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_model
 from torch import nn
 
-from ..validation import InputTypeError, from_mapping
+from ..validation import InputTypeError, from_mapping, read_config
 
 WEIGHTS_NAME = constants.SAFETENSORS_SINGLE_FILE
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -36,31 +36,40 @@ def _missing_weights_message(where: str, folder: Path | None = None) -> str:
     )
 
 
-def weights_file(
+def repo_file(
     model_id: str,
+    filename: str,
     *,
     revision: str | None = None,
     cache_dir: str | os.PathLike | None = None,
     force_download: bool = False,
     local_files_only: bool = False,
     token: str | bool | None = None,
-) -> Path:
-    """The ``model.safetensors`` of a local folder or a Hub repo (downloaded through the Hugging Face cache).
+) -> Path | None:
+    """``filename`` of a local folder or a Hub repo (downloaded through the Hugging Face cache); None if absent."""
+    if os.path.isdir(model_id):
+        path = Path(model_id) / filename
+        return path if path.is_file() else None
+    try:
+        return Path(hf_hub_download(
+            model_id, filename, revision=revision, cache_dir=cache_dir, force_download=force_download,
+            token=token, local_files_only=local_files_only,
+        ))
+    except RemoteEntryNotFoundError:
+        return None
+
+
+def weights_file(model_id: str, **hub: Any) -> Path:
+    """The ``model.safetensors`` of :func:`repo_file` (``hub``: its Hub options).
 
     Raises ``FileNotFoundError`` when there is none, naming any pickle files found instead.
     """
-    if os.path.isdir(model_id):
-        weights = Path(model_id) / WEIGHTS_NAME
-        if not weights.is_file():
-            raise FileNotFoundError(_missing_weights_message(str(weights), Path(model_id)))
-        return weights
-    try:
-        return Path(hf_hub_download(
-            model_id, WEIGHTS_NAME, revision=revision, cache_dir=cache_dir, force_download=force_download,
-            token=token, local_files_only=local_files_only,
-        ))
-    except RemoteEntryNotFoundError as error:
-        raise FileNotFoundError(_missing_weights_message(f"{model_id}/{WEIGHTS_NAME}")) from error
+    path = repo_file(model_id, WEIGHTS_NAME, **hub)
+    if path is None:
+        folder = Path(model_id) if os.path.isdir(model_id) else None
+        where = str(folder / WEIGHTS_NAME) if folder is not None else f"{model_id}/{WEIGHTS_NAME}"
+        raise FileNotFoundError(_missing_weights_message(where, folder))
+    return path
 
 
 def read_weights(
@@ -136,6 +145,21 @@ class SafetensorsHubMixin(PyTorchModelHubMixin):
         return tensors
 
     @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *, revision: str | None = None,
+                        cache_dir: str | os.PathLike | None = None, force_download: bool = False,
+                        local_files_only: bool = False, token: str | bool | None = None, **model_kwargs: Any) -> Any:
+        """The mixin's ``from_pretrained``, its ``config.json`` checked first (:func:`~..validation.read_config`)."""
+        model_id = os.fspath(pretrained_model_name_or_path)
+        hub = {"revision": revision, "cache_dir": cache_dir, "force_download": force_download,
+               "local_files_only": local_files_only, "token": token}
+        source = os.path.join(model_id, constants.CONFIG_NAME)
+        path = repo_file(model_id, constants.CONFIG_NAME, **hub)
+        if path is None:
+            raise FileNotFoundError(f"{source} not found: the network settings are needed to build the model")
+        read_config(cls.config_class, path, source)
+        return super().from_pretrained(model_id, **hub, **model_kwargs)
+
+    @classmethod
     def _from_pretrained(
         cls,
         *,
@@ -150,9 +174,7 @@ class SafetensorsHubMixin(PyTorchModelHubMixin):
         **model_kwargs: Any,
     ) -> Any:
         source = os.path.join(model_id, constants.CONFIG_NAME)
-        if config is None:
-            raise FileNotFoundError(f"{source} not found: the network settings are needed to build the model")
-        checked = from_mapping(cls.config_class, config, source)
+        checked = from_mapping(cls.config_class, config, source)  # read_config checked the file already
         overrides = sorted(name for name, value in model_kwargs.items() if config.get(name) != value)
         if overrides:
             raise InputTypeError(f"{cls.__name__}.from_pretrained takes the network settings from {source}; "

@@ -18,7 +18,6 @@ from ..distributed import broadcast, gather, is_main_process, share, wait_for_ev
 from ..fingerprint import purification_key, weights_hash
 from ..images import to_labels
 from ..precision import STORAGE_DTYPES, decode, encode
-from ..purify import DEFAULT_BATCH_SIZE
 from ..transforms import DVAEPurify
 from ..validation import InputTypeError, check_choice, check_int
 from ..workers import worker_errors
@@ -32,6 +31,8 @@ from .streaming import IN_MEMORY_BYTES, WorkFolder
 if TYPE_CHECKING:
     import datasets
     from accelerate import Accelerator
+
+SHARD_SIZE = 256  # items per chunk read and per cache shard
 
 
 class PurifiedDataset(Dataset):
@@ -68,7 +69,8 @@ class PurifiedDataset(Dataset):
         dataset: the (poisoned) training data.
         purifier: a fitted :class:`~dvae_transform.DVAEPurify`.
         cache_dir: cache root; overrides ``$DVAE_TRANSFORM_CACHE``.
-        batch_size: items per chunk and per cache shard.
+        batch_size: items per chunk and per cache shard (each purified in micro-batches of
+            ``purifier.micro_batch``).
         accelerator: share the work between the processes of an Accelerate launch.
         transform: applied to each purified image when it is served.
         image_column, label_column: column names for a Hugging Face dataset.
@@ -83,7 +85,7 @@ class PurifiedDataset(Dataset):
         dataset: Any,
         purifier: DVAEPurify,
         cache_dir: str | os.PathLike | None = None,
-        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_size: int = SHARD_SIZE,
         accelerator: Accelerator | None = None,
         transform: Callable[[torch.Tensor], Any] | None = None,
         image_column: str | None = None,
@@ -164,7 +166,7 @@ class PurifiedDataset(Dataset):
                 sample=purifier.sample,
                 seed=purifier.seed,
                 subtract=purifier.subtract,
-                micro_batch=purifier.batch_size,
+                micro_batch=purifier.micro_batch,
                 shard_size=self.batch_size,
                 cache_dtype=self.cache_dtype,
                 layout=(purifier.in_channels, purifier.image_size, purifier.num_classes),

@@ -8,7 +8,8 @@ images take float32), fit in ``IN_MEMORY_BYTES`` (1 GiB); a larger one, and ever
 (:class:`StreamedSet`). ``stream=True`` / ``False`` overrides the rule. Iterable datasets are first
 written to disk (:mod:`~dvae_transform.data.spool`).
 
-A streamed fit also keeps the stage-1 output (stage 2's training set) on disk: shard by shard, as uint8
+A streamed fit also keeps the stage-1 output (stage 2's training set) on disk: computed in the micro-batches
+of :func:`~dvae_transform.purify.default_batch_size` (as in memory), written shard by shard, as uint8
 levels, in a :class:`~dvae_transform.cache.store.TensorCache` named after the stage-1 weights, read back
 item by item. Everything a fit writes goes to ``checkpoint_dir/data`` (kept, so a resumed fit reuses it;
 with several processes it must be a shared folder), or else to a temporary folder under the cache root

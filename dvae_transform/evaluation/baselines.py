@@ -20,7 +20,7 @@ from ..fit import accelerator_for, build_model, train_stage
 from ..images import ImageInput, apply_to_batch, to_float_images
 from ..model import DVAE
 from ..precision import decode, encode
-from ..purify import DEFAULT_BATCH_SIZE, reconstruct
+from ..purify import reconstruct
 from ..validation import check_int
 
 
@@ -94,7 +94,7 @@ class PlainVAE(Baseline):
 
     name = "plain_vae"
 
-    def __init__(self, model: DVAE, *, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+    def __init__(self, model: DVAE, *, batch_size: int | None = None) -> None:
         self.model = model.eval()
         self.batch_size = batch_size
         self.history: list[dict[str, float]] = []

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from ..losses import psnr
 from ..model import DVAE
-from ..purify import DEFAULT_BATCH_SIZE, remove_perturbation
+from ..purify import default_batch_size, remove_perturbation
 from ..transforms import DVAEPurify
 
 FIELDS: dict[str, str] = {
@@ -46,9 +46,10 @@ def _last_kl(history: list[dict[str, float]], stage: int) -> float | None:
 
 
 @torch.inference_mode()
-def _out_of_range(model: DVAE, images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> float:
+def _out_of_range(model: DVAE, images: torch.Tensor, labels: torch.Tensor, batch_size: int | None) -> float:
     """Fraction of pixels where ``reconstruction + perturbation`` (latent mean) falls outside [0, 1]."""
     device = next(model.parameters()).device
+    batch_size = batch_size or default_batch_size(model)
     training = model.training
     model.eval()
     outside = torch.zeros((), dtype=torch.int64, device=device)
@@ -68,7 +69,7 @@ def stage1_diagnostics(
     purified: torch.Tensor,
     labels: torch.Tensor,
     *,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = None,
 ) -> dict[str, float | None]:
     """The :data:`FIELDS` of one defended training set (float NCHW images in [0, 1], CPU).
 
