@@ -119,8 +119,7 @@ class DVAEPurify(
         device: str | torch.device = "cpu",
     ) -> None:
         super().__init__()
-        data_keys = ("in_channels", "image_size", "num_classes")
-        if any(stage1.config[key] != stage2.config[key] for key in data_keys):
+        if any(stage1.config[key] != stage2.config[key] for key in ("in_channels", "image_size", "num_classes")):
             raise ValueError(f"stage1 and stage2 were built for different data: {stage1.config} vs {stage2.config}")
         self.stage1, self.stage2 = stage1.eval(), stage2.eval()
         self.batch_size = None if batch_size is None else check_int(batch_size, "batch_size", low=1)
