@@ -75,9 +75,6 @@ def test_a_grid_split_over_processes_merges_and_refuses_other_data(tmp_path, cap
         (["--victim", "vgg"], "--victim 'vgg': unknown victim; known: small, resnet18, resnet18_cpu"),
         (["--victim", "small", "--victim-width", "8"],
          "--victim-width 8: victim 'small' has no width setting; victims with one: resnet18_cpu"),
-        (["--victim-width", "0"], "argument --victim-width: expected a positive integer, got 0"),
-        (["--victim-width", "1.5"], "argument --victim-width: invalid positive_int value: '1.5'"),
-        (["--attacks", "blur"], "argument --attacks: invalid choice: 'blur'"),
         (["--data", "svhn", "--root", "{tmp}/nowhere"], "svhn: dataset folder {tmp}/nowhere does not exist"),
         (["--data", "cifar10", "--root", "{tmp}"], "missing data_batch_3"),
         (["--data", "fashion-mnist", "--root", "{tmp}/fashion", "--train", "13"],
@@ -92,3 +89,17 @@ def test_bad_input_is_one_line_naming_it_and_exit_status_2(tmp_path, capsys, arg
     write_fashion(tmp_path / "fashion")
     argv = [arg.format(tmp=tmp_path) for arg in argv]
     assert words.format(tmp=tmp_path) in bench_error([*argv, "--out", str(tmp_path / "out")], capsys)
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["--victim-width", "0"], "argument --victim-width: expected a positive integer, got 0"),
+        (["--victim-width", "1.5"], "argument --victim-width: invalid positive_int value: '1.5'"),
+        (["--attacks", "blur"], "argument --attacks: invalid choice: 'blur'"),
+    ],
+)
+def test_bad_option_values_are_named_by_argparse(argv, words, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", *argv])
+    assert exit_info.value.code == 2 and words in capsys.readouterr().err
