@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+from .config import DEFAULT_SUBTRACTION, SUBTRACTION_RULES
 from .model import DVAE
 from .precision import quantize
 from .validation import check_choice, check_int
@@ -95,8 +96,6 @@ def _run(models: tuple[DVAE, ...], images: torch.Tensor, labels: torch.Tensor | 
     return out
 
 
-SUBTRACTION_RULES = ("effect", "raw")
-DEFAULT_SUBTRACTION = "raw"  # as published; "effect" is measured in BENCHMARKS.md (issue #16)
 
 
 def perturbation_estimate(model: DVAE, x: torch.Tensor, y: torch.Tensor, *, subtract: str = DEFAULT_SUBTRACTION,

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from huggingface_hub import constants, snapshot_download
 
+from ..config import SUBTRACTION_RULES
 from ..model import DVAE, DVAEConfig
-from ..purify import SUBTRACTION_RULES
 from ..validation import check_choice, check_int, check_type, read_config
 from .weights import WEIGHTS_NAME, save_weights
 
