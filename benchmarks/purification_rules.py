@@ -18,8 +18,9 @@ import torch.nn.functional as F
 
 from dvae_transform import DVAEPurify
 from dvae_transform.evaluation.attacks import make_poison
-from dvae_transform.evaluation.baselines import BitDepthReduction
+from dvae_transform.evaluation.baselines import BitDepthReduction, JPEGCompression
 from dvae_transform.evaluation.datasets import load_bench_data
+from dvae_transform.evaluation.defenses import JPEG_QUALITY
 from dvae_transform.evaluation.victims import accuracy, train_victim
 from dvae_transform.losses import psnr
 from dvae_transform.precision import quantize
@@ -113,6 +114,7 @@ print(json.dumps(res, indent=1), flush=True)
 variants = {
     "none": lambda: x,
     "bitdepth": lambda: BitDepthReduction().purify(x, y),
+    "jpeg": lambda: JPEGCompression(quality=JPEG_QUALITY).purify(x, y),
     "published": lambda: purify_two_stage(s1, s2, x, y),
     **{f"s1_{k}": (lambda k=k: x1s[k]) for k in est},
     **{f"s1_{k}_s2rec": (lambda k=k: purify_two_stage_from(x1s[k])) for k in est},

@@ -96,8 +96,6 @@ def _run(models: tuple[DVAE, ...], images: torch.Tensor, labels: torch.Tensor | 
     return out
 
 
-
-
 def perturbation_estimate(model: DVAE, x: torch.Tensor, y: torch.Tensor, *, subtract: str = DEFAULT_SUBTRACTION,
                           sample: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
     """What a stage subtracts from ``x``: its estimate of the perturbation, by rule ``subtract``.
@@ -108,7 +106,7 @@ def perturbation_estimate(model: DVAE, x: torch.Tensor, y: torch.Tensor, *, subt
     pixels) the loss gives ``p`` no gradient, so the raw ``p`` there is left over from initialisation
     and subtracting it writes a class-dependent pattern, a new shortcut, into the purified image.
     """
-    if subtract == "raw":
+    if check_choice(subtract, "subtract", SUBTRACTION_RULES) == "raw":
         return model.perturbation(x, y, sample=sample, generator=generator).float()
     output = model(x, y, sample=sample, generator=generator)
     reconstruction = output.reconstruction.float()
@@ -132,7 +130,6 @@ def remove_perturbation(
 ) -> torch.Tensor:
     """Stage-1 purification: ``clamp(x - p(x, y), 0, 1)``, rounded to 8-bit levels (``p`` by rule ``subtract``,
     see :func:`perturbation_estimate`)."""
-    check_choice(subtract, "subtract", SUBTRACTION_RULES)
     return _run((model,), images, labels, batch_size, seed,
                 lambda x, y, generator: _subtract_perturbation(model, x, y, subtract, sample, generator))
 
@@ -175,5 +172,4 @@ def purify_two_stage(
         x1_clean = torch.clamp(x1 - perturbation_estimate(stage2, x1, y, subtract=subtract), 0.0, 1.0)
         return stage2.reconstruct(x1_clean, sample=sample, generator=generator).clamp_(0.0, 1.0)
 
-    check_choice(subtract, "subtract", SUBTRACTION_RULES)
     return _run((stage1, stage2), images, labels, batch_size, seed, step)

@@ -209,6 +209,32 @@ def test_bad_fit_input_is_named(data, error, words) -> None:
         DVAEPurify.fit(data, **kwargs, **TINY)
 
 
+def test_zero_init_starts_the_perturbation_branch_at_zero_and_leaves_the_rest_as_seeded() -> None:
+    shape = {"in_channels": 1, "image_size": 8, "num_classes": 2, "seed": 0}
+    default = build_model(FitConfig(width=8, latent_dim=8), **shape)
+    zeroed = build_model(FitConfig(width=8, latent_dim=8, zero_init_perturbation=True), **shape)
+    images, labels = torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 0, 1])
+    with torch.no_grad():
+        assert torch.equal(zeroed.eval()(images, labels).perturbation, torch.zeros_like(images))
+        assert default.eval()(images, labels).perturbation.abs().max() > 0
+    reference = default.state_dict()
+    changed = [name for name, tensor in zeroed.state_dict().items() if not torch.equal(tensor, reference[name])]
+    last = len(zeroed.perturbation_decoder) - 2  # the last convolution, before the identity output
+    assert changed == [f"perturbation_decoder.{last}.weight", f"perturbation_decoder.{last}.bias"]
+    with pytest.raises(TypeError, match="zero_init_perturbation"):
+        FitConfig(zero_init_perturbation=1)
+
+
+def test_the_fit_subtraction_rule_feeds_stage_2_and_the_purifier(tiny_data) -> None:
+    raw = DVAEPurify.fit(tiny_data, seed=0, **TINY)
+    effect = DVAEPurify.fit(tiny_data, seed=0, subtract="effect", **TINY)
+    assert (raw.subtract, effect.subtract) == ("raw", "effect")
+    assert torch.equal(raw.stage1.to_mu.weight, effect.stage1.to_mu.weight)  # stage 1 does not depend on it
+    assert not torch.equal(raw.stage2.to_mu.weight, effect.stage2.to_mu.weight)  # stage 2 trains on other x1
+    with pytest.raises(ValueError, match="subtract must be 'effect' or 'raw', got 'mean'"):
+        FitConfig(subtract="mean")
+
+
 def test_presets_are_documented_configs() -> None:
     assert PRESETS["paper"] == FitConfig(width=64, latent_dim=256, epochs=60, batch_size=128, lr=5e-3)
     assert PRESETS["fast"].width < PRESETS["paper"].width

@@ -158,6 +158,7 @@ def test_cache_key_follows_data_weights_and_settings(purifier, data):
     sampling = copy.deepcopy(purifier)
     sampling.sample, sampling.seed = True, 0
     assert purification_fingerprint(data, sampling) != key
+    assert purification_fingerprint(data, purifier.replace(subtract="effect")) != key
     assert purification_fingerprint(data, purifier, cache_dtype="float16") != key
     assert purification_fingerprint(data, purifier, batch_size=8) != key
 

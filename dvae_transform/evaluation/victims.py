@@ -69,7 +69,7 @@ class VictimRecipe:
         if self.width is None:
             raise ValueError(f"victim {self.name!r} has no width setting; victims with one: "
                              + ", ".join(name for name, recipe in VICTIMS.items() if recipe.width is not None))
-        return dataclasses.replace(self, width=check_int(width, "victim width", low=1))
+        return dataclasses.replace(self, width=width)  # __post_init__ checks it
 
     def describe(self, epochs: int | None = None) -> str:
         """One paragraph: the model, its training settings (``epochs`` if this run changes them) and its role."""
