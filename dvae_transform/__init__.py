@@ -5,6 +5,7 @@ from .config import PRESETS, FitConfig
 from .data.purified import PurifiedDataset
 from .metadata import __version__ as __version__
 from .model import DVAE, DVAEOutput
+from .shortcut import ShortcutReport, check_shortcut
 from .transforms import DVAEPurify
 
 __all__ = [
@@ -14,6 +15,8 @@ __all__ = [
     "FitConfig",
     "PRESETS",
     "PurifiedDataset",
+    "ShortcutReport",
+    "check_shortcut",
     "list_pretrained",
     "pretrained_info",
 ]

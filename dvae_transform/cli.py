@@ -5,6 +5,8 @@ Subcommands:
 * ``purify``: read a dataset (image folder, ``save_to_disk`` folder or ``.npz``), purify it with
   saved weights or a purifier fitted on the spot through ``PurifiedDataset`` (so a killed run resumes
   from the cache, and an ``accelerate launch`` shares the work), and write it back in the same format.
+* ``check``: say whether a labelled dataset still carries a learnable class shortcut
+  (:func:`dvae_transform.check_shortcut`); exit status 0: none found, 1: found, 2: cannot tell.
 * ``cache``: list or clear the on-disk cache of purified tensors.
 * ``demo`` and ``bench``: thin wiring to :mod:`dvae_transform.evaluation.demo` and
   :mod:`dvae_transform.evaluation.bench`, imported only when used.
@@ -36,6 +38,7 @@ from .config import PRESETS
 from .data.formats import FORMATS, output_path, read_dataset, write_dataset
 from .data.purified import PurifiedDataset
 from .distributed import is_main_process
+from .shortcut import CANNOT_TELL, SHORTCUT, check_shortcut
 from .transforms import DVAEPurify
 from .validation import InputTypeError, positive_int
 
@@ -139,6 +142,27 @@ def _add_cache_parser(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_cache_command)
 
 
+def _add_check_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "check",
+        help="say whether a labelled dataset still carries a learnable class shortcut",
+        description=(
+            "Train a tiny probe on the dataset and say whether its labels can be learned from a shortcut "
+            "(dvae_transform.check_shortcut). Exit status: 0 no shortcut found, 1 shortcut found, 2 cannot tell "
+            "(too few images per class, one class, or an unreadable input)."
+        ),
+    )
+    parser.add_argument("data", type=Path, help="an image folder (one sub-folder per class), a folder written by "
+                                                "datasets' save_to_disk, or an .npz with 'images' and 'labels'")
+    parser.add_argument("--clean", type=Path, help="a clean labelled dataset of the same kind (e.g. a validation "
+                                                   "split), in any of the same formats: the check then compares")
+    parser.add_argument("--image-column", help="image column of a save_to_disk dataset")
+    parser.add_argument("--label-column", help="label column of a save_to_disk dataset")
+    parser.add_argument("--split", help="split of a saved DatasetDict (default: train)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the probe (default: 0)")
+    parser.set_defaults(handler=_check_command, error_status=2)
+
+
 def _add_plugin_parser(commands: argparse._SubParsersAction, name: str, summary: str) -> None:
     # The options belong to the plugin module; they are parsed when the command runs (see _plugin_command).
     parser = commands.add_parser(name, help=summary, add_help=False, description=summary)
@@ -154,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_purify_parser(commands)
+    _add_check_parser(commands)
     _add_cache_parser(commands)
     for name, summary in PLUGIN_COMMANDS.items():
         _add_plugin_parser(commands, name, summary)
@@ -225,6 +250,23 @@ def _purify_command(args: argparse.Namespace) -> int:
                             overwrite=args.overwrite, progress=args.progress)
     print(f"wrote {written} [{meta.format}] in {_seconds(start)}")
     return 0
+
+
+# ----------------------------------------------------------------------------- check
+
+
+def _read_labelled(args: argparse.Namespace, path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels, _ = read_dataset(path, image_column=args.image_column, label_column=args.label_column,
+                                     split=args.split, progress=False)
+    return images, labels
+
+
+def _check_command(args: argparse.Namespace) -> int:
+    images, labels = _read_labelled(args, args.data)
+    clean = None if args.clean is None else _read_labelled(args, args.clean)
+    report = check_shortcut((images, labels), clean=clean, seed=args.seed)
+    print(f"{args.data}: {report}")
+    return {SHORTCUT: 1, CANNOT_TELL: 2}.get(report.verdict, 0)
 
 
 # ----------------------------------------------------------------------------- cache
@@ -311,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.handler(args)
     except (ValueError, InputTypeError, OSError) as error:  # bad input, files or settings; bugs surface
         print(f"dvae-purify {args.command}: error: {error}", file=sys.stderr)
-        return 1
+        return getattr(args, "error_status", 1)
 
 
 if __name__ == "__main__":
