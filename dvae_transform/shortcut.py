@@ -19,9 +19,14 @@ Measured verdicts, per attack and defense, are in BENCHMARKS.md.
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 import time
+import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,6 +35,8 @@ from torch import nn
 
 from .data.sources import load_images_and_labels
 from .validation import check_int
+
+logger = logging.getLogger(__name__)
 
 SHORTCUT, NO_SHORTCUT, CANNOT_TELL = "shortcut", "no shortcut", "cannot tell"
 FEW_SHOT = 4  # images per class of the few-shot probe
@@ -40,6 +47,8 @@ PROBE_SIDE = 32  # the probe looks at images through a stride that brings them t
 PROBE_EPOCHS = 3
 PROBE_BATCH = 64
 PROBE_LR = 3e-3
+RESTART_SEED_STRIDE = 7919  # attempt k of a fit runs at seed + k * stride
+CHECK_IMAGES = 4000  # a fit checks at most this many of its training images
 
 
 @dataclass(frozen=True)
@@ -243,3 +252,62 @@ def check_shortcut(
               f"the set ({few_shot:.3f} vs {heldout:.3f}); threshold {FEW_SHOT_SHARE}")
     return ShortcutReport(verdict, share, FEW_SHOT_SHARE, reason, few_shot_share=share,
                           seconds=time.perf_counter() - started, **numbers)
+
+
+def check_sample(labels: torch.Tensor, limit: int = CHECK_IMAGES, seed: int = 0) -> torch.Tensor:
+    """Sorted indices of at most ``limit`` items, the same share of every class (all when there are fewer)."""
+    if len(labels) <= limit:
+        return torch.arange(len(labels))
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    by_class = order[torch.sort(labels[order], stable=True).indices]
+    keep = torch.zeros(len(labels), dtype=torch.bool)
+    keep[by_class[torch.linspace(0, len(labels) - 1, limit).round().long()]] = True
+    return torch.nonzero(keep).flatten()
+
+
+def check_purification(
+    poisoned: torch.Tensor,
+    purified: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    clean: Any = None,
+    seed: int = 0,
+) -> dict[str, ShortcutReport]:
+    """:func:`check_shortcut` on a set before (``"input"``) and after (``"output"``) purification."""
+    return {
+        "input": check_shortcut(poisoned, labels, clean=clean, seed=seed),
+        "output": check_shortcut(purified, labels, clean=clean, seed=seed),
+    }
+
+
+def failure_warning(reports: dict[str, ShortcutReport], remedy: str) -> str | None:
+    """The warning due when purification left a shortcut, else None."""
+    output = reports.get("output")
+    if output is None or not output.found:
+        return None
+    return f"purification left a learnable shortcut: {output.reason}. {remedy}"
+
+
+def restart_folder(checkpoint_dir: str | os.PathLike | None, attempt: int) -> Path | None:
+    """Where attempt ``attempt`` of a fit keeps its resume state: a sub-folder per restart."""
+    if checkpoint_dir is None:
+        return None
+    return Path(checkpoint_dir) if attempt == 0 else Path(checkpoint_dir) / f"restart-{attempt}"
+
+
+def check_fit(purify: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], train_set: Any, *,
+              validation: Any = None, seed: int = 0, warn: bool = True) -> dict[str, ShortcutReport]:
+    """The check before and after ``purify`` on a sample of a fit's training set; logs both, and warns when
+    ``warn`` and the output still carries a shortcut."""
+    indices = check_sample(train_set.labels)
+    images, labels = next(train_set.batches([indices], torch.device("cpu")))
+    reports = check_purification(images, purify(images, labels), labels, clean=validation, seed=seed)
+    message = failure_warning(reports, "Refit with another seed or preset='paper', and check the result with "
+                                       "dvae_transform.check_shortcut.")
+    for stage, report in reports.items():
+        logger.info("fit %s: %s", stage, report)
+    if message is not None and not warn:
+        logger.info("fit: %s; fitting again from another seed", message)
+    if message is not None and warn:
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+    return reports

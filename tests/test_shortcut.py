@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from dvae_transform import check_shortcut
+from dvae_transform import DVAEPurify, check_shortcut
 from dvae_transform.cli import main
 from dvae_transform.evaluation.attacks import classwise_noise, lsp
 from dvae_transform.evaluation.mnist import MNIST_ATTACK_SETTINGS, load_mnist32
@@ -57,8 +57,8 @@ def test_the_same_seed_gives_the_same_report(digits):
 def test_a_torch_dataset_is_read_like_a_pair(digits):
     images, labels, *_ = digits
     dataset = torch.utils.data.TensorDataset(images[:400], labels[:400])
-    assert check_shortcut(dataset).to_dict() | {"seconds": 0} == check_shortcut(images[:400], labels[:400]).to_dict() | {
-        "seconds": 0}
+    from_dataset, from_pair = check_shortcut(dataset), check_shortcut(images[:400], labels[:400])
+    assert from_dataset.to_dict() | {"seconds": 0} == from_pair.to_dict() | {"seconds": 0}
 
 
 def test_one_class_or_too_few_images_cannot_tell(digits):
@@ -93,3 +93,18 @@ def test_cli_check_exit_status_says_the_verdict(digits, tmp_path, capsys):
         assert str(path) in capsys.readouterr().out
     assert main(["check", str(tmp_path / "missing.npz")]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_fit_checks_its_output_and_refits_when_a_shortcut_is_left(digits):
+    images, labels, test_images, test_labels = digits
+    # A class-wise brightness offset is image content to a VAE: every reconstruction keeps it.
+    poisoned = images[:400] * 0.5 + 0.5 * labels[:400, None, None, None] / 9
+    small = {"epochs": 2, "width": 8, "latent_dim": 16, "lr": 2e-2}
+    with pytest.warns(RuntimeWarning, match="shortcut"):
+        purifier = DVAEPurify.fit((poisoned, labels[:400]), progress=False, restarts=1,
+                                  validation=(test_images, test_labels), **small)
+    assert purifier.attempts == 2
+    assert purifier.checks["input"].found and purifier.checks["output"].found
+    assert purifier.checks["output"].clean_accuracy is not None
+    unchecked = DVAEPurify.fit((poisoned, labels[:400]), progress=False, check=False, **small)
+    assert unchecked.attempts == 1 and unchecked.checks == {}

@@ -124,6 +124,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="markdown file that gets the tables, in block bench (default data and victim) or "
                              "bench-DATA-VICTIM (default: BENCHMARKS.md)")
     parser.add_argument("--no-write", action="store_true", help="leave the benchmarks file alone")
+    parser.add_argument("--block", metavar="NAME", default=None,
+                        help="the benchmarks-file block to write (default: bench, or bench-DATA-VICTIM)")
     parser.add_argument("--resume", action="store_true", help="keep the finished cells of <out>/results.json")
     parser.add_argument("--no-clean", action="store_true",
                         help="skip the clean row (when one run is split between processes: give it to one of them)")
@@ -238,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
     atomic_write(args.out / REPORT_FILE, report.encode())
     _figures(bench, args.out)
     if not args.no_write:
-        write_block(args.benchmarks_file, report, name=block_name(bench.data.name, bench.victim.name))
+        write_block(args.benchmarks_file, report, name=args.block or block_name(bench.data.name, bench.victim.name))
         print(f"bench: tables written to {args.benchmarks_file}")
     print(f"bench: results, tables and figures in {args.out}")
     return 0

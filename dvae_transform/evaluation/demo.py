@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = {} if args.epochs is None else {"epochs": args.epochs}
     started = time.perf_counter()
     purifier = DVAEPurify.fit(
-        (poisoned, data.train_labels), preset=args.preset, seed=args.seed, progress=not args.no_progress, **overrides
+        (poisoned, data.train_labels), preset=args.preset, seed=args.seed, progress=not args.no_progress,
+        validation=(data.test_images, data.test_labels), **overrides
     )
     timings["fit_s"] = time.perf_counter() - started
     started = time.perf_counter()
@@ -71,11 +72,14 @@ def run(args: argparse.Namespace) -> int:
         results[name] = accuracy(victim, data.test_images, data.test_labels)
         timings[f"victim_{name}_s"] = time.perf_counter() - started
         print(f"victim trained on {name:>8} data: clean test accuracy {results[name]:.1%}", flush=True)
+    checks = {stage: report.to_dict() for stage, report in purifier.checks.items()}
+    for stage, report in purifier.checks.items():
+        print(f"{stage:>6} of the fit, {report}", flush=True)
 
     args.out.mkdir(parents=True, exist_ok=True)
     save_image(_grid(data.train_images, poisoned, purified, data.train_labels), args.out / "grid.png",
                nrow=GRID_COLUMNS, padding=2, pad_value=1.0)
-    summary = {"preset": args.preset, "seed": args.seed, "accuracy": results, "timings_s": timings}
+    summary = {"preset": args.preset, "seed": args.seed, "accuracy": results, "timings_s": timings, "checks": checks}
     (args.out / "demo.json").write_text(json.dumps(summary, indent=2))
     total = sum(timings.values())
     parts = ", ".join(f"{key[:-2]} {value:.1f} s" for key, value in timings.items())

@@ -33,14 +33,17 @@ START_MARKER, END_MARKER = _markers("bench")
 
 def summarise(results: Results, attacks: Sequence[str], defenses: Sequence[str], seeds: Sequence[int],
               field: str) -> Summary:
-    """``table[attack][defense] = (mean, standard deviation or None)`` of ``field`` over the finished seeds."""
+    """``table[attack][defense] = (median, worst = lowest or None)`` of ``field`` over the finished seeds.
+
+    A median and a worst seed, never a mean: a defense that fails on one seed in four must show it.
+    """
     table: Summary = {}
     for attack in attacks:
         row = {}
         for defense in defenses:
             values = [c[field] for s in seeds if (c := results.cell(attack, defense, s)) is not None]
             if values:
-                row[defense] = (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None)
+                row[defense] = (statistics.median(values), min(values) if len(values) > 1 else None)
         table[attack] = row
     return table
 
@@ -51,8 +54,8 @@ def _markdown_table(table: Summary, defenses: Sequence[str],
     def cell(value: tuple[float, float | None] | None) -> str:
         if value is None:
             return "–"
-        mean, spread = value
-        return f"{mean:.{digits}f}" + (f" ± {spread:.{digits}f}" if show_spread and spread is not None else "")
+        middle, worst = value
+        return f"{middle:.{digits}f}" + (f" (worst {worst:.{digits}f})" if show_spread and worst is not None else "")
 
     lines = ["| attack | " + " | ".join(defenses) + " |", "|---" * (len(defenses) + 1) + "|"]
     lines += [f"| {attack} | " + " | ".join(cell(row.get(d)) for d in defenses) + " |" for attack, row in table.items()]
@@ -62,7 +65,7 @@ def _markdown_table(table: Summary, defenses: Sequence[str],
         for defense in defenses:
             values = [row[defense][0] for row in attacked if defense in row]
             means.append(f"**{statistics.fmean(values):.{digits}f}**" if len(values) == len(attacked) else "–")
-        lines.append("| **mean over attacks** | " + " | ".join(means) + " |")
+        lines.append("| **mean of the medians over attacks** | " + " | ".join(means) + " |")
     return "\n".join(lines)
 
 
@@ -99,6 +102,46 @@ def _diagnostics_table(results: Results, attacks: Sequence[str], defenses: Seque
     return "\n".join([header, "|---" * (len(_DIAGNOSTIC_COLUMNS) + 2) + "|", *rows])
 
 
+def _check_table(results: Results, attacks: Sequence[str], defenses: Sequence[str],
+                 seeds: Sequence[int]) -> str | None:
+    """One row per (attack, defense) whose cells carry a shortcut check."""
+    rows = []
+    for attack in attacks:
+        for defense in defenses:
+            cells = [c for s in seeds if (c := results.cell(attack, defense, s)) and "check" in c]
+            if not cells:
+                continue
+            parts = []
+            for mode in ("intrinsic", "clean"):
+                reports = [cell["check"][mode] for cell in cells]
+                flagged = sum(report["verdict"] == "shortcut" for report in reports)
+                values = [report["statistic"] for report in reports if report["statistic"] is not None]
+                median = f"{statistics.median(values):.3f}" if values else "–"
+                parts.append(f"{flagged}/{len(reports)} ({median})")
+            accuracy = statistics.median(cell["accuracy"] for cell in cells)
+            rows.append(f"| {attack} | {defense} | {parts[0]} | {parts[1]} | {accuracy:.3f} |")
+    if not rows:
+        return None
+    header = "| attack | defense | flagged, no clean set (share) | flagged, clean set (gap) | victim accuracy |"
+    return "\n".join([header, "|---" * 5 + "|", *rows])
+
+
+def cpu_description() -> str:
+    """The CPU's model name, its widest vector extension and the kernels torch dispatches to."""
+    model = platform.machine()
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        info = ""
+    names = [line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")]
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    vector = "AVX-512" if "avx512f" in flags else "AVX2, no AVX-512" if "avx2" in flags else "no AVX2"
+    kernels = torch.backends.cpu.get_cpu_capability()
+    forced = os.environ.get("ATEN_CPU_CAPABILITY")
+    return (f"{names[0] if names else model}, {vector}; torch CPU kernels: {kernels}"
+            + (f" (forced by ATEN_CPU_CAPABILITY={forced})" if forced else ""))
+
+
 def _devices(results: Results) -> str:
     computed = [run.get("device", "unrecorded") for run in results.data["runs"] if run["computed"]]
     counts = {device: computed.count(device) for device in computed}
@@ -122,7 +165,7 @@ def render_report(results: Results, attacks: Sequence[str], defenses: Sequence[s
     """The markdown block: command, date, machine, settings, accuracy, wall-time and diagnostics tables."""
     settings = results.data["settings"]
     victim = VictimRecipe(**settings["victim"])
-    spread = " ± standard deviation" if len(seeds) > 1 else ""
+    spread = " (worst seed)" if len(seeds) > 1 else ""
     accuracy = summarise(results, attacks, defenses, seeds, "accuracy")
     seconds = summarise(results, attacks, defenses, seeds, "defense_seconds")
     lines = [
@@ -130,7 +173,7 @@ def render_report(results: Results, attacks: Sequence[str], defenses: Sequence[s
         "",
         f"Command: `{command}`",
         "",
-        f"Date: {now()}. Machine: {os.cpu_count()} CPUs ({platform.machine()}), "
+        f"Date: {now()}. Machine: {os.cpu_count()} CPUs ({cpu_description()}), "
         f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, Python {platform.python_version()}. "
         f"Cells computed on: {_devices(results)}.",
         "",
@@ -143,14 +186,19 @@ def render_report(results: Results, attacks: Sequence[str], defenses: Sequence[s
         "",
         f"Victim: {victim.describe(settings['victim_epochs'])}",
         "",
-        f"Clean-test accuracy of the victim (mean{spread} over seeds; `clean` = no attack, the ceiling):",
+        f"Clean-test accuracy of the victim (median{spread} over seeds; `clean` = no attack, the ceiling):",
         "",
         _markdown_table(accuracy, defenses, 3, show_spread=True),
         "",
-        "Defense wall time in seconds (fit + purify of the training set, mean over seeds):",
+        "Defense wall time in seconds (fit + purify of the training set, median over seeds):",
         "",
         _markdown_table(seconds, defenses, 1, show_spread=False),
     ]
+    checks = _check_table(results, attacks, defenses, seeds)
+    if checks is not None:
+        lines += ["", "Shortcut check (`dvae_transform.check_shortcut`) of each defended training set: seeds flagged "
+                      "out of seeds run, without a clean set (few-shot share, median) and with the clean test split "
+                      "as the clean set (transfer gap, median), beside the victim's median accuracy:", "", checks]
     diagnostics = _diagnostics_table(results, attacks, defenses, seeds)
     if diagnostics is not None:
         legend = "; ".join(f"{title}: {FIELDS[field]}" for field, title, _ in _DIAGNOSTIC_COLUMNS)

@@ -22,6 +22,7 @@ import torch
 from accelerate.state import AcceleratorState, PartialState
 
 from ..config import resolve_config
+from ..shortcut import check_shortcut
 from ..transforms import DVAEPurify
 from .attacks import make_poison
 from .baselines import BitDepthReduction
@@ -125,6 +126,10 @@ def _defend(defense: str, data: BenchData, poisoned: torch.Tensor, seed: int,
     purifier = build_defense(defense, poisoned, labels, seed, context)
     purified = purifier.purify(poisoned, labels).cpu()
     record: dict[str, Any] = {"defense_seconds": time.perf_counter() - started}
+    record["check"] = {
+        "intrinsic": check_shortcut(purified, labels, seed=seed).to_dict(),
+        "clean": check_shortcut(purified, labels, clean=(data.test_images, data.test_labels), seed=seed).to_dict(),
+    }
     if isinstance(purifier, DVAEPurify):
         record["diagnostics"] = stage1_diagnostics(purifier, data.train_images, poisoned, purified, labels)
     return purified, record
