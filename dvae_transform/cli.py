@@ -244,6 +244,7 @@ def _purify_command(args: argparse.Namespace) -> int:
     print(f"purified {len(images)} images in {seconds:.2f} s ({len(images) / max(seconds, 1e-9):.0f} images/s)")
     if not is_main_process(accelerator):
         return 0
+    print(f"purified set: {check_shortcut(purified.stored_images, labels, seed=args.seed)}")
 
     start = time.perf_counter()
     written = write_dataset(args.out, purified.stored_images, labels, meta, key=purified.fingerprint,

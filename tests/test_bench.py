@@ -55,7 +55,7 @@ def test_quick_bench_writes_results_report_diagnostics_figures_and_resumes(tmp_p
     assert "Cells computed on: cpu, 1 run." in markdown
     table = _table_rows(markdown, "Clean-test accuracy")
     assert table["attack"] == defenses
-    assert set(table) == {"attack", "---", *rows, "**mean over attacks**"}
+    assert set(table) == {"attack", "---", *rows, "**mean of the medians over attacks**"}
     for row in rows:
         assert all(0.0 <= float(value) <= 1.0 for value in table[row])
     assert _table_rows(markdown, "Defense wall time")["attack"] == defenses
@@ -63,6 +63,11 @@ def test_quick_bench_writes_results_report_diagnostics_figures_and_resumes(tmp_p
     assert set(diagnostics_table) == {"attack", "---", *rows} and diagnostics_table["lsp"][0] == "dvae"
     assert diagnostics_table["clean"][1] == "–" and float(diagnostics_table["lsp"][1]) == pytest.approx(
         diagnostics["lsp/dvae/0"]["cosine"], abs=5e-4)
+    checks = {key: cell["check"] for key, cell in results["cells"].items()}
+    assert all(set(check) == {"intrinsic", "clean"} for check in checks.values())
+    assert all(check["clean"]["clean_accuracy"] is not None for check in checks.values())
+    checks_table = _table_rows(markdown, "Shortcut check")
+    assert set(checks_table) == {"attack", "---", *rows} and checks_table["lsp"][0] in defenses
     for figure in ("accuracy.png", "samples.png"):
         assert (out / figure).read_bytes().startswith(PNG_MAGIC)
     text = notes.read_text()
