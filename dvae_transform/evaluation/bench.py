@@ -199,7 +199,7 @@ def _set_up(args: argparse.Namespace, command: str, device: torch.device) -> _Ru
     where = f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
     results.start_run(command, where)
     context = DefenseContext(data.num_classes, {"preset": args.preset, "progress": not args.quick, **overrides},
-                             args.warm_start)
+                             args.warm_start, validation=(data.test_images, data.test_labels))
     attacks = [*([] if args.no_clean else [CLEAN]), *dict.fromkeys(args.attacks)]
     return _Run(data, victim, attacks, defenses, list(dict.fromkeys(args.seeds)), results, samples, context)
 

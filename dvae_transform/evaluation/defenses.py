@@ -28,11 +28,13 @@ class DefenseContext:
         num_classes: classes of the labels.
         fit_options: ``DVAEPurify.fit`` / ``PlainVAE.fit`` options (preset and overrides) besides the seed.
         warm_start: a saved purifier folder, loaded once, for the defenses that start from weights.
+        validation: clean labelled images ``(images, labels)`` a fit's shortcut check compares with.
     """
 
     num_classes: int
     fit_options: dict[str, Any] = field(default_factory=dict)
     warm_start: str | os.PathLike | None = None
+    validation: tuple[torch.Tensor, torch.Tensor] | None = None
     _saved: DVAEPurify | None = field(default=None, repr=False)
 
     def saved_purifier(self) -> DVAEPurify:
@@ -45,7 +47,8 @@ class DefenseContext:
 
     def fit(self, images: torch.Tensor, labels: torch.Tensor, seed: int, **options: Any) -> DVAEPurify:
         """D-VAE fitted on the poisoned set with this context's settings and ``seed``."""
-        return DVAEPurify.fit((images, labels), self.num_classes, **self.fit_options, seed=seed, **options)
+        return DVAEPurify.fit((images, labels), self.num_classes, **self.fit_options, seed=seed,
+                              validation=self.validation, **options)
 
 
 Build = Callable[[torch.Tensor, torch.Tensor, int, DefenseContext], Purifier]
