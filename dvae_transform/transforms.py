@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import suppress
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,6 +22,7 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
+from torchvision.transforms.v2._utils import _find_labels_default_heuristic
 
 from .checkpoints.card import render_model_card
 from .checkpoints.layout import fetch_purifier, load_stages, save_purifier
@@ -50,22 +52,35 @@ class Purifier(Protocol):
     def purify(self, images: ImageInput, labels: Any = None) -> torch.Tensor: ...
 
 
-def _find_label(sample: Any, flat_inputs: list[Any], needs_transform: list[bool]) -> Any:
-    """The label beside the image(s) in a v2 sample, or None when there is none.
+LabelsGetter = Callable[[Any], Any]
 
-    A dict sample's label is the value of its ``labels`` key, else of the first key containing
-    ``label`` (torchvision's label heuristic; a dict without one has no label). Any other sample's label
-    is its first item that is neither an image, a ``tv_tensors`` object (mask, boxes) nor None. What is
-    found is returned as it is: :func:`~dvae_transform.images.to_labels` refuses one that is not an
-    integer label, so a float, string or bool label is an error, never a silent label-free purification.
+
+def default_labels_getter(sample: Any) -> Any:
+    """The label of a v2 sample by torchvision's rule (``_find_labels_default_heuristic``).
+
+    A tuple's second item (an int, numpy or tensor label, or a dict searched as below); a dict's
+    ``labels`` key, else its first key containing ``label`` (case-insensitive). A sample without one
+    is a ``ValueError``: pass ``labels_getter=`` a callable that finds it, or ``None`` for the label-free path.
     """
-    if isinstance(sample, Mapping):
-        keys = [key for key in sample if isinstance(key, str)]
-        key = next((key for key in keys if key.lower() == "labels"), None)
-        key = key or next((key for key in keys if "label" in key.lower()), None)
-        return None if key is None else sample[key]
-    passed = (item for item, needed in zip(flat_inputs, needs_transform) if not needed)
-    return next((item for item in passed if item is not None and not isinstance(item, tv_tensors.TVTensor)), None)
+    label = None
+    pair = isinstance(sample, (tuple, list)) and len(sample) > 1
+    if pair and not isinstance(sample[1], Mapping):
+        label = sample[1]  # to_labels refuses one that is not an integer label
+    elif pair or isinstance(sample, Mapping):
+        with suppress(ValueError):
+            label = _find_labels_default_heuristic(sample)
+    if label is None:
+        raise ValueError(
+            "DVAEPurify found no label in its input; pass (image, label) or a dict with a 'label' key, "
+            "labels_getter=<callable> to say where it is, or labels_getter=None for the label-free path"
+        )
+    return label
+
+
+def _labels_getter(labels_getter: str | LabelsGetter | None) -> str | LabelsGetter | None:
+    if labels_getter == "default" or labels_getter is None or callable(labels_getter):
+        return labels_getter
+    raise ValueError(f"labels_getter must be 'default', a callable or None, got {labels_getter!r}")
 
 
 def _device(device: str | torch.device) -> torch.device:
@@ -87,9 +102,10 @@ class DVAEPurify(
     read by the rule of :mod:`dvae_transform.images`), with an int label or a 1-D tensor of labels.
     Like every v2 transform it returns its inputs with the image(s) replaced:
     ``purifier(x, y) -> (purified, y)``; PIL in, PIL out (mode ``L`` or ``RGB``); tensors in,
-    float tensors in [0, 1] out. Without a label (a v1 pipeline) it falls back to the
-    stage-2 reconstruction of the input, and warns once that it does; a label that is there but
-    is not an integer (a float, a string, a bool) raises an error.
+    float tensors in [0, 1] out. The label is found as torchvision's ``MixUp`` finds it
+    (:func:`default_labels_getter`); a sample without one is an error unless ``labels_getter=None``
+    (a v1 pipeline) asks for the label-free path: the stage-2 reconstruction of the input, with a
+    one-time warning. A label that is there but is not an integer (a float, a string, a bool) is an error.
     :meth:`purify` is the plain batch API: ``purifier.purify(x, y) -> purified`` (numpy
     arrays and lists of PIL images accepted too), shared with the baselines (:class:`Purifier`).
     :meth:`replace` gives a copy with other purification settings.
@@ -102,6 +118,9 @@ class DVAEPurify(
         seed: seeds the draw when ``sample`` is set.
         subtract: ``"raw"`` (published) or ``"effect"`` (:func:`~dvae_transform.purify.perturbation_estimate`).
         device: where to run; models move there on first use.
+        labels_getter: how ``forward`` finds the label in a sample: ``"default"``
+            (:func:`default_labels_getter`), a callable taking the sample, or ``None`` (no label: the
+            label-free path).
     """
 
     name = "dvae"
@@ -117,6 +136,7 @@ class DVAEPurify(
         seed: int | None = None,
         subtract: str = DEFAULT_SUBTRACTION,
         device: str | torch.device = "cpu",
+        labels_getter: str | LabelsGetter | None = "default",
     ) -> None:
         super().__init__()
         if any(stage1.config[key] != stage2.config[key] for key in ("in_channels", "image_size", "num_classes")):
@@ -127,6 +147,7 @@ class DVAEPurify(
         self.seed = check_type(seed, "seed", int, type(None))
         self.subtract = check_choice(subtract, "subtract", SUBTRACTION_RULES)
         self.device = _device(device)
+        self.labels_getter = _labels_getter(labels_getter)
         self.history: list[dict[str, float]] = []
         self._warned_label_free = False
 
@@ -150,8 +171,10 @@ class DVAEPurify(
         return default_batch_size(self.stage1, self.stage2) if self.batch_size is None else self.batch_size
 
     def replace(self, **options: Any) -> DVAEPurify:
-        """A purifier on the same stages with other ``batch_size``, ``sample``, ``seed``, ``subtract`` or ``device``."""
-        current = {key: getattr(self, key) for key in ("batch_size", "sample", "seed", "subtract", "device")}
+        """A purifier on the same stages with other ``batch_size``, ``sample``, ``seed``, ``subtract``, ``device``
+        or ``labels_getter``."""
+        keys = ("batch_size", "sample", "seed", "subtract", "device", "labels_getter")
+        current = {key: getattr(self, key) for key in keys}
         purifier = type(self)(self.stage1, self.stage2, **{**current, **options})
         purifier.history, purifier.source = self.history, self.source
         return purifier
@@ -381,6 +404,14 @@ class DVAEPurify(
             return tv_tensors.wrap(purified, like=inpt)
         return purified
 
+    def _find_label(self, sample: Any) -> Any:
+        """The label of ``sample`` by :attr:`labels_getter` (None: the label-free path)."""
+        if self.labels_getter is None:
+            return None
+        if self.labels_getter == "default":
+            return default_labels_getter(sample)
+        return self.labels_getter(sample)
+
     def forward(self, *inputs: Any) -> Any:
         """Purify the image(s) in ``inputs``, using a label found beside them; pass the rest through."""
         if not inputs:
@@ -394,7 +425,7 @@ class DVAEPurify(
                 f"DVAEPurify found no image in its input (got {', '.join(kinds)}); pass a torch.Tensor, "
                 "tv_tensors.Image or PIL image (convert numpy arrays with v2.ToImage())"
             )
-        params = {"labels": _find_label(sample, flat_inputs, needs_transform)}
+        params = {"labels": self._find_label(sample)}
         pairs = zip(flat_inputs, needs_transform)
         outputs = [self.transform(item, params) if needed else item for item, needed in pairs]
         return tree_unflatten(outputs, spec)
