@@ -1,11 +1,15 @@
 """dvae-transform: purify unlearnable examples with D-VAE (Yu et al., ICML 2024)."""
 
+import logging
+
 from .checkpoints.registry import list_pretrained, pretrained_info
 from .config import PRESETS, FitConfig
 from .data.purified import PurifiedDataset
 from .metadata import __version__ as __version__
 from .model import DVAE, DVAEOutput
 from .transforms import DVAEPurify
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())  # library output is the application's to show
 
 __all__ = [
     "DVAE",

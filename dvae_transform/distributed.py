@@ -58,3 +58,12 @@ def wait_for_everyone(accelerator: Accelerator | None) -> None:
     """Block until every process reaches this point."""
     if _several(accelerator):
         accelerator.wait_for_everyone()
+
+
+def release(accelerator: Accelerator, *prepared: Any) -> None:
+    """Drop ``prepared`` (what ``accelerator.prepare`` returned) from the accelerator's registries.
+
+    Unlike ``free_memory()``, whatever else it holds (a user's models, optimizers, step count) stays.
+    """
+    for registry in (accelerator._models, accelerator._optimizers, accelerator._schedulers, accelerator._dataloaders):
+        registry[:] = [item for item in registry if not any(item is gone for gone in prepared)]

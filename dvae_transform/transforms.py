@@ -224,7 +224,8 @@ class DVAEPurify(
             image_column, label_column: column names for a Hugging Face dataset.
             init: warm-start both stages from a purifier's weights: a ``DVAEPurify``, or anything
                 :meth:`from_pretrained` accepts (a folder, a Hub repo id, an official checkpoint name).
-            accelerator: an ``accelerate.Accelerator`` (one is created if not given).
+            accelerator: an ``accelerate.Accelerator``, used and left as it was (default: one for the fit, with
+                ``cpu=True`` in a multi-process launch without CUDA).
             checkpoint_dir: save every epoch here and resume from it.
             progress: show progress bars.
             stream: read the data in batches from its source instead of holding it in memory (default:
@@ -235,20 +236,20 @@ class DVAEPurify(
         """
         config = resolve_config(preset, **overrides)
         init = cls._warm_start(init)
-        accelerator = accelerator or accelerator_for(config)
-        train_set = training_set(data, image_column=image_column, label_column=label_column, stream=stream,
-                                 num_workers=num_workers, accelerator=accelerator, checkpoint_dir=checkpoint_dir,
-                                 progress=progress)
-        result = fit_two_stage(
-            train_set,
-            num_classes=num_classes,
-            config=config,
-            accelerator=accelerator,
-            init=None if init is None else (init.stage1, init.stage2),
-            checkpoint_dir=checkpoint_dir,
-            progress=progress,
-            compile=compile,
-        )
+        with accelerator_for(config, accelerator) as accelerator:
+            train_set = training_set(data, image_column=image_column, label_column=label_column, stream=stream,
+                                     num_workers=num_workers, accelerator=accelerator,
+                                     checkpoint_dir=checkpoint_dir, progress=progress)
+            result = fit_two_stage(
+                train_set,
+                num_classes=num_classes,
+                config=config,
+                accelerator=accelerator,
+                init=None if init is None else (init.stage1, init.stage2),
+                checkpoint_dir=checkpoint_dir,
+                progress=progress,
+                compile=compile,
+            )
         purifier = cls(result.stage1, result.stage2, subtract=config.subtract, device=result.stage1.to_mu.weight.device)
         purifier.history = result.history
         return purifier

@@ -115,11 +115,11 @@ class PlainVAE(Baseline):
         batch = to_float_images(images)
         model = build_model(config, in_channels=batch.shape[1], image_size=batch.shape[-1], num_classes=1,
                             seed=config.seed)
-        trained, history = train_stage(
-            model, batch, torch.zeros(batch.shape[0], dtype=torch.long), stage=1, config=config,
-            accelerator=accelerator_for(config), progress=progress,
-            perturbation_branch=False,
-        )
+        with accelerator_for(config) as accelerator:
+            trained, history = train_stage(
+                model, batch, torch.zeros(batch.shape[0], dtype=torch.long), stage=1, config=config,
+                accelerator=accelerator, progress=progress, perturbation_branch=False,
+            )
         purifier = cls(trained)
         purifier.history = history
         return purifier

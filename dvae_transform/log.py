@@ -1,0 +1,29 @@
+"""Library output: the package logger, and warnings attributed to the caller's code.
+
+``logging.getLogger("dvae_transform")`` has a ``NullHandler`` (added in ``__init__``): fit summaries and
+cache hits and misses are INFO records that an application shows by configuring logging.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+import torchvision
+
+logger = logging.getLogger("dvae_transform")
+
+# Frames that sit between a user's call and the code that warns: this package, and torch / torchvision,
+# whose Module.__call__ and Compose call a transform.
+_INTERNAL = tuple(str(Path(module.__file__).parent) for module in (sys.modules[__package__], torch, torchvision))
+
+
+def warn(message: str, category: type[Warning] = UserWarning) -> None:
+    """``warnings.warn`` with the stack level of the first frame outside this package, torch and torchvision."""
+    frame, level = sys._getframe(1), 2
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_INTERNAL):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
