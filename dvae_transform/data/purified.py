@@ -19,7 +19,7 @@ from ..fingerprint import purification_key, weights_hash
 from ..images import to_labels
 from ..precision import STORAGE_DTYPES, decode, encode
 from ..transforms import DVAEPurify
-from ..validation import InputTypeError, check_choice, check_int
+from ..validation import InputTypeError, check_choice, check_int, check_type
 from ..workers import worker_errors
 from .formats import replace_hf_images
 from .loader import default_workers, read_batches
@@ -45,7 +45,8 @@ class PurifiedDataset(Dataset):
     written to a temporary folder under the cache root (:mod:`~dvae_transform.data.spool`), which
     is removed when the purified set is complete.
 
-    The whole dataset is purified on first access (or by :meth:`prepare`), read in chunks of
+    The whole dataset is purified when it is built, in the calling process, so DataLoader workers
+    forked later only serve it (``lazy=True`` defers this to first access or :meth:`prepare`); it is read in chunks of
     ``batch_size`` items by ``num_workers`` DataLoader workers; each chunk is one shard of the on-disk
     cache (:mod:`dvae_transform.cache.store`) under ``cache_dir`` (default ``$DVAE_TRANSFORM_CACHE``),
     keyed by :attr:`fingerprint`, written as soon as it is done. A later run, or a run killed half-way,
@@ -78,6 +79,7 @@ class PurifiedDataset(Dataset):
         cache_dtype: ``"uint8"`` or ``"float16"``.
         progress: show a progress bar.
         num_workers: DataLoader workers that read the dataset (default: the usable CPUs, at most 4).
+        lazy: purify on first access or :meth:`prepare` instead of now (call it before DataLoader workers start).
     """
 
     def __init__(
@@ -94,6 +96,7 @@ class PurifiedDataset(Dataset):
         cache_dtype: str = "uint8",
         progress: bool = True,
         num_workers: int | None = None,
+        lazy: bool = False,
     ) -> None:
         check_int(batch_size, "batch_size", low=1)
         check_choice(cache_dtype, "cache_dtype", STORAGE_DTYPES)
@@ -112,6 +115,8 @@ class PurifiedDataset(Dataset):
         self._key: str | None = None
         self._store: ShardReader | None = None  # the purified images at cache_dtype precision, by shard
         self._memory: torch.Tensor | None = None  # all of them, when they fit in IN_MEMORY_BYTES
+        if not check_type(lazy, "lazy", bool):
+            self.prepare()
 
     def _map_source(self, data: Any) -> Source:
         workers = 0 if is_pair(data) else self.num_workers
