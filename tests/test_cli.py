@@ -285,6 +285,34 @@ def test_purify_goes_through_the_cache_and_reuses_it(npz_path, tmp_path, data_u8
         np.testing.assert_array_equal(archive["images"], first)
 
 
+@pytest.fixture
+def umask_027():
+    """The umask 027 (group may read, others nothing) for one test."""
+    previous = os.umask(0o027)
+    yield
+    os.umask(previous)
+
+
+def _modes(root: Path) -> set[tuple[str, int]]:
+    """(``dir`` or ``file``, permission bits) of ``root`` and everything in it."""
+    paths = [root, *root.rglob("*")]
+    return {("dir" if path.is_dir() else "file", path.stat().st_mode & 0o777) for path in paths}
+
+
+def test_outputs_and_cache_files_follow_the_umask(npz_path, tmp_path, data_u8, weights_dir, monkeypatch, umask_027):
+    monkeypatch.setenv("DVAE_TRANSFORM_CACHE", str(tmp_path / "cache"))
+    assert purify(["--data", str(npz_path), "--out", str(tmp_path / "npz")], weights_dir) == 0
+    write_image_folder(tmp_path / "poisoned", *data_u8)
+    assert purify(["--data", str(tmp_path / "poisoned"), "--out", str(tmp_path / "folder")], weights_dir) == 0
+    images, labels = data_u8
+    rows = {"image": [Image.fromarray(image[0].numpy(), mode="L") for image in images], "label": labels.tolist()}
+    datasets.Dataset.from_dict(rows).save_to_disk(tmp_path / "hf")
+    assert purify(["--data", str(tmp_path / "hf"), "--out", str(tmp_path / "hf-out")], weights_dir) == 0
+    for output in ("npz", "folder", "hf-out", "cache"):
+        assert _modes(tmp_path / output) <= {("dir", 0o750), ("file", 0o640)}, output
+    assert ("file", 0o640) in _modes(tmp_path / "cache")
+
+
 # ----------------------------------------------------------------------------- errors
 
 

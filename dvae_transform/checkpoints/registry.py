@@ -25,7 +25,7 @@ from collections.abc import Iterator, Mapping
 from importlib import resources
 from pathlib import Path
 
-from ..files import TMP_PREFIX, atomic_write
+from ..files import TMP_PREFIX, atomic_write, plain_mode
 from .recipe import MeasuredEffect, PretrainedCheckpoint, read_recipe
 
 PACKAGE_FOLDER = Path(str(resources.files(__package__)))
@@ -152,6 +152,7 @@ class Registry(Mapping[str, PretrainedCheckpoint]):
         try:
             shutil.copytree(saved, staging, dirs_exist_ok=True)
             bundle = {path: file_sha256(staging / path) for path in relative_files(staging)}
+            plain_mode(staging)
             if target.exists():
                 shutil.rmtree(target)
             os.replace(staging, target)
