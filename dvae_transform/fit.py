@@ -32,7 +32,7 @@ from .distributed import broadcast, gather, release, sync_buffers
 from .fingerprint import fingerprint, weights_hash
 from .fit_checkpoint import CheckpointError, StageCheckpoint, check_record
 from .images import to_labels
-from .log import logger
+from .log import bar_options, logger
 from .losses import dvae_loss, psnr
 from .model import DVAE
 from .training_set import TensorSet, TrainingSet, epoch_plan
@@ -136,7 +136,7 @@ def train_stage(
         sums = torch.zeros(len(METRICS) + 1, device=device, dtype=torch.float64 if device.type != "mps" else None)
         started = time.perf_counter()
         show = progress and accelerator.is_local_main_process
-        bar = tqdm(total=len(steps), desc=f"stage {stage} epoch {epoch + 1}/{config.epochs}", disable=not show,
+        bar = tqdm(total=len(steps), desc=f"stage {stage} epoch {epoch + 1}/{config.epochs}", **bar_options(show),
                    leave=False)
         with worker_errors():
             for x, y in data.batches(steps, device):

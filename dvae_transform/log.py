@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -27,3 +29,23 @@ def warn(message: str, category: type[Warning] = UserWarning) -> None:
     while frame.f_back is not None and frame.f_code.co_filename.startswith(_INTERNAL):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, category, stacklevel=level)
+
+
+def bar_options(show: bool) -> dict[str, bool]:
+    """tqdm keywords for a bar shown when ``show``: off, or left to tqdm's defaults so that ``TQDM_DISABLE`` applies."""
+    return {} if show else {"disable": True}
+
+
+@contextmanager
+def datasets_bars(show: bool) -> Iterator[None]:
+    """``datasets``' progress bars off for the block unless ``show`` (as they were, afterwards)."""
+    from datasets.utils import disable_progress_bars, enable_progress_bars, is_progress_bar_enabled
+
+    if show or not is_progress_bar_enabled():
+        yield
+        return
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        enable_progress_bars()

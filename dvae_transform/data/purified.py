@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +16,7 @@ from ..cache.store import CacheMissError, CacheUnavailableError, TensorCache, op
 from ..distributed import broadcast, gather, is_main_process, share, wait_for_everyone
 from ..fingerprint import purification_key, weights_hash
 from ..images import to_labels
+from ..log import bar_options, datasets_bars, warn
 from ..precision import STORAGE_DTYPES, decode, encode
 from ..transforms import DVAEPurify
 from ..validation import InputTypeError, check_choice, check_int, check_type
@@ -201,11 +201,10 @@ class PurifiedDataset(Dataset):
         if self._store is not None:
             return self
         if torch.utils.data.get_worker_info() is not None:
-            warnings.warn(
+            warn(
                 "PurifiedDataset is purifying inside a DataLoader worker, so every worker does it; "
                 "call .prepare() before building the DataLoader",
                 RuntimeWarning,
-                stacklevel=2,
             )
         labels = to_labels(self.source.labels(self.batch_size), len(self), self.purifier.num_classes)
         accelerator = self.accelerator
@@ -281,7 +280,7 @@ class PurifiedDataset(Dataset):
         reads = read_batches(self.source, [self._shard_range(index) for index in mine], num_workers=self.num_workers)
         show = self.progress and is_main_process(accelerator)
         total = sum(len(self._shard_range(index)) for index in todo)
-        with tqdm(total=total, desc="purifying", unit="img", disable=not show) as bar, worker_errors():
+        with tqdm(total=total, desc="purifying", unit="img", **bar_options(show)) as bar, worker_errors():
             for step in range(rounds):
                 done = []
                 if step < len(mine):
@@ -324,7 +323,8 @@ class PurifiedDataset(Dataset):
         """
         if self.source.columns is None:
             raise InputTypeError(f"to_hf_dataset needs a datasets.Dataset source, got {type(self.dataset).__name__}")
-        return replace_hf_images(self.dataset, self.source.columns, self.stored_images, self.fingerprint)
+        with datasets_bars(self.progress):
+            return replace_hf_images(self.dataset, self.source.columns, self.stored_images, self.fingerprint)
 
 
 def _valid_shards(cache: TensorCache | None) -> set[int]:
@@ -345,10 +345,9 @@ def _write(cache: TensorCache | None, results: list[tuple[int, torch.Tensor]]) -
         for index, stored in results:
             cache.write_shard(index, stored)
     except CacheUnavailableError as error:
-        warnings.warn(
+        warn(
             f"dvae_transform: {error}; continuing without a cache (shards not cached are kept in memory)",
             RuntimeWarning,
-            stacklevel=4,
         )
         return None
     return cache
