@@ -167,12 +167,17 @@ class Registry(Mapping[str, PretrainedCheckpoint]):
 REGISTRY = Registry()
 
 
-def list_pretrained(pattern: str = "*", *, source: str | None = None) -> list[str]:
+def list_pretrained(pattern: str = "*", *, source: str = "available") -> list[str]:
     """Sorted names of the official checkpoints matching the shell-style ``pattern``.
 
-    ``source="bundled"`` keeps those whose copy ships with the package (they load offline);
-    ``source="hub"`` those published on the Hub at a pinned revision.
+    ``source="available"`` (default): those that load somewhere, bundled or published; ``"bundled"``: those
+    whose copy ships with the package (they load offline); ``"hub"``: those published on the Hub at a pinned
+    revision; ``"all"``: every recipe, also those not trained or published yet.
     """
+    if source == "all":
+        return REGISTRY.names(pattern)
+    if source == "available":
+        return sorted({*REGISTRY.names(pattern, source="bundled"), *REGISTRY.names(pattern, source="hub")})
     return REGISTRY.names(pattern, source=source)
 
 
