@@ -7,8 +7,9 @@ callable for v1 ``transforms.Compose``. Batches go through the same call.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
-import warnings
 from collections.abc import Callable, Mapping
 from contextlib import suppress
 from pathlib import Path
@@ -25,13 +26,14 @@ from torchvision.transforms.v2 import functional as F
 from torchvision.transforms.v2._utils import _find_labels_default_heuristic
 
 from .checkpoints.card import render_model_card
-from .checkpoints.layout import fetch_purifier, load_stages, save_purifier
+from .checkpoints.layout import TRAINING_NAME, fetch_purifier, load_stages, save_purifier
 from .checkpoints.registry import Registry
 from .checkpoints.resolve import CheckpointSource, load_checkpoint
 from .config import FitConfig, resolve_config
 from .data.streaming import training_set
 from .fit import accelerator_for, fit_two_stage
 from .images import ImageInput, apply_to_batch, to_float_images, to_labels
+from .log import warn
 from .metadata import hub_metadata
 from .model import DVAE
 from .precision import encode
@@ -125,6 +127,7 @@ class DVAEPurify(
 
     name = "dvae"
     source: CheckpointSource | None = None  # where from_pretrained loaded it from (None: fitted or built here)
+    fit_config: FitConfig | None = None  # the settings of the fit that made it (None: loaded or built here)
 
     def __init__(
         self,
@@ -176,8 +179,12 @@ class DVAEPurify(
         keys = ("batch_size", "sample", "seed", "subtract", "device", "labels_getter")
         current = {key: getattr(self, key) for key in keys}
         purifier = type(self)(self.stage1, self.stage2, **{**current, **options})
-        purifier.history, purifier.source = self.history, self.source
+        purifier.history, purifier.source, purifier.fit_config = self.history, self.source, self.fit_config
         return purifier
+
+    def __repr__(self) -> str:
+        """One line, like torchvision's transforms (the stages' layers are left out)."""
+        return f"{type(self).__name__}({self.extra_repr()})"
 
     def extra_repr(self) -> str:
         return (f"in_channels={self.in_channels}, image_size={self.image_size}, num_classes={self.num_classes}, "
@@ -251,7 +258,7 @@ class DVAEPurify(
                 compile=compile,
             )
         purifier = cls(result.stage1, result.stage2, subtract=config.subtract, device=result.stage1.to_mu.weight.device)
-        purifier.history = result.history
+        purifier.history, purifier.fit_config = result.history, config
         return purifier
 
     # --- saving and loading ---------------------------------------------------------
@@ -262,9 +269,24 @@ class DVAEPurify(
         """Write ``config.json`` (purification defaults) and ``stage1/``, ``stage2/`` (config + safetensors)."""
         save_purifier(save_directory, (self.stage1, self.stage2), batch_size=self.batch_size, sample=self.sample,
                       seed=self.seed, subtract=self.subtract)
+        if self.history:
+            config = None if self.fit_config is None else dataclasses.asdict(self.fit_config)
+            training = {"config": config, "history": self.history}
+            (save_directory / TRAINING_NAME).write_text(json.dumps(training, indent=1))
+
+    def _training_summary(self) -> dict[str, Any]:
+        """The fit's settings and each stage's last epoch: the model card's training table."""
+        summary: dict[str, Any] = {} if self.fit_config is None else dataclasses.asdict(self.fit_config)
+        for record in self.history:  # a stage's last record wins
+            summary[f"stage {record['stage']} final epoch"] = (
+                f"{record['epoch']}: loss {record['loss']:.4f}, kl {record['kl']:.2f}, psnr {record['psnr']:.2f} dB"
+            )
+        return summary
 
     def generate_model_card(self, **card_kwargs: Any) -> ModelCard:
-        """The README.md model card; ``card_kwargs``: see :func:`~dvae_transform.checkpoints.card.render_model_card`."""
+        """The README.md model card; ``card_kwargs``: see :func:`~dvae_transform.checkpoints.card.render_model_card`
+        (``recipe`` defaults to a fitted purifier's settings and final metrics)."""
+        card_kwargs.setdefault("recipe", self._training_summary())
         return render_model_card(self._hub_mixin_info.model_card_data, in_channels=self.in_channels,
                                  image_size=self.image_size, num_classes=self.num_classes, **card_kwargs)
 
@@ -316,7 +338,11 @@ class DVAEPurify(
                          force_download: bool, local_files_only: bool, token: str | bool | None,
                          **purifier_kwargs: Any) -> DVAEPurify:
         """The mixin's loading hook, on the folder :meth:`from_pretrained` fetched and checked."""
-        return cls(*load_stages(Path(model_id)), **purifier_kwargs)
+        purifier = cls(*load_stages(Path(model_id)), **purifier_kwargs)
+        training = Path(model_id) / TRAINING_NAME
+        if training.is_file():
+            purifier.history = json.loads(training.read_text())["history"]
+        return purifier
 
     @classmethod
     def _warm_start(cls, init: DVAEPurify | str | os.PathLike | None) -> DVAEPurify | None:
@@ -345,11 +371,10 @@ class DVAEPurify(
         device = self.device
         in_worker = torch.utils.data.get_worker_info() is not None
         if device.type != "cpu" and in_worker:
-            warnings.warn(
+            warn(
                 f"DVAEPurify runs on the CPU inside DataLoader workers instead of {device}; "
                 "use PurifiedDataset to purify once on the accelerator",
                 RuntimeWarning,
-                stacklevel=5,
             )
             device = torch.device("cpu")
         current = next(self.stage1.parameters()).device
@@ -383,12 +408,11 @@ class DVAEPurify(
                 batch_labels = to_labels(labels, batch.shape[0], self.num_classes)
                 return purify_two_stage(stage1, stage2, batch, batch_labels, subtract=self.subtract, **options)
             if not self._warned_label_free:
-                warnings.warn(
+                warn(
                     "DVAEPurify got no label: using the label-free path (stage-2 reconstruction of the "
                     "input), which removes less of a class-wise perturbation. Pass (image, label) pairs, "
                     "e.g. with a v2 Compose or PurifiedDataset.",
                     UserWarning,
-                    stacklevel=5,
                 )
                 self._warned_label_free = True
             return reconstruct(stage2, batch, **options)

@@ -18,7 +18,7 @@ from PIL import Image
 from dvae_transform import DVAEPurify
 from dvae_transform.cache.maintenance import cache_info
 from dvae_transform.cache.store import TensorCache
-from dvae_transform.cli import main
+from dvae_transform.cli import build_parser, main
 from dvae_transform.data.formats import read_dataset
 from dvae_transform.precision import encode
 
@@ -470,3 +470,36 @@ def test_help_in_a_subprocess():
     for option in ("--data", "--out", "--weights", "--fit", "--preset", "--epochs", "--batch-size",
                    "--image-column", "--label-column", "--num-classes", "--device", "--seed", "--save-weights"):
         assert option in result.stdout
+
+
+def test_device_takes_any_torch_device_string(capsys):
+    parser = build_parser()
+    for device in ("cpu", "cuda:1", "mps"):
+        assert parser.parse_args(["purify", "--data", "d", "--out", "o", "--fit", "--device", device]).device == \
+            torch.device(device)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["purify", "--data", "d", "--out", "o", "--fit", "--device", "gpu"])
+    assert "not a torch device: 'gpu'" in capsys.readouterr().err
+
+
+def test_a_gray_png_among_rgb_pngs_is_converted_like_imagefolder(tmp_path):
+    rng = np.random.default_rng(0)
+    (tmp_path / "c").mkdir()
+    for index in range(3):
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / f"c/rgb{index}.png")
+    gray = rng.integers(0, 256, (8, 8), dtype=np.uint8)
+    Image.fromarray(gray).save(tmp_path / "c/gray.png")
+    images, _, meta = read_dataset(tmp_path, progress=False)
+    assert images.shape == (4, 3, 8, 8)
+    converted = images[meta.files.index("gray.png")]
+    assert all(torch.equal(channel, torch.from_numpy(gray)) for channel in converted)
+
+
+def test_output_name_clashes_are_refused_before_reading_naming_the_files(tmp_path, weights_dir, capsys, monkeypatch):
+    (tmp_path / "in/cat").mkdir(parents=True)
+    for suffix in ("png", "jpg"):
+        Image.new("L", (16, 16)).save(tmp_path / f"in/cat/a.{suffix}")
+    monkeypatch.setattr(DVAEPurify, "purify", lambda *args, **kwargs: pytest.fail("purified before the check"))
+    message = run_error(["purify", "--data", str(tmp_path / "in"), "--out", str(tmp_path / "out"),
+                         "--weights", str(weights_dir), "--device", "cpu", "--no-progress"], capsys)
+    assert "a.jpg and " in message and "cat/a.png" in message and "written to one .png" in message

@@ -299,3 +299,15 @@ def test_grayscale_into_rgb_model_asks_for_explicit_conversion(rgb_purifier):
 def test_bad_input_is_rejected_clearly(purifier, inputs, error, match):
     with pytest.raises(error, match=match):
         purifier(*inputs)
+
+
+def test_repr_is_short_inside_a_compose(purifier):
+    text = repr(v2.Compose([v2.ToImage(), purifier]))
+    assert len(text.splitlines()) <= 4 and "DVAEPurify(in_channels=1, image_size=16, num_classes=4" in text
+
+
+def test_a_smaller_image_gets_a_padding_hint(purifier):
+    with pytest.raises(ValueError, match=r"expected 16x16 images, got 12x12; pad them, e.g\. .*v2\.Pad\(2\)"):
+        purifier(torch.rand(1, 12, 12), 0)
+    with pytest.raises(ValueError, match=r"got 13x13; resize them, e.g\. .*v2\.Resize\(16\)"):
+        purifier(torch.rand(1, 13, 13), 0)
