@@ -35,7 +35,7 @@ from .cache.store import default_cache_dir
 from .config import PRESETS
 from .data.formats import FORMATS, output_path, read_dataset, write_dataset
 from .data.purified import PurifiedDataset
-from .distributed import is_main_process
+from .distributed import is_main_process, state_kept
 from .log import datasets_bars
 from .metadata import __version__
 from .transforms import DVAEPurify
@@ -328,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.handler is _plugin_command:
             return _plugin_command(args, extra)
-        with datasets_bars(getattr(args, "progress", True)):
+        with datasets_bars(getattr(args, "progress", True)), state_kept():
             return args.handler(args)
     except (ValueError, InputTypeError, OSError) as error:  # bad input, files or settings; bugs surface
         print(f"dvae-purify {args.command}: error: {error}", file=sys.stderr)

@@ -28,7 +28,7 @@ from accelerate.state import AcceleratorState
 from tqdm.auto import tqdm
 
 from .config import FitConfig
-from .distributed import broadcast, gather, release, sync_buffers
+from .distributed import broadcast, gather, release, state_kept, sync_buffers
 from .fingerprint import fingerprint, weights_hash
 from .fit_checkpoint import CheckpointError, StageCheckpoint, check_record
 from .images import to_labels
@@ -195,12 +195,8 @@ def accelerator_for(config: FitConfig, accelerator: Accelerator | None = None) -
             f"(Accelerate allows one per process), the fit asks for {config.mixed_precision!r}: pass that "
             f"Accelerator as accelerator=, or mixed_precision={state.get('_mixed_precision')!r}"
         )
-    fresh = not state
-    try:
+    with state_kept():
         yield Accelerator(mixed_precision=config.mixed_precision, cpu=_cpu_launch())
-    finally:
-        if fresh:
-            AcceleratorState._reset_state()
 
 
 def _check_shapes(data: TrainingSet, num_classes: int, init: tuple[DVAE, DVAE] | None) -> None:

@@ -319,7 +319,8 @@ class DVAEPurify(
             token: a Hub token for private repos (default: the logged-in user's).
             force_download: download again even if the files are cached.
             registry: where names are looked up (default: the package's; ``Registry(folder)`` reads another).
-            **purifier_kwargs: override the saved ``batch_size``, ``sample``, ``seed``, ``subtract``; or ``device``.
+            **purifier_kwargs: override the saved ``batch_size``, ``sample``, ``seed``, ``subtract``; or ``device``,
+                ``labels_getter``.
         """
         hub_load = super().from_pretrained  # on the fetched folder, whose configs are checked before it reads them
         hub = {"cache_dir": cache_dir, "force_download": force_download, "local_files_only": local_files_only,

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pytest
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 
 from dvae_transform import DVAEPurify
+from dvae_transform.cli import main
 
 TINY = {"epochs": 1, "width": 8, "latent_dim": 8, "batch_size": 32, "progress": False}
 
@@ -53,3 +55,14 @@ def test_fit_summaries_go_to_the_package_logger(tiny_data, caplog, capsys):
     epochs = [record for record in caplog.records if "epoch 1/1" in record.getMessage()]
     assert [record.name for record in epochs] == ["dvae_transform"] * 2
     assert "loss" not in capsys.readouterr().out
+
+
+def test_the_command_line_leaves_no_state_behind(tiny_purifier, tiny_data, tmp_path):
+    tiny_purifier.save_pretrained(tmp_path / "weights")
+    images, labels = tiny_data
+    np.savez(tmp_path / "in.npz", images=images.numpy(), labels=labels.numpy())
+    args = ["purify", "--data", str(tmp_path / "in.npz"), "--out", str(tmp_path / "out"), "--weights",
+            str(tmp_path / "weights"), "--device", "cpu", "--no-progress"]
+    assert main(args) == 0
+    assert not AcceleratorState._shared_state
+    DVAEPurify.fit(tiny_data, mixed_precision="bf16", **TINY)  # a later fit may choose its precision

@@ -388,6 +388,7 @@ def test_a_fitted_purifier_saves_its_training_details(tiny_purifier: DVAEPurify,
     training = json.loads((tmp_path / "training.json").read_text())
     assert training["config"]["epochs"] == 1 and training["history"] == tiny_purifier.history
     assert DVAEPurify.from_pretrained(tmp_path).history == tiny_purifier.history
+    assert DVAEPurify.from_pretrained(tmp_path, labels_getter=None).labels_getter is None
 
 
 def test_model_card_rejects_bad_metrics(tiny_purifier: DVAEPurify) -> None:
