@@ -7,6 +7,7 @@ cache hits and misses are INFO records that an application shows by configuring 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Iterator
@@ -20,7 +21,9 @@ logger = logging.getLogger("dvae_transform")
 
 # Frames that sit between a user's call and the code that warns: this package, and torch / torchvision,
 # whose Module.__call__ and Compose call a transform.
-_INTERNAL = tuple(str(Path(module.__file__).parent) for module in (sys.modules[__package__], torch, torchvision))
+_INTERNAL = tuple(
+    str(Path(module.__file__).parent) + os.sep for module in (sys.modules[__package__], torch, torchvision)
+)
 
 
 def warn(message: str, category: type[Warning] = UserWarning) -> None:

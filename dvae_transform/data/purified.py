@@ -16,7 +16,7 @@ from ..cache.store import CacheMissError, CacheUnavailableError, TensorCache, op
 from ..distributed import broadcast, gather, is_main_process, share, wait_for_everyone
 from ..fingerprint import purification_key, weights_hash
 from ..images import to_labels
-from ..log import bar_options, datasets_bars, warn
+from ..log import bar_options, datasets_bars, logger, warn
 from ..precision import STORAGE_DTYPES, decode, encode
 from ..transforms import DVAEPurify
 from ..validation import InputTypeError, check_choice, check_int, check_type
@@ -216,6 +216,9 @@ class PurifiedDataset(Dataset):
         kept: dict[int, torch.Tensor] = {}
         with cache.lock() if cache is not None else contextlib.nullcontext():
             todo = broadcast(accelerator, cache.missing_shards() if cache is not None else range(self.num_shards))
+            if cache is not None:
+                logger.info("cache %s: %d of %d shards cached, %d to purify", self._key,
+                            self.num_shards - len(todo), self.num_shards, len(todo))
             self._fill(list(todo), labels, cache, kept)
         cached = broadcast(accelerator, cache is not None)
         wait_for_everyone(accelerator)
