@@ -38,4 +38,4 @@ def test_jpeg_baseline_uses_no_deprecated_codec():
     with warnings.catch_warnings():
         warnings.simplefilter("error", DeprecationWarning)
         purified = JPEGCompression(quality=10).purify(images)
-    assert purified.shape == images.shape and 0.01 < (purified - images).abs().mean() < 0.2
+    assert purified.shape == images.shape and (purified - images).abs().mean() > 0.01
