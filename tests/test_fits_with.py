@@ -22,4 +22,4 @@ def test_with_transform_and_map_purify_with_the_labels(tiny_purifier, tiny_data)
     served = _hf(tiny_data).with_transform(lambda batch: _purify(tiny_purifier, batch))[:8]
     torch.testing.assert_close(served["image"], expected, rtol=0, atol=1e-6)
     mapped = _hf(tiny_data).map(lambda batch: _purify(tiny_purifier, batch), batched=True, batch_size=4)
-    torch.testing.assert_close(mapped.with_format("torch")["image"], expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(mapped.with_format("torch")[:8]["image"], expected, rtol=0, atol=1e-6)

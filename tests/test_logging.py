@@ -77,7 +77,7 @@ def test_tqdm_disable_silences_the_bars(tiny_purifier, tiny_data, tmp_path):
     for extra in ({}, {"TQDM_DISABLE": "1"}):
         env = {**environment, **extra, "PYTHONPATH": str(Path.cwd())}
         result = subprocess.run([*command, "--out", str(tmp_path / str(len(extra)))], env=env, capture_output=True,
-                                text=True, timeout=120)
+                                text=True, timeout=600)
         assert result.returncode == 0, result.stderr[-2000:]
         errors.append(result.stderr)
     assert "purifying" in errors[0] and "purifying" not in errors[1]
