@@ -1,5 +1,7 @@
 """dvae-transform: purify unlearnable examples with D-VAE (Yu et al., ICML 2024)."""
 
+import logging
+
 from .checkpoints.registry import list_pretrained, pretrained_info
 from .config import PRESETS, FitConfig
 from .data.purified import PurifiedDataset
@@ -7,6 +9,8 @@ from .metadata import __version__ as __version__
 from .model import DVAE, DVAEOutput
 from .shortcut import ShortcutReport, check_shortcut
 from .transforms import DVAEPurify
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())  # library output is the application's to show
 
 __all__ = [
     "DVAE",

@@ -37,7 +37,9 @@ from .cache.store import default_cache_dir
 from .config import PRESETS
 from .data.formats import FORMATS, output_path, read_dataset, write_dataset
 from .data.purified import PurifiedDataset
-from .distributed import is_main_process
+from .distributed import is_main_process, state_kept
+from .log import datasets_bars
+from .metadata import __version__
 from .shortcut import CANNOT_TELL, SHORTCUT, check_shortcut
 from .transforms import DVAEPurify
 from .validation import InputTypeError, positive_int
@@ -49,6 +51,14 @@ PLUGIN_COMMANDS = {
 
 
 # ----------------------------------------------------------------------------- parser
+
+
+def _device(value: str) -> torch.device:
+    """An argparse type: a torch device string (``cpu``, ``cuda:1``, ``mps``), checked by ``torch.device``."""
+    try:
+        return torch.device(value)
+    except RuntimeError as error:
+        raise argparse.ArgumentTypeError(f"not a torch device: {value!r} ({error})") from error
 
 
 def add_purifier_arguments(parser: argparse.ArgumentParser) -> None:
@@ -112,8 +122,8 @@ def _add_purify_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--num-classes", type=positive_int,
                         help="number of classes (default: from the weights, the folder's classes, the dataset's "
                              "ClassLabel, or max(label) + 1)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu",
-                        help="where to fit and purify (default: cuda when available, else cpu)")
+    parser.add_argument("--device", type=_device, default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="a torch device: cpu, cuda, cuda:1, mps, ... (default: cuda when available, else cpu)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed for fitting and for latent sampling (default: 0)")
     parser.add_argument("--sample", action="store_true",
@@ -176,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Remove unlearnable-example perturbations from image datasets with D-VAE "
                     "(Yu et al., ICML 2024). Run 'dvae-purify COMMAND --help' for a command's options.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_purify_parser(commands)
     _add_check_parser(commands)
@@ -202,7 +213,7 @@ def _get_purifier(args: argparse.Namespace, images: torch.Tensor, labels: torch.
         if num_classes is not None and num_classes > purifier.num_classes:
             raise ValueError(f"{args.data} has {num_classes} classes but the weights {args.weights} were fitted "
                              f"for {purifier.num_classes}; use weights for these classes, or --fit")
-        print(f"loaded purifier from {args.weights} in {_seconds(start)}")
+        _report(accelerator, f"loaded purifier from {args.weights} in {_seconds(start)}")
     else:
         overrides = {name: getattr(args, name) for name in ("epochs", "width", "latent_dim", "batch_size")}
         overrides = {name: value for name, value in overrides.items() if value is not None}
@@ -215,33 +226,42 @@ def _get_purifier(args: argparse.Namespace, images: torch.Tensor, labels: torch.
             seed=args.seed,
             **overrides,
         )
-        print(f"fitted purifier ({args.preset} preset) in {_seconds(start)}")
+        _report(accelerator, f"fitted purifier ({args.preset} preset) in {_seconds(start)}")
     if args.save_weights is not None:
         purifier.save_pretrained(args.save_weights)
-        print(f"saved weights to {args.save_weights}")
+        _report(accelerator, f"saved weights to {args.save_weights}")
     return purifier
 
 
+def _report(accelerator: Accelerator, message: str) -> None:
+    """Print ``message`` once per launch: on the main process."""
+    if accelerator.is_main_process:
+        print(message)
+
+
 def _purify_command(args: argparse.Namespace) -> int:
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available")
+    device = args.device
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"--device {device}: no such CUDA device ({torch.cuda.device_count()} available)")
+    accelerator = Accelerator(cpu=device.type == "cpu")
     start = time.perf_counter()
     images, labels, meta = read_dataset(args.data, image_column=args.image_column, label_column=args.label_column,
                                         split=args.split, progress=args.progress)
     shape = "x".join(str(size) for size in images.shape[1:])
-    print(f"read {len(images)} images ({shape}) from {args.data} [{meta.format}] in {_seconds(start)}")
+    _report(accelerator, f"read {len(images)} images ({shape}) from {args.data} [{meta.format}] in {_seconds(start)}")
     output_path(args.out, meta, overwrite=args.overwrite)
 
-    accelerator = Accelerator(cpu=args.device == "cpu")
     purifier = _get_purifier(args, images, labels, meta.num_classes, accelerator)
     batch_size = {} if args.batch_size is None else {"batch_size": args.batch_size}
-    purifier = purifier.replace(device=accelerator.device, seed=args.seed, sample=args.sample, **batch_size)
+    device = device if accelerator.num_processes == 1 else accelerator.device
+    purifier = purifier.replace(device=device, seed=args.seed, sample=args.sample, **batch_size)
 
     start = time.perf_counter()
     purified = PurifiedDataset((images, labels), purifier, accelerator=accelerator, progress=args.progress,
                                **batch_size).prepare()
     seconds = time.perf_counter() - start
-    print(f"purified {len(images)} images in {seconds:.2f} s ({len(images) / max(seconds, 1e-9):.0f} images/s)")
+    rate = len(images) / max(seconds, 1e-9)
+    _report(accelerator, f"purified {len(images)} images in {seconds:.2f} s ({rate:.0f} images/s)")
     if not is_main_process(accelerator):
         return 0
     print(f"purified set: {check_shortcut(purified.stored_images, labels, seed=args.seed)}")
@@ -351,7 +371,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.handler is _plugin_command:
             return _plugin_command(args, extra)
-        return args.handler(args)
+        with datasets_bars(getattr(args, "progress", True)), state_kept():
+            return args.handler(args)
     except (ValueError, InputTypeError, OSError) as error:  # bad input, files or settings; bugs surface
         print(f"dvae-purify {args.command}: error: {error}", file=sys.stderr)
         return getattr(args, "error_status", 1)

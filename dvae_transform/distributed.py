@@ -7,10 +7,13 @@ processes every process must call the same helpers in the same order (they are c
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import broadcast_object_list, gather_object
 
 T = TypeVar("T")
@@ -58,3 +61,26 @@ def wait_for_everyone(accelerator: Accelerator | None) -> None:
     """Block until every process reaches this point."""
     if _several(accelerator):
         accelerator.wait_for_everyone()
+
+
+def release(accelerator: Accelerator, *prepared: Any) -> None:
+    """Drop ``prepared`` (what ``accelerator.prepare`` returned) from the accelerator's registries.
+
+    Unlike ``free_memory()``, whatever else it holds (a user's models, optimizers, step count) stays.
+    """
+    for registry in (accelerator._models, accelerator._optimizers, accelerator._schedulers, accelerator._dataloaders):
+        registry[:] = [item for item in registry if not any(item is gone for gone in prepared)]
+
+
+@contextmanager
+def state_kept() -> Iterator[None]:
+    """Clear the process-wide Accelerate state that the block creates, if there was none before it.
+
+    A state that was there (a user's Accelerator) is left alone.
+    """
+    fresh = not AcceleratorState._shared_state
+    try:
+        yield
+    finally:
+        if fresh:
+            AcceleratorState._reset_state()

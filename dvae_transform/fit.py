@@ -16,20 +16,23 @@ import dataclasses
 import math
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState, PartialState
+from accelerate.state import AcceleratorState
 from tqdm.auto import tqdm
 
 from .config import FitConfig
-from .distributed import broadcast, gather, sync_buffers
+from .distributed import broadcast, gather, release, state_kept, sync_buffers
 from .fingerprint import fingerprint, weights_hash
 from .fit_checkpoint import CheckpointError, StageCheckpoint, check_record
 from .images import to_labels
+from .log import bar_options, logger
 from .losses import dvae_loss, psnr
 from .model import DVAE
 from .training_set import TensorSet, TrainingSet, epoch_plan
@@ -133,7 +136,7 @@ def train_stage(
         sums = torch.zeros(len(METRICS) + 1, device=device, dtype=torch.float64 if device.type != "mps" else None)
         started = time.perf_counter()
         show = progress and accelerator.is_local_main_process
-        bar = tqdm(total=len(steps), desc=f"stage {stage} epoch {epoch + 1}/{config.epochs}", disable=not show,
+        bar = tqdm(total=len(steps), desc=f"stage {stage} epoch {epoch + 1}/{config.epochs}", **bar_options(show),
                    leave=False)
         with worker_errors():
             for x, y in data.batches(steps, device):
@@ -156,36 +159,44 @@ def train_stage(
         record = {key: value / count for key, value in zip(METRICS, totals)}
         record.update(stage=stage, epoch=epoch + 1, seconds=seconds, images_per_s=count / seconds)
         history.append(record)
-        if show:
-            tqdm.write(
-                f"stage {stage} epoch {epoch + 1}/{config.epochs}: loss {record['loss']:.4f} "
-                f"kl {record['kl']:.2f} psnr {record['psnr']:.2f} dB ({record['images_per_s']:.0f} img/s)"
-            )
+        if accelerator.is_main_process:
+            logger.info("stage %d epoch %d/%d: loss %.4f kl %.2f psnr %.2f dB (%.0f img/s)", stage, epoch + 1,
+                        config.epochs, record["loss"], record["kl"], record["psnr"], record["images_per_s"])
         states = gather(accelerator, [generator.get_state()]) if checkpoint.path is not None else []
         if accelerator.is_main_process:
             checkpoint.save(accelerator.unwrap_model(model), optimizer, scheduler, states, epoch)
         accelerator.wait_for_everyone()
     trained = accelerator.unwrap_model(model, keep_fp32_wrapper=False).to(memory_format=torch.contiguous_format)
     sync_buffers(accelerator, trained)  # batch-norm statistics: the main process's, in every process
-    accelerator.free_memory()
+    release(accelerator, model, optimizer)
     return trained.eval(), history
 
 
-def accelerator_for(config: FitConfig) -> Accelerator:
-    """An Accelerator with the config's mixed precision.
+def _cpu_launch() -> bool:
+    """A launch of several processes on a machine without CUDA, which Accelerate distributes only with ``cpu=True``."""
+    return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
 
-    Accelerate keeps one process-wide state and refuses a second Accelerator with another
-    precision; a single-process state is reset first so consecutive fits may differ.
+
+@contextmanager
+def accelerator_for(config: FitConfig, accelerator: Accelerator | None = None) -> Iterator[Accelerator]:
+    """``accelerator`` as it is, or for the block a new one with the config's mixed precision.
+
+    Accelerate keeps one state per process. A state this creates is cleared after the block, so the
+    process is left as it was found; an existing one with another precision belongs to a live
+    Accelerator and is an error, never reset.
     """
+    if accelerator is not None:
+        yield accelerator
+        return
     state = AcceleratorState._shared_state
-    if state and state.get("_mixed_precision", config.mixed_precision) != config.mixed_precision:
-        if PartialState().num_processes > 1:
-            raise ValueError(
-                f"mixed_precision={config.mixed_precision!r} differs from this launch's Accelerator; "
-                "pass accelerator= or the same setting"
-            )
-        AcceleratorState._reset_state()
-    return Accelerator(mixed_precision=config.mixed_precision)
+    if state and state.get("_mixed_precision") != config.mixed_precision:
+        raise ValueError(
+            f"this process already has an Accelerator with mixed_precision={state.get('_mixed_precision')!r} "
+            f"(Accelerate allows one per process), the fit asks for {config.mixed_precision!r}: pass that "
+            f"Accelerator as accelerator=, or mixed_precision={state.get('_mixed_precision')!r}"
+        )
+    with state_kept():
+        yield Accelerator(mixed_precision=config.mixed_precision, cpu=_cpu_launch())
 
 
 def _check_shapes(data: TrainingSet, num_classes: int, init: tuple[DVAE, DVAE] | None) -> None:
@@ -259,7 +270,14 @@ def fit_two_stage(
     check_type(compile, "compile", bool)
     if isinstance(data, torch.Tensor):
         data = TensorSet(data, labels)
-    accelerator = accelerator or accelerator_for(config)
+    with accelerator_for(config, accelerator) as accelerator:
+        return _fit_two_stage(data, num_classes, config, accelerator, init, checkpoint_dir, progress, compile)
+
+
+def _fit_two_stage(data: TrainingSet, num_classes: int | None, config: FitConfig, accelerator: Accelerator,
+                   init: tuple[DVAE, DVAE] | None, checkpoint_dir: str | os.PathLike | None, progress: bool,
+                   compile: bool) -> FitResult:
+    """:func:`fit_two_stage` with its accelerator."""
     if num_classes is None:
         num_classes = init[0].num_classes if init is not None else int(data.labels.max()) + 1
     _check_shapes(data, num_classes, init)

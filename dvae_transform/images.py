@@ -267,11 +267,19 @@ def _float_batch(
             f"in shape {tuple(batch.shape)}{_CONVERSION_HINTS.get((batch.shape[1], channels), '')}"
         )
     if image_size is not None and tuple(batch.shape[-2:]) != (image_size, image_size):
+        height, width = batch.shape[-2:]
         raise ValueError(
-            f"{name}: expected {image_size}x{image_size} images, got "
-            f"{batch.shape[-2]}x{batch.shape[-1]}"
+            f"{name}: expected {image_size}x{image_size} images, got {height}x{width}; "
+            f"{_size_hint(height, width, image_size)}"
         )
     return batch, was_single
+
+
+def _size_hint(height: int, width: int, size: int) -> str:
+    """How to bring ``height x width`` images to ``size x size``: pad when they fit centred, else resize."""
+    if height == width < size and (size - height) % 2 == 0:
+        return f"pad them, e.g. torchvision.transforms.v2.Pad({(size - height) // 2}) (28x28 MNIST into 32x32: Pad(2))"
+    return f"resize them, e.g. torchvision.transforms.v2.Resize({size}) then v2.CenterCrop({size})"
 
 
 def to_float_images(

@@ -7,9 +7,11 @@ callable for v1 ``transforms.Compose``. Batches go through the same call.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
-import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import suppress
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,15 +23,17 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
+from torchvision.transforms.v2._utils import _find_labels_default_heuristic
 
 from .checkpoints.card import render_model_card
-from .checkpoints.layout import fetch_purifier, load_stages, save_purifier
+from .checkpoints.layout import TRAINING_NAME, fetch_purifier, load_stages, save_purifier
 from .checkpoints.registry import Registry
 from .checkpoints.resolve import CheckpointSource, load_checkpoint
 from .config import FitConfig, resolve_config
 from .data.streaming import training_set
 from .fit import accelerator_for, fit_two_stage
 from .images import ImageInput, apply_to_batch, to_float_images, to_labels
+from .log import warn
 from .metadata import hub_metadata
 from .model import DVAE
 from .precision import encode
@@ -51,22 +55,35 @@ class Purifier(Protocol):
     def purify(self, images: ImageInput, labels: Any = None) -> torch.Tensor: ...
 
 
-def _find_label(sample: Any, flat_inputs: list[Any], needs_transform: list[bool]) -> Any:
-    """The label beside the image(s) in a v2 sample, or None when there is none.
+LabelsGetter = Callable[[Any], Any]
 
-    A dict sample's label is the value of its ``labels`` key, else of the first key containing
-    ``label`` (torchvision's label heuristic; a dict without one has no label). Any other sample's label
-    is its first item that is neither an image, a ``tv_tensors`` object (mask, boxes) nor None. What is
-    found is returned as it is: :func:`~dvae_transform.images.to_labels` refuses one that is not an
-    integer label, so a float, string or bool label is an error, never a silent label-free purification.
+
+def default_labels_getter(sample: Any) -> Any:
+    """The label of a v2 sample by torchvision's rule (``_find_labels_default_heuristic``).
+
+    A tuple's second item (an int, numpy or tensor label, or a dict searched as below); a dict's
+    ``labels`` key, else its first key containing ``label`` (case-insensitive). A sample without one
+    is a ``ValueError``: pass ``labels_getter=`` a callable that finds it, or ``None`` for the label-free path.
     """
-    if isinstance(sample, Mapping):
-        keys = [key for key in sample if isinstance(key, str)]
-        key = next((key for key in keys if key.lower() == "labels"), None)
-        key = key or next((key for key in keys if "label" in key.lower()), None)
-        return None if key is None else sample[key]
-    passed = (item for item, needed in zip(flat_inputs, needs_transform) if not needed)
-    return next((item for item in passed if item is not None and not isinstance(item, tv_tensors.TVTensor)), None)
+    label = None
+    pair = isinstance(sample, (tuple, list)) and len(sample) > 1
+    if pair and not isinstance(sample[1], Mapping):
+        label = sample[1]  # to_labels refuses one that is not an integer label
+    elif pair or isinstance(sample, Mapping):
+        with suppress(ValueError):
+            label = _find_labels_default_heuristic(sample)
+    if label is None:
+        raise ValueError(
+            "DVAEPurify found no label in its input; pass (image, label) or a dict with a 'label' key, "
+            "labels_getter=<callable> to say where it is, or labels_getter=None for the label-free path"
+        )
+    return label
+
+
+def _labels_getter(labels_getter: str | LabelsGetter | None) -> str | LabelsGetter | None:
+    if labels_getter == "default" or labels_getter is None or callable(labels_getter):
+        return labels_getter
+    raise ValueError(f"labels_getter must be 'default', a callable or None, got {labels_getter!r}")
 
 
 def _device(device: str | torch.device) -> torch.device:
@@ -88,9 +105,10 @@ class DVAEPurify(
     read by the rule of :mod:`dvae_transform.images`), with an int label or a 1-D tensor of labels.
     Like every v2 transform it returns its inputs with the image(s) replaced:
     ``purifier(x, y) -> (purified, y)``; PIL in, PIL out (mode ``L`` or ``RGB``); tensors in,
-    float tensors in [0, 1] out. Without a label (a v1 pipeline) it falls back to the
-    stage-2 reconstruction of the input, and warns once that it does; a label that is there but
-    is not an integer (a float, a string, a bool) raises an error.
+    float tensors in [0, 1] out. The label is found as torchvision's ``MixUp`` finds it
+    (:func:`default_labels_getter`); a sample without one is an error unless ``labels_getter=None``
+    (a v1 pipeline) asks for the label-free path: the stage-2 reconstruction of the input, with a
+    one-time warning. A label that is there but is not an integer (a float, a string, a bool) is an error.
     :meth:`purify` is the plain batch API: ``purifier.purify(x, y) -> purified`` (numpy
     arrays and lists of PIL images accepted too), shared with the baselines (:class:`Purifier`).
     :meth:`replace` gives a copy with other purification settings.
@@ -103,10 +121,14 @@ class DVAEPurify(
         seed: seeds the draw when ``sample`` is set.
         subtract: ``"raw"`` (published) or ``"effect"`` (:func:`~dvae_transform.purify.perturbation_estimate`).
         device: where to run; models move there on first use.
+        labels_getter: how ``forward`` finds the label in a sample: ``"default"``
+            (:func:`default_labels_getter`), a callable taking the sample, or ``None`` (no label: the
+            label-free path).
     """
 
     name = "dvae"
     source: CheckpointSource | None = None  # where from_pretrained loaded it from (None: fitted or built here)
+    fit_config: FitConfig | None = None  # the settings of the fit that made it (None: loaded or built here)
 
     def __init__(
         self,
@@ -118,6 +140,7 @@ class DVAEPurify(
         seed: int | None = None,
         subtract: str = DEFAULT_SUBTRACTION,
         device: str | torch.device = "cpu",
+        labels_getter: str | LabelsGetter | None = "default",
     ) -> None:
         super().__init__()
         if any(stage1.config[key] != stage2.config[key] for key in ("in_channels", "image_size", "num_classes")):
@@ -128,6 +151,7 @@ class DVAEPurify(
         self.seed = check_type(seed, "seed", int, type(None))
         self.subtract = check_choice(subtract, "subtract", SUBTRACTION_RULES)
         self.device = _device(device)
+        self.labels_getter = _labels_getter(labels_getter)
         self.history: list[dict[str, float]] = []
         self.checks: dict[str, ShortcutReport] = {}
         self.attempts = 0  # fits run by DVAEPurify.fit (restarts included); 0 for loaded weights
@@ -153,11 +177,18 @@ class DVAEPurify(
         return default_batch_size(self.stage1, self.stage2) if self.batch_size is None else self.batch_size
 
     def replace(self, **options: Any) -> DVAEPurify:
-        """A purifier on the same stages with other ``batch_size``, ``sample``, ``seed``, ``subtract`` or ``device``."""
-        current = {key: getattr(self, key) for key in ("batch_size", "sample", "seed", "subtract", "device")}
+        """A purifier on the same stages with other ``batch_size``, ``sample``, ``seed``, ``subtract``, ``device``
+        or ``labels_getter``."""
+        keys = ("batch_size", "sample", "seed", "subtract", "device", "labels_getter")
+        current = {key: getattr(self, key) for key in keys}
         purifier = type(self)(self.stage1, self.stage2, **{**current, **options})
-        purifier.history, purifier.source, purifier.checks = self.history, self.source, self.checks
+        purifier.history, purifier.source, purifier.fit_config = self.history, self.source, self.fit_config
+        purifier.checks = self.checks
         return purifier
+
+    def __repr__(self) -> str:
+        """One line, like torchvision's transforms (the stages' layers are left out)."""
+        return f"{type(self).__name__}({self.extra_repr()})"
 
     def extra_repr(self) -> str:
         return (f"in_channels={self.in_channels}, image_size={self.image_size}, num_classes={self.num_classes}, "
@@ -207,7 +238,8 @@ class DVAEPurify(
             image_column, label_column: column names for a Hugging Face dataset.
             init: warm-start both stages from a purifier's weights: a ``DVAEPurify``, or anything
                 :meth:`from_pretrained` accepts (a folder, a Hub repo id, an official checkpoint name).
-            accelerator: an ``accelerate.Accelerator`` (one is created if not given).
+            accelerator: an ``accelerate.Accelerator``, used and left as it was (default: one for the fit, with
+                ``cpu=True`` in a multi-process launch without CUDA).
             checkpoint_dir: save every epoch here and resume from it.
             progress: show progress bars.
             stream: read the data in batches from its source instead of holding it in memory (default:
@@ -227,39 +259,37 @@ class DVAEPurify(
         config = resolve_config(preset, **overrides)
         check_int(restarts, "restarts", low=0)
         init = cls._warm_start(init)
-        accelerator = accelerator or accelerator_for(config)
-        train_set = training_set(data, image_column=image_column, label_column=label_column, stream=stream,
-                                 num_workers=num_workers, accelerator=accelerator, checkpoint_dir=checkpoint_dir,
-                                 progress=progress)
         attempts: list[DVAEPurify] = []
-        for attempt in range(restarts + 1):
-            attempt_config = config.replace(seed=config.seed + attempt * RESTART_SEED_STRIDE)
-            result = fit_two_stage(
-                train_set,
-                num_classes=num_classes,
-                config=attempt_config,
-                accelerator=accelerator,
-                init=None if init is None else (init.stage1, init.stage2),
-                checkpoint_dir=restart_folder(checkpoint_dir, attempt),
-                progress=progress,
-                compile=compile,
-            )
-            purifier = cls(result.stage1, result.stage2, subtract=config.subtract,
-                           device=result.stage1.to_mu.weight.device)
-            purifier.history = result.history
-            attempts.append(purifier)
-            if not check:
-                break
-            purifier.checks = check_fit(purifier.purify, train_set, validation=validation, seed=config.seed,
-                                        warn=attempt == restarts)
-            if not purifier.checks["output"].found:
-                break
-        if not purifier.checks or not purifier.checks["output"].found:
-            best = purifier
-        else:
-            best = min(attempts, key=lambda fitted: fitted.checks["output"].statistic)
-        best.attempts = len(attempts)
-        return best
+        with accelerator_for(config, accelerator) as accelerator:
+            train_set = training_set(data, image_column=image_column, label_column=label_column, stream=stream,
+                                     num_workers=num_workers, accelerator=accelerator,
+                                     checkpoint_dir=checkpoint_dir, progress=progress)
+            for attempt in range(restarts + 1):
+                attempt_config = config.replace(seed=config.seed + attempt * RESTART_SEED_STRIDE)
+                result = fit_two_stage(
+                    train_set,
+                    num_classes=num_classes,
+                    config=attempt_config,
+                    accelerator=accelerator,
+                    init=None if init is None else (init.stage1, init.stage2),
+                    checkpoint_dir=restart_folder(checkpoint_dir, attempt),
+                    progress=progress,
+                    compile=compile,
+                )
+                purifier = cls(result.stage1, result.stage2, subtract=config.subtract,
+                               device=result.stage1.to_mu.weight.device)
+                purifier.history, purifier.fit_config = result.history, attempt_config
+                attempts.append(purifier)
+                if not check:
+                    break
+                purifier.checks = check_fit(purifier.purify, train_set, validation=validation, seed=config.seed,
+                                            warn=attempt == restarts)
+                if not purifier.checks["output"].found:
+                    break
+        if check and purifier.checks["output"].found:
+            purifier = min(attempts, key=lambda fitted: fitted.checks["output"].statistic)
+        purifier.attempts = len(attempts)
+        return purifier
 
     # --- saving and loading ---------------------------------------------------------
     # ``save_pretrained(folder, model_card_kwargs=...)`` and ``push_to_hub(repo_id, ...)`` come from
@@ -269,9 +299,24 @@ class DVAEPurify(
         """Write ``config.json`` (purification defaults) and ``stage1/``, ``stage2/`` (config + safetensors)."""
         save_purifier(save_directory, (self.stage1, self.stage2), batch_size=self.batch_size, sample=self.sample,
                       seed=self.seed, subtract=self.subtract)
+        if self.history:
+            config = None if self.fit_config is None else dataclasses.asdict(self.fit_config)
+            training = {"config": config, "history": self.history}
+            (save_directory / TRAINING_NAME).write_text(json.dumps(training, indent=1))
+
+    def _training_summary(self) -> dict[str, Any]:
+        """The fit's settings and each stage's last epoch: the model card's training table."""
+        summary: dict[str, Any] = {} if self.fit_config is None else dataclasses.asdict(self.fit_config)
+        for record in self.history:  # a stage's last record wins
+            summary[f"stage {record['stage']} final epoch"] = (
+                f"{record['epoch']}: loss {record['loss']:.4f}, kl {record['kl']:.2f}, psnr {record['psnr']:.2f} dB"
+            )
+        return summary
 
     def generate_model_card(self, **card_kwargs: Any) -> ModelCard:
-        """The README.md model card; ``card_kwargs``: see :func:`~dvae_transform.checkpoints.card.render_model_card`."""
+        """The README.md model card; ``card_kwargs``: see :func:`~dvae_transform.checkpoints.card.render_model_card`
+        (``recipe`` defaults to a fitted purifier's settings and final metrics)."""
+        card_kwargs.setdefault("recipe", self._training_summary())
         return render_model_card(self._hub_mixin_info.model_card_data, in_channels=self.in_channels,
                                  image_size=self.image_size, num_classes=self.num_classes, **card_kwargs)
 
@@ -304,7 +349,8 @@ class DVAEPurify(
             token: a Hub token for private repos (default: the logged-in user's).
             force_download: download again even if the files are cached.
             registry: where names are looked up (default: the package's; ``Registry(folder)`` reads another).
-            **purifier_kwargs: override the saved ``batch_size``, ``sample``, ``seed``, ``subtract``; or ``device``.
+            **purifier_kwargs: override the saved ``batch_size``, ``sample``, ``seed``, ``subtract``; or ``device``,
+                ``labels_getter``.
         """
         hub_load = super().from_pretrained  # on the fetched folder, whose configs are checked before it reads them
         hub = {"cache_dir": cache_dir, "force_download": force_download, "local_files_only": local_files_only,
@@ -323,7 +369,11 @@ class DVAEPurify(
                          force_download: bool, local_files_only: bool, token: str | bool | None,
                          **purifier_kwargs: Any) -> DVAEPurify:
         """The mixin's loading hook, on the folder :meth:`from_pretrained` fetched and checked."""
-        return cls(*load_stages(Path(model_id)), **purifier_kwargs)
+        purifier = cls(*load_stages(Path(model_id)), **purifier_kwargs)
+        training = Path(model_id) / TRAINING_NAME
+        if training.is_file():
+            purifier.history = json.loads(training.read_text())["history"]
+        return purifier
 
     @classmethod
     def _warm_start(cls, init: DVAEPurify | str | os.PathLike | None) -> DVAEPurify | None:
@@ -352,11 +402,10 @@ class DVAEPurify(
         device = self.device
         in_worker = torch.utils.data.get_worker_info() is not None
         if device.type != "cpu" and in_worker:
-            warnings.warn(
+            warn(
                 f"DVAEPurify runs on the CPU inside DataLoader workers instead of {device}; "
                 "use PurifiedDataset to purify once on the accelerator",
                 RuntimeWarning,
-                stacklevel=5,
             )
             device = torch.device("cpu")
         current = next(self.stage1.parameters()).device
@@ -390,12 +439,11 @@ class DVAEPurify(
                 batch_labels = to_labels(labels, batch.shape[0], self.num_classes)
                 return purify_two_stage(stage1, stage2, batch, batch_labels, subtract=self.subtract, **options)
             if not self._warned_label_free:
-                warnings.warn(
+                warn(
                     "DVAEPurify got no label: using the label-free path (stage-2 reconstruction of the "
                     "input), which removes less of a class-wise perturbation. Pass (image, label) pairs, "
                     "e.g. with a v2 Compose or PurifiedDataset.",
                     UserWarning,
-                    stacklevel=5,
                 )
                 self._warned_label_free = True
             return reconstruct(stage2, batch, **options)
@@ -412,6 +460,14 @@ class DVAEPurify(
             return tv_tensors.wrap(purified, like=inpt)
         return purified
 
+    def _find_label(self, sample: Any) -> Any:
+        """The label of ``sample`` by :attr:`labels_getter` (None: the label-free path)."""
+        if self.labels_getter is None:
+            return None
+        if self.labels_getter == "default":
+            return default_labels_getter(sample)
+        return self.labels_getter(sample)
+
     def forward(self, *inputs: Any) -> Any:
         """Purify the image(s) in ``inputs``, using a label found beside them; pass the rest through."""
         if not inputs:
@@ -425,7 +481,7 @@ class DVAEPurify(
                 f"DVAEPurify found no image in its input (got {', '.join(kinds)}); pass a torch.Tensor, "
                 "tv_tensors.Image or PIL image (convert numpy arrays with v2.ToImage())"
             )
-        params = {"labels": _find_label(sample, flat_inputs, needs_transform)}
+        params = {"labels": self._find_label(sample)}
         pairs = zip(flat_inputs, needs_transform)
         outputs = [self.transform(item, params) if needed else item for item, needed in pairs]
         return tree_unflatten(outputs, spec)

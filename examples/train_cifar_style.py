@@ -133,9 +133,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     size = purifier.image_size
     augment = v2.Compose([v2.RandomCrop(size, padding=size // 8), v2.RandomHorizontalFlip()])
 
-    train_set = PurifiedDataset(train_set, purifier, transform=augment)  # <- the defense
-
-    train_set.prepare()  # purify (or read the cache) once, before the DataLoader workers start
+    train_set = PurifiedDataset(train_set, purifier, transform=augment)  # <- the defense: purified here, once
     loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, drop_last=len(train_set) > args.batch_size,
                         num_workers=args.workers, persistent_workers=args.workers > 0)
     model = small_resnet(purifier.in_channels, purifier.num_classes, args.width).to(device)

@@ -7,17 +7,22 @@ and writes ``rank<r>.safetensors`` (images and labels of both passes) and ``rank
 
 ``fit OUT_DIR``: fits a tiny purifier with ``DVAEPurify.fit(..., accelerator=...)`` and writes
 ``rank<r>.safetensors`` (both stages' parameters) and ``rank<r>.json`` (the fit history).
+
+``fit-own OUT_DIR``: the same fit without an accelerator; writes ``rank<r>.json`` (the number of
+processes Accelerate saw) and ``rank<r>.log`` (the package logger's INFO records).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sys
 from pathlib import Path
 
 import torch
 from _cache_worker import load_purifier, make_dataset
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from safetensors.torch import save_file
 
 from dvae_transform import DVAEPurify
@@ -51,13 +56,27 @@ def purify(accelerator: Accelerator, purifier_dir: str, cache_dir: str, out_dir:
     (out_dir / f"rank{rank}.calls").write_text(json.dumps(calls))
 
 
-def fit(accelerator: Accelerator, out_dir: Path) -> None:
+def tiny_fit(accelerator: Accelerator | None) -> DVAEPurify:
     generator = torch.Generator().manual_seed(3)
     images = torch.rand(32, 1, 8, 8, generator=generator)
     labels = torch.arange(32) % 2
-    purifier = DVAEPurify.fit(
+    return DVAEPurify.fit(
         (images, labels), accelerator=accelerator, epochs=1, width=8, latent_dim=4, batch_size=16, progress=False
     )
+
+
+def fit_own(out_dir: Path) -> None:
+    rank = int(os.environ["RANK"])
+    logger = logging.getLogger("dvae_transform")
+    logger.addHandler(logging.FileHandler(out_dir / f"rank{rank}.log"))
+    logger.setLevel(logging.INFO)
+    tiny_fit(None)
+    (out_dir / f"rank{rank}.json").write_text(json.dumps({"num_processes": PartialState().num_processes}))
+    PartialState().destroy_process_group()
+
+
+def fit(accelerator: Accelerator, out_dir: Path) -> None:
+    purifier = tiny_fit(accelerator)
     parameters = {
         f"{name}.{key}": value.detach().cpu().contiguous()
         for name, stage in (("stage1", purifier.stage1), ("stage2", purifier.stage2))
@@ -70,6 +89,8 @@ def fit(accelerator: Accelerator, out_dir: Path) -> None:
 
 def main() -> None:
     torch.set_num_threads(1)
+    if sys.argv[1] == "fit-own":
+        return fit_own(Path(sys.argv[2]))
     accelerator = Accelerator(cpu=True)
     mode, *args = sys.argv[1:]
     if mode == "purify":

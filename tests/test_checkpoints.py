@@ -380,6 +380,17 @@ def test_model_card_carries_metadata_and_metrics(tiny_purifier: DVAEPurify, tmp_
     assert "| `classwise_noise` | 0.2000 | 0.8500 |" in card.text and "| epochs | `12` |" in card.text
 
 
+def test_a_fitted_purifier_saves_its_training_details(tiny_purifier: DVAEPurify, tmp_path: Path) -> None:
+    tiny_purifier.save_pretrained(tmp_path)
+    card = (tmp_path / "README.md").read_text()
+    assert "No training details" not in card and "| epochs | `1` |" in card
+    assert "| stage 2 final epoch | `1: loss" in card
+    training = json.loads((tmp_path / "training.json").read_text())
+    assert training["config"]["epochs"] == 1 and training["history"] == tiny_purifier.history
+    assert DVAEPurify.from_pretrained(tmp_path).history == tiny_purifier.history
+    assert DVAEPurify.from_pretrained(tmp_path, labels_getter=None).labels_getter is None
+
+
 def test_model_card_rejects_bad_metrics(tiny_purifier: DVAEPurify) -> None:
     with pytest.raises(ValueError, match=r"purified must be an accuracy in \[0, 1\]"):
         AttackResult("lsp", 0.1, 1.5)

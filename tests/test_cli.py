@@ -18,7 +18,7 @@ from PIL import Image
 from dvae_transform import DVAEPurify
 from dvae_transform.cache.maintenance import cache_info
 from dvae_transform.cache.store import TensorCache
-from dvae_transform.cli import main
+from dvae_transform.cli import build_parser, main
 from dvae_transform.data.formats import read_dataset
 from dvae_transform.precision import encode
 
@@ -285,6 +285,34 @@ def test_purify_goes_through_the_cache_and_reuses_it(npz_path, tmp_path, data_u8
         np.testing.assert_array_equal(archive["images"], first)
 
 
+@pytest.fixture
+def umask_027():
+    """The umask 027 (group may read, others nothing) for one test."""
+    previous = os.umask(0o027)
+    yield
+    os.umask(previous)
+
+
+def _modes(root: Path) -> set[tuple[str, int]]:
+    """(``dir`` or ``file``, permission bits) of ``root`` and everything in it."""
+    paths = [root, *root.rglob("*")]
+    return {("dir" if path.is_dir() else "file", path.stat().st_mode & 0o777) for path in paths}
+
+
+def test_outputs_and_cache_files_follow_the_umask(npz_path, tmp_path, data_u8, weights_dir, monkeypatch, umask_027):
+    monkeypatch.setenv("DVAE_TRANSFORM_CACHE", str(tmp_path / "cache"))
+    assert purify(["--data", str(npz_path), "--out", str(tmp_path / "npz")], weights_dir) == 0
+    write_image_folder(tmp_path / "poisoned", *data_u8)
+    assert purify(["--data", str(tmp_path / "poisoned"), "--out", str(tmp_path / "folder")], weights_dir) == 0
+    images, labels = data_u8
+    rows = {"image": [Image.fromarray(image[0].numpy(), mode="L") for image in images], "label": labels.tolist()}
+    datasets.Dataset.from_dict(rows).save_to_disk(tmp_path / "hf")
+    assert purify(["--data", str(tmp_path / "hf"), "--out", str(tmp_path / "hf-out")], weights_dir) == 0
+    for output in ("npz", "folder", "hf-out", "cache"):
+        assert _modes(tmp_path / output) <= {("dir", 0o750), ("file", 0o640)}, output
+    assert ("file", 0o640) in _modes(tmp_path / "cache")
+
+
 # ----------------------------------------------------------------------------- errors
 
 
@@ -442,3 +470,36 @@ def test_help_in_a_subprocess():
     for option in ("--data", "--out", "--weights", "--fit", "--preset", "--epochs", "--batch-size",
                    "--image-column", "--label-column", "--num-classes", "--device", "--seed", "--save-weights"):
         assert option in result.stdout
+
+
+def test_device_takes_any_torch_device_string(capsys):
+    parser = build_parser()
+    for device in ("cpu", "cuda:1", "mps"):
+        assert parser.parse_args(["purify", "--data", "d", "--out", "o", "--fit", "--device", device]).device == \
+            torch.device(device)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["purify", "--data", "d", "--out", "o", "--fit", "--device", "gpu"])
+    assert "not a torch device: 'gpu'" in capsys.readouterr().err
+
+
+def test_a_gray_png_among_rgb_pngs_is_converted_like_imagefolder(tmp_path):
+    rng = np.random.default_rng(0)
+    (tmp_path / "c").mkdir()
+    for index in range(3):
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / f"c/rgb{index}.png")
+    gray = rng.integers(0, 256, (8, 8), dtype=np.uint8)
+    Image.fromarray(gray).save(tmp_path / "c/gray.png")
+    images, _, meta = read_dataset(tmp_path, progress=False)
+    assert images.shape == (4, 3, 8, 8)
+    converted = images[meta.files.index("gray.png")]
+    assert all(torch.equal(channel, torch.from_numpy(gray)) for channel in converted)
+
+
+def test_output_name_clashes_are_refused_before_reading_naming_the_files(tmp_path, weights_dir, capsys, monkeypatch):
+    (tmp_path / "in/cat").mkdir(parents=True)
+    for suffix in ("png", "jpg"):
+        Image.new("L", (16, 16)).save(tmp_path / f"in/cat/a.{suffix}")
+    monkeypatch.setattr(DVAEPurify, "purify", lambda *args, **kwargs: pytest.fail("purified before the check"))
+    message = run_error(["purify", "--data", str(tmp_path / "in"), "--out", str(tmp_path / "out"),
+                         "--weights", str(weights_dir), "--device", "cpu", "--no-progress"], capsys)
+    assert "a.jpg and " in message and "cat/a.png" in message and "written to one .png" in message

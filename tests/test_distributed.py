@@ -73,6 +73,13 @@ def test_fit_with_an_accelerator_on_two_processes(tmp_path):
     assert [(record["stage"], record["epoch"]) for record in history] == [(1, 1), (2, 1)]
 
 
+def test_fit_without_an_accelerator_on_two_cpu_processes_cooperates_and_logs_once(tmp_path):
+    torchrun("fit-own", tmp_path)
+    assert [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)] == [{"num_processes": 2}] * 2
+    logs = [(tmp_path / f"rank{rank}.log").read_text() for rank in range(2)]
+    assert logs[0].count("epoch 1/1") == 2 and logs[1] == ""
+
+
 # --------------------------------------------------------------------------- a streamed dataset on two processes
 
 

@@ -65,7 +65,7 @@ def expected(purifier: DVAEPurify, dataset: TensorDataset, chunk: int = 8) -> to
 
 def purification_fingerprint(dataset, purifier, **kwargs) -> str:
     """The cache key of purifying ``dataset`` (computed without purifying)."""
-    return PurifiedDataset(dataset, purifier, progress=False, **kwargs).fingerprint
+    return PurifiedDataset(dataset, purifier, progress=False, lazy=True, **kwargs).fingerprint
 
 
 def purified(dataset, purifier, root: Path | None, **kwargs) -> PurifiedDataset:
@@ -108,6 +108,19 @@ def test_pil_items_and_explicit_prepare(purifier, data, tmp_path, monkeypatch):
     dataset = purified(PilImages(), purifier, tmp_path)
     assert dataset.prepare() is dataset and calls == [8, 8, 4]
     torch.testing.assert_close(dataset.images, expected(purifier, data), rtol=0, atol=1e-6)
+
+
+def test_purified_when_built_so_dataloader_workers_only_serve(purifier, data, monkeypatch):
+    calls = count_calls(monkeypatch, purifier)
+    dataset = purified(data, purifier, None)
+    assert calls == [8, 8, 4] and "prepared=True" in repr(dataset)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        batches = list(DataLoader(dataset, batch_size=5, num_workers=2))
+    served = torch.cat([images for images, _ in batches])
+    torch.testing.assert_close(served, expected(purifier, data), rtol=0, atol=1e-6)
+    lazy = purified(data, purifier, None, lazy=True)
+    assert calls == [8, 8, 4] and "prepared=False" in repr(lazy) and lazy.prepare() is lazy and len(calls) == 6
 
 
 def test_no_cache_touches_no_disk(purifier, data, tmp_path, monkeypatch):

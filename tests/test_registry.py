@@ -39,10 +39,17 @@ OFFICIAL = [
 # ----------------------------------------------------------------------------- the package's registry
 
 
+def test_list_pretrained_lists_what_loads_by_default() -> None:
+    available = sorted({*list_pretrained(source="bundled"), *list_pretrained(source="hub")})
+    assert list_pretrained() == available and available
+    assert "mnist32-classwise-noise-fast" in list_pretrained(source="all")
+    assert "mnist32-classwise-noise-fast" not in list_pretrained()  # no copy anywhere yet
+
+
 def test_the_package_registry_holds_the_official_recipes() -> None:
-    assert list_pretrained() == OFFICIAL == sorted(REGISTRY)
+    assert list_pretrained(source="all") == OFFICIAL == sorted(REGISTRY)
     assert list_pretrained("*-mix-*") == ["fashion-mnist32-mix-fast", "mnist32-mix-fast"]
-    for name in list_pretrained("*mnist32-*"):
+    for name in list_pretrained("*mnist32-*", source="all"):
         info = pretrained_info(name)
         assert (info.repo_id, info.image_size, info.channels, info.num_classes, info.preset) == (
             f"dvae-transform/{name}", 32, 1, 10, "fast",

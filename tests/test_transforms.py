@@ -74,9 +74,40 @@ def test_label_found_in_a_dict_sample(purifier, tiny_data):
 
 def test_masks_and_boxes_pass_through(purifier, tiny_data):
     mask = tv_tensors.Mask(torch.zeros(16, 16, dtype=torch.uint8))
-    image, out_mask, label = purifier(tv_tensors.Image(tiny_data[0][0]), mask, 1)
+    image, label, out_mask = purifier(tv_tensors.Image(tiny_data[0][0]), 1, mask)
     assert out_mask is mask and label == 1
     assert torch.equal(image.as_subclass(torch.Tensor), two_stage(purifier, tiny_data[0][:1], 1)[0])
+
+
+@pytest.mark.parametrize("key", ["label", "LABEL", "class_label"])
+def test_dict_label_found_by_torchvisions_rule_not_by_position(purifier, tiny_data, key):
+    image = tiny_data[0][5]
+    _, target = purifier(image, {"image_id": 7, key: 3})  # id 7 is outside the 4 classes
+    assert target == {"image_id": 7, key: 3}
+    out = purifier({"image": tv_tensors.Image(image), "image_id": 1, key: 3})["image"]
+    assert torch.equal(out.as_subclass(torch.Tensor), two_stage(purifier, image[None], 3)[0])
+    assert not torch.equal(out.as_subclass(torch.Tensor), two_stage(purifier, image[None], 1)[0])
+
+
+@pytest.mark.parametrize(
+    "sample",
+    [lambda image: (image,), lambda image: (image, None), lambda image: ({"image": image, "target": 2},),
+     lambda image: (image, {"target": 2})],
+    ids=["image-alone", "label-none", "dict-with-target", "tuple-with-target-dict"],
+)
+def test_a_sample_without_a_findable_label_is_an_error(purifier, tiny_data, sample):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no silent label-free path either
+        with pytest.raises(ValueError, match="found no label.*labels_getter=None"):
+            purifier(*sample(tv_tensors.Image(tiny_data[0][5])))
+
+
+def test_labels_getter_callable_finds_the_label(purifier, tiny_data):
+    getter = DVAEPurify(purifier.stage1, purifier.stage2, labels_getter=lambda sample: sample["target"])
+    out = getter({"image": tv_tensors.Image(tiny_data[0][5]), "target": 2})["image"]
+    assert torch.equal(out.as_subclass(torch.Tensor), two_stage(purifier, tiny_data[0][5:6], 2)[0])
+    with pytest.raises(ValueError, match="labels_getter must be 'default', a callable or None"):
+        purifier.replace(labels_getter="label")
 
 
 # --------------------------------------------------------------------------- types in and out
@@ -126,10 +157,11 @@ def test_tensors_in_float_tensors_out(purifier, shape):
 
 def test_label_free_path_warns_once_and_reconstructs(purifier, tiny_data):
     images = tiny_data[0][:3]
+    label_free_purifier = purifier.replace(labels_getter=None)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        outputs = [purifier(image) for image in images]
-        purifier.purify(images)
+        outputs = [label_free_purifier(image) for image in images]
+        label_free_purifier.purify(images)
     messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
     assert len(messages) == 1 and "no label" in messages[0]
     for image, output in zip(images, outputs):
@@ -138,13 +170,13 @@ def test_label_free_path_warns_once_and_reconstructs(purifier, tiny_data):
 
 @pytest.mark.parametrize(
     "sample",
-    [lambda image: (image,), lambda image: (image, None), lambda image: ({"image": image, "name": "x"},)],
-    ids=["image-alone", "label-none", "dict-without-label"],
+    [lambda image: (image,), lambda image: (image, 1), lambda image: ({"image": image, "label": 1},)],
+    ids=["image-alone", "with-label", "dict-with-label"],
 )
-def test_only_an_absent_label_takes_the_label_free_path(purifier, tiny_data, sample):
+def test_labels_getter_none_takes_the_label_free_path(purifier, tiny_data, sample):
     image = tv_tensors.Image(tiny_data[0][5])
     with pytest.warns(UserWarning, match="got no label"):
-        out = v2.Compose([purifier])(*sample(image))
+        out = v2.Compose([purifier.replace(labels_getter=None)])(*sample(image))
     out_image = out[0] if isinstance(out, tuple) else out["image"] if isinstance(out, dict) else out
     assert torch.equal(out_image.as_subclass(torch.Tensor), label_free(purifier, tiny_data[0][5:6])[0])
 
@@ -153,7 +185,7 @@ def test_only_an_absent_label_takes_the_label_free_path(purifier, tiny_data, sam
 def test_a_present_label_that_is_not_an_integer_is_an_error_every_time(purifier, tiny_data, label):
     image = tiny_data[0][5]
     with pytest.warns(UserWarning, match="got no label"):
-        purifier(image)  # the one warning of the label-free path is spent
+        purifier.purify(image)  # the one warning of the label-free path is spent
     for _ in range(2):
         with pytest.raises(TypeError, match="expected integer class labels"):
             v2.Compose([purifier])(image, label)
@@ -161,6 +193,7 @@ def test_a_present_label_that_is_not_an_integer_is_an_error_every_time(purifier,
 
 @pytest.mark.filterwarnings("ignore:DVAEPurify got no label")
 def test_v1_compose_before_and_after_to_tensor(purifier, tiny_data):
+    purifier = purifier.replace(labels_getter=None)
     pil = as_pil(tiny_data[0][4])
     expected = label_free(purifier, v1.ToTensor()(pil)[None])[0]
 
@@ -266,3 +299,15 @@ def test_grayscale_into_rgb_model_asks_for_explicit_conversion(rgb_purifier):
 def test_bad_input_is_rejected_clearly(purifier, inputs, error, match):
     with pytest.raises(error, match=match):
         purifier(*inputs)
+
+
+def test_repr_is_short_inside_a_compose(purifier):
+    text = repr(v2.Compose([v2.ToImage(), purifier]))
+    assert len(text.splitlines()) <= 4 and "DVAEPurify(in_channels=1, image_size=16, num_classes=4" in text
+
+
+def test_a_smaller_image_gets_a_padding_hint(purifier):
+    with pytest.raises(ValueError, match=r"expected 16x16 images, got 12x12; pad them, e.g\. .*v2\.Pad\(2\)"):
+        purifier(torch.rand(1, 12, 12), 0)
+    with pytest.raises(ValueError, match=r"got 13x13; resize them, e.g\. .*v2\.Resize\(16\)"):
+        purifier(torch.rand(1, 13, 13), 0)

@@ -30,7 +30,6 @@ import json
 import math
 import os
 import tempfile
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ from safetensors.torch import load as _load_safetensors
 from safetensors.torch import save as _save_safetensors
 
 from ..files import TMP_PREFIX, atomic_write
+from ..log import warn
 from ..precision import STORAGE_DTYPES
 from ..validation import check_choice, check_int
 
@@ -382,5 +382,5 @@ def open_cache(
             key, num_items=num_items, item_shape=item_shape, shard_size=shard_size, dtype=dtype, root=root
         )
     except CacheUnavailableError as error:
-        warnings.warn(f"dvae_transform: {error}; continuing without a cache", RuntimeWarning, stacklevel=2)
+        warn(f"dvae_transform: {error}; continuing without a cache", RuntimeWarning)
         return None

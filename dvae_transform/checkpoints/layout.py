@@ -7,6 +7,7 @@ A saved purifier holds::
     stage1/config.json          DVAE constructor arguments of each stage (:class:`~dvae_transform.model.DVAEConfig`)
     stage1/model.safetensors    its weights (safetensors only: pickle files are never read)
     stage2/...
+    training.json               a fitted purifier's fit settings and per-epoch metrics (``DVAEPurify.history``)
 
 Every config is checked (JSON types, unknown keys, types, values) before any tensor is read.
 """
@@ -30,6 +31,7 @@ from .weights import WEIGHTS_NAME, save_weights
 FORMAT_VERSION = 1
 STAGE_FOLDERS = ("stage1", "stage2")
 CONFIG_NAME = constants.CONFIG_NAME
+TRAINING_NAME = "training.json"
 
 
 @dataclass(frozen=True)

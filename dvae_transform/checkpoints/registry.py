@@ -25,7 +25,7 @@ from collections.abc import Iterator, Mapping
 from importlib import resources
 from pathlib import Path
 
-from ..files import TMP_PREFIX, atomic_write
+from ..files import TMP_PREFIX, atomic_write, plain_mode
 from .recipe import MeasuredEffect, PretrainedCheckpoint, read_recipe
 
 PACKAGE_FOLDER = Path(str(resources.files(__package__)))
@@ -152,6 +152,7 @@ class Registry(Mapping[str, PretrainedCheckpoint]):
         try:
             shutil.copytree(saved, staging, dirs_exist_ok=True)
             bundle = {path: file_sha256(staging / path) for path in relative_files(staging)}
+            plain_mode(staging)
             if target.exists():
                 shutil.rmtree(target)
             os.replace(staging, target)
@@ -166,12 +167,17 @@ class Registry(Mapping[str, PretrainedCheckpoint]):
 REGISTRY = Registry()
 
 
-def list_pretrained(pattern: str = "*", *, source: str | None = None) -> list[str]:
+def list_pretrained(pattern: str = "*", *, source: str = "available") -> list[str]:
     """Sorted names of the official checkpoints matching the shell-style ``pattern``.
 
-    ``source="bundled"`` keeps those whose copy ships with the package (they load offline);
-    ``source="hub"`` those published on the Hub at a pinned revision.
+    ``source="available"`` (default): those that load somewhere, bundled or published; ``"bundled"``: those
+    whose copy ships with the package (they load offline); ``"hub"``: those published on the Hub at a pinned
+    revision; ``"all"``: every recipe, also those not trained or published yet.
     """
+    if source == "all":
+        return REGISTRY.names(pattern)
+    if source == "available":
+        return sorted({*REGISTRY.names(pattern, source="bundled"), *REGISTRY.names(pattern, source="hub")})
     return REGISTRY.names(pattern, source=source)
 
 

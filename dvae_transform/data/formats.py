@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from ..files import atomic_write
 from ..fingerprint import fingerprint
 from ..images import batch_layout, describe, from_nchw, image_layout, read_image, to_float_images, to_nchw
+from ..log import bar_options
 from ..precision import as_uint8, decode
 from .output import check_output, write_folder
 from .sources import hf_columns, load_images_and_labels
@@ -237,22 +238,45 @@ def _read_folder(path: Path, progress: bool) -> LoadedDataset:
         raise ValueError(f"{path}: no class sub-folders found; {_EXPECTED}") from error
     if not folder.samples:
         raise ValueError(f"{path}: the class sub-folders {folder.classes} hold no image files")
+    _check_output_names(folder.samples)
     tensors, files = [], []
-    for file, label in tqdm(folder.samples, desc="reading images", unit="img", disable=not progress):
+    for file, label in tqdm(folder.samples, desc="reading images", unit="img", **bar_options(progress)):
         tensor = read_image(file)
         if tensor.dtype != torch.uint8:  # 16-bit or float images: scaled and checked here, naming the file
             tensor = to_float_images(tensor, name=file)[0]
-        if tensors and tensor.shape != tensors[0].shape:
-            raise ValueError(
-                f"{file}: image has shape {tuple(tensor.shape)} but {folder.samples[0][0]} has "
-                f"{tuple(tensors[0].shape)}; all images must share one size and colour mode"
-            )
         tensors.append(tensor)
         files.append(Path(os.path.relpath(file, path / folder.classes[label])).as_posix())
+    tensors = _one_mode(tensors, [file for file, _ in folder.samples])
     meta = DatasetMeta("folder", path, num_classes=len(folder.classes), classes=folder.classes, files=files)
     same_dtype = len({tensor.dtype for tensor in tensors}) == 1
     images = torch.stack(tensors) if same_dtype else to_float_images(tensors, name=str(path))
     return LoadedDataset(images, torch.tensor(folder.targets, dtype=torch.int64), meta)
+
+
+def _check_output_names(samples: list[tuple[str, int]]) -> None:
+    """Refuse input files that would be written to one output file (``a.png`` and ``a.jpg``), before any work."""
+    by_output: dict[Path, list[str]] = {}
+    for file, _ in samples:
+        by_output.setdefault(Path(file).with_suffix(".png"), []).append(file)
+    clashes = [files for files in by_output.values() if len(files) > 1]
+    if clashes:
+        named = "; ".join(" and ".join(files) for files in clashes[:3])
+        raise ValueError(f"input files differing only in their extension would be written to one .png: {named}")
+
+
+def _one_mode(tensors: list[torch.Tensor], files: list[str]) -> list[torch.Tensor]:
+    """The images in one colour mode: gray ones among RGB ones become RGB (as ``ImageFolder`` converts them).
+
+    Images of another size, or of other channel counts, are refused, naming the file.
+    """
+    channels = max(tensor.shape[0] for tensor in tensors)
+    shape = (channels, *tensors[0].shape[1:])
+    converted = [tensor.expand(channels, -1, -1) if tensor.shape[0] == 1 else tensor for tensor in tensors]
+    for tensor, file in zip(converted, files):
+        if tensor.shape != shape:
+            raise ValueError(f"{file}: image has shape {tuple(tensor.shape)}, the others {shape}; "
+                             "all images must share one size and colour mode")
+    return converted
 
 
 def _write_folder(
@@ -265,7 +289,7 @@ def _write_folder(
         clashes = sorted({str(path) for path in paths if paths.count(path) > 1})[:3]
         raise ValueError(f"input files differing only in their extension would both be written to {clashes}")
     for image, path in tqdm(zip(images, paths), total=len(paths), desc="writing images", unit="img",
-                            disable=not progress):
+                            **bar_options(progress)):
         path.parent.mkdir(parents=True, exist_ok=True)
         F.to_pil_image(image).save(path)
 

@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from ..files import TMP_PREFIX
+from ..files import TMP_PREFIX, plain_mode
 
 MARKER = ".dvae-purify.json"
 _FOREIGN = "--overwrite replaces only a previous output of dvae-purify; remove it yourself or choose another --out"
@@ -81,6 +81,7 @@ def write_folder(target: Path, write: Callable[[Path], None]) -> None:
     try:
         write(staged)
         (staged / MARKER).write_text(json.dumps({"tool": "dvae-purify", "files": sorted(_files(staged))}, indent=1))
+        plain_mode(staged)
         if target.exists():
             old = Path(tempfile.mkdtemp(dir=target.parent, prefix=TMP_PREFIX))
             os.replace(target, old)  # onto the empty folder just made

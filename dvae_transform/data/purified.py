@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -17,9 +16,10 @@ from ..cache.store import CacheMissError, CacheUnavailableError, TensorCache, op
 from ..distributed import broadcast, gather, is_main_process, share, wait_for_everyone
 from ..fingerprint import purification_key, weights_hash
 from ..images import to_labels
+from ..log import bar_options, datasets_bars, logger, warn
 from ..precision import STORAGE_DTYPES, decode, encode
 from ..transforms import DVAEPurify
-from ..validation import InputTypeError, check_choice, check_int
+from ..validation import InputTypeError, check_choice, check_int, check_type
 from ..workers import worker_errors
 from .formats import replace_hf_images
 from .loader import default_workers, read_batches
@@ -45,7 +45,8 @@ class PurifiedDataset(Dataset):
     written to a temporary folder under the cache root (:mod:`~dvae_transform.data.spool`), which
     is removed when the purified set is complete.
 
-    The whole dataset is purified on first access (or by :meth:`prepare`), read in chunks of
+    The whole dataset is purified when it is built, in the calling process, so DataLoader workers
+    forked later only serve it (``lazy=True`` defers this to first access or :meth:`prepare`); it is read in chunks of
     ``batch_size`` items by ``num_workers`` DataLoader workers; each chunk is one shard of the on-disk
     cache (:mod:`dvae_transform.cache.store`) under ``cache_dir`` (default ``$DVAE_TRANSFORM_CACHE``),
     keyed by :attr:`fingerprint`, written as soon as it is done. A later run, or a run killed half-way,
@@ -78,6 +79,7 @@ class PurifiedDataset(Dataset):
         cache_dtype: ``"uint8"`` or ``"float16"``.
         progress: show a progress bar.
         num_workers: DataLoader workers that read the dataset (default: the usable CPUs, at most 4).
+        lazy: purify on first access or :meth:`prepare` instead of now (call it before DataLoader workers start).
     """
 
     def __init__(
@@ -94,6 +96,7 @@ class PurifiedDataset(Dataset):
         cache_dtype: str = "uint8",
         progress: bool = True,
         num_workers: int | None = None,
+        lazy: bool = False,
     ) -> None:
         check_int(batch_size, "batch_size", low=1)
         check_choice(cache_dtype, "cache_dtype", STORAGE_DTYPES)
@@ -112,6 +115,8 @@ class PurifiedDataset(Dataset):
         self._key: str | None = None
         self._store: ShardReader | None = None  # the purified images at cache_dtype precision, by shard
         self._memory: torch.Tensor | None = None  # all of them, when they fit in IN_MEMORY_BYTES
+        if not check_type(lazy, "lazy", bool):
+            self.prepare()
 
     def _map_source(self, data: Any) -> Source:
         workers = 0 if is_pair(data) else self.num_workers
@@ -196,11 +201,10 @@ class PurifiedDataset(Dataset):
         if self._store is not None:
             return self
         if torch.utils.data.get_worker_info() is not None:
-            warnings.warn(
+            warn(
                 "PurifiedDataset is purifying inside a DataLoader worker, so every worker does it; "
                 "call .prepare() before building the DataLoader",
                 RuntimeWarning,
-                stacklevel=2,
             )
         labels = to_labels(self.source.labels(self.batch_size), len(self), self.purifier.num_classes)
         accelerator = self.accelerator
@@ -212,6 +216,9 @@ class PurifiedDataset(Dataset):
         kept: dict[int, torch.Tensor] = {}
         with cache.lock() if cache is not None else contextlib.nullcontext():
             todo = broadcast(accelerator, cache.missing_shards() if cache is not None else range(self.num_shards))
+            if cache is not None:
+                logger.info("cache %s: %d of %d shards cached, %d to purify", self._key,
+                            self.num_shards - len(todo), self.num_shards, len(todo))
             self._fill(list(todo), labels, cache, kept)
         cached = broadcast(accelerator, cache is not None)
         wait_for_everyone(accelerator)
@@ -276,7 +283,7 @@ class PurifiedDataset(Dataset):
         reads = read_batches(self.source, [self._shard_range(index) for index in mine], num_workers=self.num_workers)
         show = self.progress and is_main_process(accelerator)
         total = sum(len(self._shard_range(index)) for index in todo)
-        with tqdm(total=total, desc="purifying", unit="img", disable=not show) as bar, worker_errors():
+        with tqdm(total=total, desc="purifying", unit="img", **bar_options(show)) as bar, worker_errors():
             for step in range(rounds):
                 done = []
                 if step < len(mine):
@@ -319,7 +326,8 @@ class PurifiedDataset(Dataset):
         """
         if self.source.columns is None:
             raise InputTypeError(f"to_hf_dataset needs a datasets.Dataset source, got {type(self.dataset).__name__}")
-        return replace_hf_images(self.dataset, self.source.columns, self.stored_images, self.fingerprint)
+        with datasets_bars(self.progress):
+            return replace_hf_images(self.dataset, self.source.columns, self.stored_images, self.fingerprint)
 
 
 def _valid_shards(cache: TensorCache | None) -> set[int]:
@@ -340,10 +348,9 @@ def _write(cache: TensorCache | None, results: list[tuple[int, torch.Tensor]]) -
         for index, stored in results:
             cache.write_shard(index, stored)
     except CacheUnavailableError as error:
-        warnings.warn(
+        warn(
             f"dvae_transform: {error}; continuing without a cache (shards not cached are kept in memory)",
             RuntimeWarning,
-            stacklevel=4,
         )
         return None
     return cache

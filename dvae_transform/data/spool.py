@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from ..distributed import gather, is_main_process, wait_for_everyone
 from ..files import atomic_write
+from ..log import bar_options
 from ..validation import InputTypeError
 from ..workers import worker_errors
 from .loader import usable_workers
@@ -126,7 +127,7 @@ def spool(data: Any, folder: Path, *, image_column: str | None = None, label_col
     shape = None
     chunks = DataLoader(stream, batch_size=None, num_workers=usable_workers(workers))
     show = progress and is_main_process(accelerator)
-    with tqdm(desc="spooling", unit="img", disable=not show) as bar, worker_errors():
+    with tqdm(desc="spooling", unit="img", **bar_options(show)) as bar, worker_errors():
         for images, labels, shard_ids, positions in chunks:
             if shape is not None and tuple(images.shape[1:]) != shape:
                 raise ValueError(

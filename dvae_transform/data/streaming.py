@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from ..cache.store import TensorCache, default_cache_dir, shard_name
 from ..distributed import broadcast, is_main_process, share, wait_for_everyone
 from ..fingerprint import weights_hash
+from ..log import bar_options
 from ..precision import decode, encode
 from ..purify import remove_perturbation
 from ..training_set import TensorSet, TrainingSet
@@ -142,7 +143,7 @@ class StreamedSet:
         ranges = [cache.shard_range(index) for index in indices]
         batches = read_batches(self.source, ranges, num_workers=self.num_workers, pin_memory=True)
         show = self.progress and is_main_process(accelerator) and bool(indices)
-        with tqdm(total=sum(map(len, ranges)), desc="stage-1 output", unit="img", disable=not show) as bar, \
+        with tqdm(total=sum(map(len, ranges)), desc="stage-1 output", unit="img", **bar_options(show)) as bar, \
                 worker_errors():
             for index, (images, labels) in zip(indices, batches):
                 cache.write_shard(index, encode(remove_perturbation(model, decode(images), labels, subtract=subtract)))

@@ -8,12 +8,14 @@ float images in [0, 1] of the same shape. ``name`` identifies the baseline in re
 
 from __future__ import annotations
 
+import io
 from abc import ABC, abstractmethod
 from typing import Any
 
+import PIL.Image
 import torch
-from torchvision.io import decode_jpeg, encode_jpeg
 from torchvision.transforms.functional import rgb_to_grayscale
+from torchvision.transforms.v2.functional import pil_to_tensor, to_pil_image
 
 from ..config import FitConfig, resolve_config
 from ..fit import accelerator_for, build_model, train_stage
@@ -57,9 +59,14 @@ class JPEGCompression(Baseline):
     def _purify_batch(self, batch: torch.Tensor) -> torch.Tensor:
         if batch.shape[1] not in (1, 3):
             raise ValueError(f"JPEG needs 1 or 3 channels, got {batch.shape[1]} in shape {tuple(batch.shape)}")
-        as_bytes = list(encode(batch, "uint8").cpu())
-        decoded = decode_jpeg(encode_jpeg(as_bytes, quality=self.quality))
+        decoded = [self._round_trip(image) for image in encode(batch, "uint8").cpu()]
         return decode(torch.stack(decoded)).to(batch.device)
+
+    def _round_trip(self, image: torch.Tensor) -> torch.Tensor:
+        """One uint8 CHW image through Pillow's JPEG encoder and decoder (torchvision.io's codecs are deprecated)."""
+        buffer = io.BytesIO()
+        to_pil_image(image).save(buffer, format="JPEG", quality=self.quality)
+        return pil_to_tensor(PIL.Image.open(buffer))
 
 
 class BitDepthReduction(Baseline):
@@ -115,11 +122,11 @@ class PlainVAE(Baseline):
         batch = to_float_images(images)
         model = build_model(config, in_channels=batch.shape[1], image_size=batch.shape[-1], num_classes=1,
                             seed=config.seed)
-        trained, history = train_stage(
-            model, batch, torch.zeros(batch.shape[0], dtype=torch.long), stage=1, config=config,
-            accelerator=accelerator_for(config), progress=progress,
-            perturbation_branch=False,
-        )
+        with accelerator_for(config) as accelerator:
+            trained, history = train_stage(
+                model, batch, torch.zeros(batch.shape[0], dtype=torch.long), stage=1, config=config,
+                accelerator=accelerator, progress=progress, perturbation_branch=False,
+            )
         purifier = cls(trained)
         purifier.history = history
         return purifier
