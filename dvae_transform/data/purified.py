@@ -276,7 +276,8 @@ class PurifiedDataset(Dataset):
         reads = read_batches(self.source, [self._shard_range(index) for index in mine], num_workers=self.num_workers)
         show = self.progress and is_main_process(accelerator)
         total = sum(len(self._shard_range(index)) for index in todo)
-        with tqdm(total=total, desc="purifying", unit="img", disable=not show) as bar, worker_errors():
+        with tqdm(total=total, desc="purifying", unit="img", disable=not show) as bar, worker_errors(), \
+                contextlib.closing(reads):
             for step in range(rounds):
                 done = []
                 if step < len(mine):
