@@ -80,6 +80,24 @@ def test_a_large_set_is_served_from_the_cache_files(purifier, data, tmp_path, mo
     assert torch.equal(dataset[25][0], reference[25]) and calls == [8]
 
 
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_negative_and_bad_indices_mean_the_same_on_every_path(purifier, data, tmp_path, monkeypatch, in_memory) -> None:
+    if not in_memory:
+        monkeypatch.setattr(purified_module, "IN_MEMORY_BYTES", 0)
+    reference = _purified(data, purifier, None).images
+    dataset = _purified(data, purifier, tmp_path).prepare()
+    assert (dataset._memory is not None) == in_memory
+    labels = data.tensors[1]
+    for index in (-1, -37, -44, 43):
+        image, label = dataset[index]
+        assert torch.equal(image, reference[index]) and label == int(labels[index])
+    for index in (44, -45):
+        with pytest.raises(IndexError, match=f"item index {index} is out of range for 44 items"):
+            dataset[index]
+    with pytest.raises(TypeError, match="an item index must be an int, got float"):
+        dataset[1.0]
+
+
 class _Dying(Dataset):
     """Items of ``data``; the second read of item ``kill_at`` (the first is the fingerprint's pass) kills
     the DataLoader worker reading it."""

@@ -19,7 +19,7 @@ from ..fingerprint import purification_key, weights_hash
 from ..images import to_labels
 from ..precision import STORAGE_DTYPES, decode, encode
 from ..transforms import DVAEPurify
-from ..validation import InputTypeError, check_choice, check_int
+from ..validation import InputTypeError, check_choice, check_int, item_index
 from ..workers import worker_errors
 from .formats import replace_hf_images
 from .loader import default_workers, read_batches
@@ -133,6 +133,7 @@ class PurifiedDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         self.prepare()
+        index = item_index(index, len(self))
         stored = self._memory[index] if self._memory is not None else self._stored_item(index)
         image = decode(stored)
         if self.transform is not None:

@@ -19,6 +19,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from ..precision import decode
+from ..validation import item_index
 
 OPEN_FILES = 8
 TENSOR = "images"
@@ -84,7 +85,7 @@ class ShardReader:
 
     def read_items(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Items ``indices`` as (stored images, int64 labels)."""
-        chosen = torch.as_tensor(list(indices), dtype=torch.long)
+        chosen = torch.as_tensor([item_index(index, len(self)) for index in indices], dtype=torch.long)
         rows = chosen if self.order is None else self.order[chosen]
         images = []
         for row in rows.tolist():
