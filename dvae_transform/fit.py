@@ -86,6 +86,25 @@ def _batch_metrics(terms: Any, output: Any, x: torch.Tensor) -> torch.Tensor:
     return torch.stack([value.float() for value in values]) * len(x)
 
 
+class DivergedError(RuntimeError):
+    """A fit's weights stopped being finite numbers: the training diverged."""
+
+
+def check_finite(model: torch.nn.Module, *, stage: int, epoch: int, config: FitConfig) -> None:
+    """Raise :class:`DivergedError` if any weight or buffer of ``model`` is NaN or infinite after ``epoch`` (0-based).
+
+    Run at the end of every epoch of every stage, before the epoch is checkpointed, so a diverged fit is
+    never returned, saved or resumed from.
+    """
+    for name, value in model.state_dict().items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise DivergedError(
+                f"stage {stage} diverged in epoch {epoch + 1}/{config.epochs}: its weights are no longer finite "
+                f"(NaN or inf, first in {name!r}); lower the learning rate "
+                f"(lr={config.lr:g}, e.g. lr={config.lr / 10:g}) or the gradient clip (grad_clip={config.grad_clip:g})"
+            )
+
+
 def train_stage(
     model: DVAE,
     data: TrainingSet | torch.Tensor,
@@ -161,6 +180,7 @@ def train_stage(
                 f"stage {stage} epoch {epoch + 1}/{config.epochs}: loss {record['loss']:.4f} "
                 f"kl {record['kl']:.2f} psnr {record['psnr']:.2f} dB ({record['images_per_s']:.0f} img/s)"
             )
+        check_finite(accelerator.unwrap_model(model), stage=stage, epoch=epoch, config=config)
         states = gather(accelerator, [generator.get_state()]) if checkpoint.path is not None else []
         if accelerator.is_main_process:
             checkpoint.save(accelerator.unwrap_model(model), optimizer, scheduler, states, epoch)

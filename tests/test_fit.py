@@ -14,7 +14,7 @@ from conftest import make_images
 
 from dvae_transform import PRESETS, DVAEPurify, FitConfig
 from dvae_transform.config import resolve_config
-from dvae_transform.fit import build_model
+from dvae_transform.fit import DivergedError, build_model
 from dvae_transform.fit_checkpoint import StageCheckpoint
 
 TINY = {"epochs": 2, "width": 8, "latent_dim": 8, "batch_size": 32, "progress": False}
@@ -145,6 +145,13 @@ def test_damaged_checkpoint_files_are_named(tiny_data, tmp_path, name, damage) -
     with pytest.raises(ValueError) as caught:
         DVAEPurify.fit(tiny_data, seed=0, checkpoint_dir=tmp_path, **ONE_EPOCH)
     assert str(path) in str(caught.value) and "weights_only" not in str(caught.value)
+
+
+def test_a_diverged_fit_is_refused_and_never_checkpointed(tiny_data, tmp_path) -> None:
+    words = r"stage 1 diverged in epoch 1/2: .* no longer finite .*lower the learning rate \(lr=1e\+08, e\.g\. lr=1e\+07\)"
+    with pytest.raises(DivergedError, match=words):
+        DVAEPurify.fit(tiny_data, checkpoint_dir=tmp_path, **{**TINY, "lr": 1e8})
+    assert StageCheckpoint(tmp_path, 1).finished_epochs() == 0
 
 
 def test_warm_start_with_more_classes_is_refused_before_training(tiny_purifier, tmp_path) -> None:
