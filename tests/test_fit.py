@@ -148,7 +148,7 @@ def test_damaged_checkpoint_files_are_named(tiny_data, tmp_path, name, damage) -
 
 
 def test_a_diverged_fit_is_refused_and_never_checkpointed(tiny_data, tmp_path) -> None:
-    words = r"stage 1 diverged in epoch 1/2: .* no longer finite .*lower the learning rate \(lr=1e\+08, e\.g\. lr=1e\+07"
+    words = r"stage 1 diverged in epoch 1/2: .* no longer finite .*learning rate \(lr=1e\+08, e\.g\. lr=1e\+07"
     with pytest.raises(DivergedError, match=words):
         DVAEPurify.fit(tiny_data, checkpoint_dir=tmp_path, **{**TINY, "lr": 1e8})
     assert StageCheckpoint(tmp_path, 1).finished_epochs() == 0
