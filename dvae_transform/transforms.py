@@ -26,6 +26,7 @@ from .checkpoints.card import render_model_card
 from .checkpoints.layout import fetch_purifier, load_stages, save_purifier
 from .checkpoints.registry import Registry
 from .checkpoints.resolve import CheckpointSource, load_checkpoint
+from .checkpoints.weights import AtomicSave
 from .config import FitConfig, resolve_config
 from .data.streaming import training_set
 from .fit import accelerator_for, fit_two_stage
@@ -76,7 +77,8 @@ def _device(device: str | torch.device) -> torch.device:
 
 
 class DVAEPurify(
-    ModelHubMixin,  # first: v2.Transform.__init_subclass__ takes no class keywords
+    AtomicSave,  # save_pretrained written all at once
+    ModelHubMixin,  # before v2.Transform: v2.Transform.__init_subclass__ takes no class keywords
     v2.Transform,
     **hub_metadata(),
 ):
@@ -231,8 +233,9 @@ class DVAEPurify(
         return purifier
 
     # --- saving and loading ---------------------------------------------------------
-    # ``save_pretrained(folder, model_card_kwargs=...)`` and ``push_to_hub(repo_id, ...)`` come from
-    # ``ModelHubMixin``; they write the layout below plus a README.md model card (kept if already there).
+    # ``save_pretrained(folder, model_card_kwargs=...)`` (:class:`AtomicSave`: the folder is replaced at once) and
+    # ``push_to_hub(repo_id, ...)`` come from ``ModelHubMixin``; they write the layout below plus a README.md model
+    # card (kept if already there).
 
     def _save_pretrained(self, save_directory: Path) -> None:
         """Write ``config.json`` (purification defaults) and ``stage1/``, ``stage2/`` (config + safetensors)."""
