@@ -249,6 +249,21 @@ def test_fit_saves_weights_that_reproduce_the_output(tmp_path, data_u8, capsys):
     assert_within_one_level(out, expected_output(fitted, images, labels))
 
 
+@pytest.mark.parametrize("where", ["data", "data/w", "out", "out/w"])
+def test_save_weights_into_the_input_or_the_output_is_refused_before_any_work(tmp_path, data_u8, capsys, where):
+    write_image_folder(tmp_path / "data", *data_u8)
+    before = sorted(path.as_posix() for path in (tmp_path / "data").rglob("*"))
+    args = ["purify", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--fit", "--epochs", "1",
+            "--width", "8", "--latent-dim", "8", "--save-weights", str(tmp_path / where), "--device", "cpu",
+            "--no-progress"]
+    assert main(args) == 1
+    printed, error = capsys.readouterr()
+    what = "the input (--data)" if where.startswith("data") else "the output (--out)"
+    assert f"--save-weights {tmp_path / where} " in error and what in error and "choose another --save-weights" in error
+    assert "fitted" not in printed  # refused before the work
+    assert sorted(path.as_posix() for path in (tmp_path / "data").rglob("*")) == before
+
+
 def test_weights_from_a_hub_repo(npz_path, tmp_path, data_u8, tiny_purifier, weights_dir, fake_hub):
     files = {path.relative_to(weights_dir).as_posix(): path.read_bytes()
              for path in weights_dir.rglob("*") if path.is_file()}
