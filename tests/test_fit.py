@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -230,6 +231,20 @@ def test_zero_init_starts_the_perturbation_branch_at_zero_and_leaves_the_rest_as
     assert changed == [f"perturbation_decoder.{last}.weight", f"perturbation_decoder.{last}.bias"]
     with pytest.raises(TypeError, match="zero_init_perturbation"):
         FitConfig(zero_init_perturbation=1)
+
+
+@pytest.mark.parametrize(("setting", "error", "words"), [
+    ({"kl_bounds": (float("nan"), 3.0)}, ValueError, "kl_bounds (stage 1) must be a positive finite number, got nan"),
+    ({"kl_bounds": (1.0, -3.0)}, ValueError, "kl_bounds (stage 2) must be a positive finite number, got -3.0"),
+    ({"kl_bounds": (1.0, float("inf"))}, ValueError, "kl_bounds (stage 2) must be a positive finite number, got inf"),
+    ({"kl_bounds": ("1", 3.0)}, TypeError, "kl_bounds (stage 1) must be a number, got str ('1')"),
+    ({"kl_bounds": 3.0}, TypeError, "kl_bounds must be a tuple or a list, got float (3.0)"),
+    ({"seed": 1.5}, TypeError, "seed must be an int, got float (1.5)"),
+    ({"seed": "0"}, TypeError, "seed must be an int, got str ('0')"),
+])
+def test_fit_settings_of_a_wrong_type_or_value_are_refused(setting, error, words) -> None:
+    with pytest.raises(error, match=re.escape(f"fit settings: {words}")):
+        FitConfig(**setting)
 
 
 def test_the_fit_subtraction_rule_feeds_stage_2_and_the_purifier(tiny_data) -> None:
