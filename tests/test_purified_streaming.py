@@ -80,6 +80,18 @@ def test_a_large_set_is_served_from_the_cache_files(purifier, data, tmp_path, mo
     assert torch.equal(dataset[25][0], reference[25]) and calls == [8]
 
 
+def test_a_shard_changed_on_disk_after_prepare_is_never_served(purifier, data, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(purified_module, "IN_MEMORY_BYTES", 0)
+    reference = _purified(data, purifier, None).images
+    dataset = _purified(data, purifier, tmp_path).prepare()
+    assert torch.equal(dataset[9][0], reference[9])  # shard 1 is open (memory-mapped) now
+    folder = tmp_path / dataset.fingerprint
+    shutil.copyfile(folder / "shard-00000.safetensors", folder / "shard-00001.safetensors")  # valid, but not shard 1
+    calls = count_calls(monkeypatch, purifier)
+    assert torch.equal(dataset[9][0], reference[9]) and calls == [8]  # purified again, not shard 0's item 1
+    assert torch.equal(dataset[10][0], reference[10]) and calls == [8]
+
+
 @pytest.mark.parametrize("in_memory", [True, False])
 def test_negative_and_bad_indices_mean_the_same_on_every_path(purifier, data, tmp_path, monkeypatch, in_memory) -> None:
     if not in_memory:

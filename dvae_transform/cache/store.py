@@ -130,7 +130,8 @@ def shard_name(index: int) -> str:
     return f"shard-{index:05d}.safetensors"
 
 
-def _stat_signature(stat: os.stat_result) -> tuple[int, int, int, int]:
+def file_signature(stat: os.stat_result) -> tuple[int, int, int, int]:
+    """What changes when a file is rewritten, replaced or edited: inode, size and modification/change times."""
     return stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
 
 
@@ -195,6 +196,12 @@ class TensorCache:
         self._discard([index for index in missing if (self.path / shard_name(index)).exists()])
         return missing
 
+    def verified_signature(self, index: int) -> tuple[int, int, int, int] | None:
+        """The :func:`file_signature` of shard ``index``'s file when this object last checked its checksum (None:
+        never): a reader comparing it before each read serves the shard only as checked."""
+        verified = self._verified.get(index)
+        return None if verified is None else verified[0]
+
     def is_complete(self) -> bool:
         """Whether every shard is validly stored."""
         return not self.missing_shards()
@@ -215,7 +222,7 @@ class TensorCache:
             entries = self._entries()
             entries[index] = {"sha256": digest, "size": len(data)}
             self._write_manifest(entries)
-            self._verified[index] = (_stat_signature(path.stat()), digest)
+            self._verified[index] = (file_signature(path.stat()), digest)
 
     def load_shard(self, index: int) -> torch.Tensor:
         """Shard ``index`` as stored; raises :class:`CacheMissError` if it is not validly stored."""
@@ -282,7 +289,7 @@ class TensorCache:
             return None
         try:
             with open(self.path / shard_name(index), "rb") as handle:
-                signature = _stat_signature(os.fstat(handle.fileno()))
+                signature = file_signature(os.fstat(handle.fileno()))
                 data = handle.read()
         except OSError:  # missing, or not a readable file
             return None
@@ -309,7 +316,7 @@ class TensorCache:
             return False
         if stat.st_size != entry["size"]:
             return False
-        if self._verified.get(index) == (_stat_signature(stat), entry["sha256"]):
+        if self._verified.get(index) == (file_signature(stat), entry["sha256"]):
             return True
         return self._read_shard(index, entry) is not None
 

@@ -226,7 +226,8 @@ class PurifiedDataset(Dataset):
             for index in range(self.num_shards)
         ]
         counts = [len(self._shard_range(index)) for index in range(self.num_shards)]
-        self._store = ShardReader(parts, counts, labels)
+        signatures = [cache.verified_signature(index) if index in valid else None for index in range(self.num_shards)]
+        self._store = ShardReader(parts, counts, labels, signatures=signatures)
         if len(self) * math.prod(self._item_shape) * STORAGE_DTYPES[self.cache_dtype].itemsize <= IN_MEMORY_BYTES:
             self._memory = torch.cat([self._stored_shard(index) for index in range(self.num_shards)])
         wait_for_everyone(accelerator)
