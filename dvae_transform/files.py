@@ -15,6 +15,19 @@ from pathlib import Path
 TMP_PREFIX = ".tmp-"
 
 
+class LinkError(OSError):
+    """A path the library would write or delete through is a symbolic link."""
+
+
+def refuse_link(path: Path) -> Path:
+    """``path``, unless it is a symbolic link (:class:`LinkError`): the library writes and deletes only in folders
+    it made, never through a link that could lead it elsewhere. The one check before every such write."""
+    if path.is_symlink():
+        raise LinkError(f"{path} is a symbolic link; dvae_transform never writes or deletes through links: "
+                        "remove the link (or point the setting at the real folder)")
+    return path
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` all at once: a temp file in the same folder, fsync, ``os.replace``."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TMP_PREFIX, suffix=".part")
@@ -86,11 +99,11 @@ def replace_folder(target: Path, write: Callable[[Path], None]) -> None:
     killed earlier write) are removed first; a failed ``write`` removes its own and leaves ``target`` alone.
 
     Raises:
-        FileExistsError: ``target`` is a link or a file.
+        LinkError: ``target`` is a link.
+        FileExistsError: ``target`` is a file.
     """
-    if target.is_symlink() or (target.exists() and not target.is_dir()):
-        kind = "link" if target.is_symlink() else "file"
-        raise FileExistsError(f"{target} is a {kind}, not a folder: remove it or choose another folder")
+    if refuse_link(target).exists() and not target.is_dir():
+        raise FileExistsError(f"{target} is a file, not a folder: remove it or choose another folder")
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(target)
     staging = _new_staging(target)

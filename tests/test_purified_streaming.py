@@ -80,6 +80,24 @@ def test_a_large_set_is_served_from_the_cache_files(purifier, data, tmp_path, mo
     assert torch.equal(dataset[25][0], reference[25]) and calls == [8]
 
 
+@pytest.mark.parametrize("tmp", ["link", "file"])
+def test_an_unusable_cache_tmp_folder_spools_to_the_system_temp_folder(purifier, data, tmp_path, tmp) -> None:
+    """A ``tmp`` that is a link (writes would land outside the cache) or cannot be made: the system's temp folder."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root = tmp_path / "cache"
+    root.mkdir()
+    if tmp == "link":
+        (root / "tmp").symlink_to(outside)
+    else:
+        (root / "tmp").write_text("not a folder")
+    images, labels = data.tensors
+    dataset = PurifiedDataset(Stream(list(zip(images, labels.tolist()))), purifier, cache_dir=root, cache=False,
+                              batch_size=8, progress=False)
+    assert torch.equal(dataset.labels, labels)
+    assert not any(outside.iterdir())
+
+
 def test_a_shard_changed_on_disk_after_prepare_is_never_served(purifier, data, tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(purified_module, "IN_MEMORY_BYTES", 0)
     reference = _purified(data, purifier, None).images

@@ -41,7 +41,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as _load_safetensors
 from safetensors.torch import save as _save_safetensors
 
-from ..files import TMP_PREFIX, atomic_write
+from ..files import TMP_PREFIX, atomic_write, refuse_link
 from ..precision import STORAGE_DTYPES
 from ..validation import check_choice, check_int
 
@@ -80,8 +80,9 @@ def _unavailable_on_oserror(path: Path) -> Iterator[None]:
         raise CacheUnavailableError(f"cache directory {path} is not writable: {reason}") from error
 
 
-def _probe_writable(directory: Path) -> None:
+def _probe_writable(directory: Path, lock: Path) -> None:
     with _unavailable_on_oserror(directory):
+        refuse_link(directory), refuse_link(lock)
         directory.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=directory, prefix=TMP_PREFIX, suffix=".probe"):
             pass
@@ -167,7 +168,7 @@ class TensorCache:
         self.num_shards = math.ceil(num_items / shard_size)
         self._lock = entry_lock(self.root, key)
         self._verified: dict[int, tuple[tuple[int, int, int, int], str]] = {}
-        _probe_writable(self.path)
+        _probe_writable(self.path, Path(self._lock.lock_file))
         self._init_manifest()
 
     def __repr__(self) -> str:
