@@ -34,7 +34,14 @@ from .images import ImageInput, apply_to_batch, to_float_images, to_labels
 from .metadata import hub_metadata
 from .model import DVAE
 from .precision import encode
-from .purify import DEFAULT_SUBTRACTION, SUBTRACTION_RULES, default_batch_size, purify_two_stage, reconstruct
+from .purify import (
+    DEFAULT_SUBTRACTION,
+    MAX_BATCH_SIZE,
+    SUBTRACTION_RULES,
+    default_batch_size,
+    purify_two_stage,
+    reconstruct,
+)
 from .validation import check_choice, check_int, check_type
 
 
@@ -124,7 +131,9 @@ class DVAEPurify(
         if any(stage1.config[key] != stage2.config[key] for key in ("in_channels", "image_size", "num_classes")):
             raise ValueError(f"stage1 and stage2 were built for different data: {stage1.config} vs {stage2.config}")
         self.stage1, self.stage2 = stage1.eval(), stage2.eval()
-        self.batch_size = None if batch_size is None else check_int(batch_size, "batch_size", low=1)
+        if batch_size is not None:
+            check_int(batch_size, "batch_size", low=1, high=MAX_BATCH_SIZE)
+        self.batch_size = batch_size
         self.sample = check_type(sample, "sample", bool)
         self.seed = check_type(seed, "seed", int, type(None))
         self.subtract = check_choice(subtract, "subtract", SUBTRACTION_RULES)

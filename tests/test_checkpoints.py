@@ -268,6 +268,7 @@ def test_refused_weights_leave_a_model_untouched(saved: Path, tiny_purifier: DVA
         ("config.json", {"sample": "yes"}, TypeError, r"sample must be a bool"),
         ("config.json", {"subtract": "mean"}, ValueError, r"subtract must be .effect. or .raw., got .mean."),
         ("config.json", {"format_version": 2}, ValueError, r"format_version 2 is not supported"),
+        ("config.json", {"batch_size": 10**9}, ValueError, r"config.json: batch_size must be an int in \[1, 4096\]"),
     ],
 )
 def test_bad_config_is_refused_before_any_tensor_is_read(
