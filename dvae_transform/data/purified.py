@@ -5,16 +5,26 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import tempfile
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ..cache.store import CacheMissError, CacheUnavailableError, TensorCache, open_cache, shard_name
+from ..cache.store import (
+    CacheMissError,
+    CacheUnavailableError,
+    TensorCache,
+    default_cache_dir,
+    open_cache,
+    shard_name,
+)
 from ..distributed import broadcast, gather, is_main_process, share, wait_for_everyone
+from ..files import refuse_link
 from ..fingerprint import purification_key, weights_hash
 from ..images import to_labels
 from ..precision import STORAGE_DTYPES, decode, encode
@@ -322,7 +332,23 @@ class PurifiedDataset(Dataset):
         """
         if self.source.columns is None:
             raise InputTypeError(f"to_hf_dataset needs a datasets.Dataset source, got {type(self.dataset).__name__}")
-        return replace_hf_images(self.dataset, self.source.columns, self.stored_images, self.fingerprint)
+        stored = self.stored_images
+        return replace_hf_images(self.dataset, self.source.columns, stored, self.fingerprint,
+                                 cache_file=self._hf_cache_file())
+
+    def _hf_cache_file(self) -> Path | None:
+        """Where :meth:`to_hf_dataset` writes its table: ``<cache root>/hf/<key>.arrow``; None (in memory) without a
+        cache or when the cache root cannot be written."""
+        if not self.cache:
+            return None
+        folder = (default_cache_dir() if self.cache_dir is None else Path(self.cache_dir)) / "hf"
+        try:
+            refuse_link(folder).mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError:
+            return None
+        return folder / f"{self.fingerprint}.arrow"
 
 
 def _valid_shards(cache: TensorCache | None) -> set[int]:
