@@ -324,7 +324,8 @@ def test_to_hf_dataset_never_writes_beside_a_save_to_disk_source(purifier, hf_im
     out = dataset.to_hf_dataset()
     assert torch.equal(out.with_format("torch")[:]["img"].float() / 255, dataset.images)
     assert sorted(path.name for path in (tmp_path / "user").iterdir()) == before
-    assert [Path(file["filename"]).parent for file in out.cache_files] == ([tmp_path / "cache" / "hf"] if cached else [])
+    written = [Path(file["filename"]).parent for file in out.cache_files]
+    assert written == ([tmp_path / "cache" / "hf"] if cached else [])
 
 
 def test_to_hf_dataset_needs_an_hf_source(purifier, data):
