@@ -38,6 +38,7 @@ from .workers import worker_errors
 
 METRICS = ("loss", "kl", "psnr", "psnr_combined", "perturbation_power")
 RANK_SEED_STRIDE = 1_000_003  # process r draws its latent noise from seed + r * stride
+INFERRED_CLASSES_FREE = 1000  # so many classes may be inferred from the labels whatever the number of images
 
 
 @dataclass
@@ -208,6 +209,19 @@ def accelerator_for(config: FitConfig) -> Accelerator:
     return Accelerator(mixed_precision=config.mixed_precision)
 
 
+def inferred_classes(labels: torch.Tensor) -> int:
+    """The class count the labels imply (largest label + 1), refused when it is far beyond what the data can fill:
+    more than ``max(len(labels), INFERRED_CLASSES_FREE)`` classes (a stray id would size the class embedding)."""
+    largest = int(labels.max())
+    if largest + 1 > max(len(labels), INFERRED_CLASSES_FREE):
+        raise ValueError(
+            f"labels go up to {largest} (dataset item {int(labels.argmax())}), which makes {largest + 1} classes "
+            f"for {len(labels)} images; relabel the classes 0 to K-1, or pass num_classes= explicitly if the ids are "
+            "meant"
+        )
+    return largest + 1
+
+
 def _check_shapes(data: TrainingSet, num_classes: int, init: tuple[DVAE, DVAE] | None) -> None:
     """Refuse data the stages cannot be fitted on, before any training."""
     needed = int(data.labels.max()) + 1
@@ -281,7 +295,7 @@ def fit_two_stage(
         data = TensorSet(data, labels)
     accelerator = accelerator or accelerator_for(config)
     if num_classes is None:
-        num_classes = init[0].num_classes if init is not None else int(data.labels.max()) + 1
+        num_classes = init[0].num_classes if init is not None else inferred_classes(data.labels)
     _check_shapes(data, num_classes, init)
     to_labels(data.labels, len(data), num_classes)  # labels in [0, num_classes), or an error naming them
     root = None if checkpoint_dir is None else Path(checkpoint_dir)

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import make_images
@@ -215,6 +216,25 @@ def test_bad_fit_input_is_named(data, error, words) -> None:
     kwargs = {"num_classes": 4} if isinstance(data, tuple) else {}
     with pytest.raises(error, match=words):
         DVAEPurify.fit(data, **kwargs, **TINY)
+
+
+def test_a_stray_huge_label_is_refused_unless_num_classes_is_given(tiny_data) -> None:
+    images, labels = tiny_data
+    labels = labels.clone()
+    labels[17] = 99_999
+    with pytest.raises(ValueError, match=r"labels go up to 99999 \(dataset item 17\), which makes 100000 classes for "
+                                         r"64 images; relabel .* or pass num_classes= explicitly"):
+        DVAEPurify.fit((images, labels), **TINY)
+
+
+@pytest.mark.parametrize(("label", "error", "words"), [
+    (torch.tensor(1 + 2j), TypeError, r"dataset item 5: label must be an integer, got tensor\(1\.\+2\.j\)"),
+    (np.uint64(2**64 - 1), ValueError, "dataset item 5: label 18446744073709551615 is not a class id"),
+])
+def test_a_complex_or_overflowing_label_names_its_item(tiny_data, label, error, words) -> None:
+    items = [(image, label if index == 5 else int(value)) for index, (image, value) in enumerate(zip(*tiny_data))]
+    with pytest.raises(error, match=words):
+        DVAEPurify.fit(items, **TINY)
 
 
 def test_zero_init_starts_the_perturbation_branch_at_zero_and_leaves_the_rest_as_seeded() -> None:
