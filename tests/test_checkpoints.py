@@ -125,12 +125,22 @@ def test_a_save_stopped_at_any_moment_leaves_one_whole_purifier(tiny_purifier: D
                 assert found in expected, moment
             finally:
                 saver.send_signal(signal.SIGCONT)
+        while True:  # kill it in the middle of a save
+            saver.send_signal(signal.SIGSTOP)
+            if _staging(tmp_path):
+                break
+            saver.send_signal(signal.SIGCONT)
+            time.sleep(0.001)
     finally:
         saver.kill()
         saver.wait()
-    assert [path.name for path in tmp_path.iterdir() if path.name.startswith(".tmp-")]  # the killed save's staging
+    assert _staging(tmp_path)  # the killed save's
     tiny_purifier.save_pretrained(target)  # removes it
-    assert not [path.name for path in tmp_path.iterdir() if path.name.startswith(".tmp-")]
+    assert not _staging(tmp_path)
+
+
+def _staging(folder: Path) -> list[str]:
+    return [path.name for path in folder.iterdir() if path.name.startswith(".tmp-")]
 
 
 def test_a_save_refuses_a_folder_holding_other_files(tiny_purifier: DVAEPurify, tmp_path: Path) -> None:
