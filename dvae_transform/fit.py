@@ -249,7 +249,8 @@ def _check_shapes(data: TrainingSet, num_classes: int, init: tuple[DVAE, DVAE] |
 
 def _check_record(root: Path, data: TrainingSet, config: FitConfig, num_classes: int,
                   init: tuple[DVAE, DVAE] | None, accelerator: Accelerator) -> None:
-    """Record (or compare) what ``root`` is a checkpoint of; every process raises on a mismatch."""
+    """Record (or compare) what ``root`` is a checkpoint of; every process raises on a mismatch, before the fit's
+    first collective operation but the one that shares the verdict."""
     problem = None
     if accelerator.is_main_process:
         record = {
@@ -257,6 +258,7 @@ def _check_record(root: Path, data: TrainingSet, config: FitConfig, num_classes:
             "num_classes": num_classes,
             "data": fingerprint(data.identity()),
             "init": None if init is None else weights_hash(*init),
+            "processes": accelerator.num_processes,  # each saves its own sampling state: a resume needs as many
         }
         try:
             check_record(root, record)

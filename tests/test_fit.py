@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -136,6 +137,11 @@ def test_checkpoint_of_other_settings_data_or_warm_start_is_refused(tiny_data, t
         DVAEPurify.fit((images, labels.roll(1)), seed=0, checkpoint_dir=tmp_path, **ONE_EPOCH)
     with pytest.raises(ValueError, match="another warm start"):
         DVAEPurify.fit(tiny_data, init=tiny_purifier, seed=0, checkpoint_dir=tmp_path, **ONE_EPOCH)
+    record = json.loads((tmp_path / "fit.json").read_text())
+    assert record["processes"] == 1
+    (tmp_path / "fit.json").write_text(json.dumps({**record, "processes": 2}))  # as a 2-process fit writes it
+    with pytest.raises(ValueError, match=r"a fit of another number of processes \(processes: 2, this fit: 1\)"):
+        DVAEPurify.fit(tiny_data, seed=0, checkpoint_dir=tmp_path, **ONE_EPOCH)
 
 
 @pytest.mark.parametrize("name", ["fit.json", "stage1/last.safetensors"])
