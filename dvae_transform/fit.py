@@ -87,8 +87,8 @@ def _batch_metrics(terms: Any, output: Any, x: torch.Tensor) -> torch.Tensor:
     return torch.stack([value.float() for value in values]) * len(x)
 
 
-class DivergedError(RuntimeError):
-    """A fit's weights stopped being finite numbers: the training diverged."""
+class DivergedError(ValueError):
+    """A fit's weights stopped being finite numbers: the training diverged (its settings, such as lr, are unfit)."""
 
 
 def check_finite(model: torch.nn.Module, *, stage: int, epoch: int, config: FitConfig) -> None:
