@@ -29,8 +29,12 @@ def refuse_link(path: Path) -> Path:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` all at once: a temp file in the same folder, fsync, ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TMP_PREFIX, suffix=".part")
+    """Write ``data`` to ``path`` all at once: a temp file in the same folder, fsync, ``os.replace``.
+
+    The temp file is named like a staging folder (``.tmp-<name>-<pid>-<random>``), so a killed write's is
+    recognised as stale by :func:`remove_stale_staging`.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{_staging_prefix(path)}{os.getpid()}-")
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -77,7 +81,8 @@ def _staging_pid(name: str, prefix: str) -> int | None:
 
 
 def remove_stale_staging(target: Path) -> None:
-    """Delete the staging folders of :func:`replace_folder` for ``target`` left by a killed process.
+    """Delete the staging folders of :func:`replace_folder` (and temp files of :func:`atomic_write`) for ``target``
+    left by a killed process.
 
     They are named ``.tmp-<target name>-<pid>-<random>``; one whose process is gone is stale. Links are
     removed themselves, never followed.

@@ -30,7 +30,7 @@ from torchvision.datasets import ImageFolder
 from torchvision.transforms.v2 import functional as F
 from tqdm.auto import tqdm
 
-from ..files import atomic_write
+from ..files import atomic_write, remove_stale_staging
 from ..fingerprint import fingerprint
 from ..images import batch_layout, describe, from_nchw, image_layout, read_image, to_float_images, to_nchw
 from ..precision import as_uint8, decode
@@ -221,6 +221,7 @@ def _read_npz(path: Path) -> LoadedDataset:
 
 def _write_npz(target: Path, images: torch.Tensor, labels: torch.Tensor, meta: DatasetMeta) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(target)
     buffer = io.BytesIO()
     np.savez(buffer, images=np.ascontiguousarray(from_nchw(images.numpy(), meta.layout)),
              labels=np.asarray(labels, dtype=np.int64))
