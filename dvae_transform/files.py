@@ -107,6 +107,7 @@ def replace_folder(target: Path, write: Callable[[Path], None]) -> None:
         LinkError: ``target`` is a link.
         FileExistsError: ``target`` is a file.
     """
+    target = Path(os.path.abspath(target))  # "." has a name and a parent; links are not followed
     if refuse_link(target).exists() and not target.is_dir():
         raise FileExistsError(f"{target} is a file, not a folder: remove it or choose another folder")
     target.parent.mkdir(parents=True, exist_ok=True)
