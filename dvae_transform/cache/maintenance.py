@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..precision import STORAGE_DTYPES
-from .store import MANIFEST, default_cache_dir, entry_lock, is_count, read_manifest_file, shard_entries, shard_name
+from .store import MANIFEST, cache_root, entry_lock, is_count, read_manifest_file, shard_entries, shard_name
 
 
 def _file_size(path: Path) -> int:
@@ -54,7 +54,7 @@ def cache_info(root: Path | str | None = None) -> list[dict[str, Any]]:
     manifest holds no valid value (such an entry can still be cleared). Folders without a cache
     manifest, and symbolic links, are ignored.
     """
-    root = Path(root) if root is not None else default_cache_dir()
+    root = cache_root(root)
     if not root.is_dir():
         return []
     info = []
@@ -84,7 +84,7 @@ def clear_cache(root: Path | str | None = None, key: str | None = None) -> int:
     filler releases it. Folders without a cache manifest are left alone; an entry that is a symbolic link
     (never made by the cache) is removed as a link, never followed.
     """
-    root = Path(root) if root is not None else default_cache_dir()
+    root = cache_root(root)
     freed = 0
     for link in _linked_entries(root):
         if key is None or link.name == key:

@@ -68,6 +68,11 @@ def default_cache_dir() -> Path:
     return base / "dvae_transform"
 
 
+def cache_root(root: str | os.PathLike | None) -> Path:
+    """``root``, or :func:`default_cache_dir` when None."""
+    return Path(root) if root is not None else default_cache_dir()
+
+
 @contextlib.contextmanager
 def _unavailable_on_oserror(path: Path) -> Iterator[None]:
     """Re-raise any ``OSError`` inside the block as :class:`CacheUnavailableError` naming ``path``."""
@@ -163,7 +168,7 @@ class TensorCache:
         self.item_shape = tuple(int(size) for size in item_shape)
         self.shard_size = shard_size
         self.dtype = dtype
-        self.root = Path(root) if root is not None else default_cache_dir()
+        self.root = cache_root(root)
         self.path = self.root / key
         self.num_shards = math.ceil(num_items / shard_size)
         self._lock = entry_lock(self.root, key)

@@ -19,7 +19,7 @@ from ..cache.store import (
     CacheMissError,
     CacheUnavailableError,
     TensorCache,
-    default_cache_dir,
+    cache_root,
     open_cache,
     shard_name,
 )
@@ -341,7 +341,7 @@ class PurifiedDataset(Dataset):
         cache or when the cache root cannot be written."""
         if not self.cache:
             return None
-        folder = (default_cache_dir() if self.cache_dir is None else Path(self.cache_dir)) / "hf"
+        folder = cache_root(self.cache_dir) / "hf"
         try:
             refuse_link(folder).mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryFile(dir=folder):

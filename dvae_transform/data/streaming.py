@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm.auto import tqdm
 
-from ..cache.store import TensorCache, default_cache_dir, shard_name
+from ..cache.store import TensorCache, cache_root, shard_name
 from ..distributed import broadcast, is_main_process, share, wait_for_everyone
 from ..files import refuse_link
 from ..fingerprint import weights_hash
@@ -84,10 +84,10 @@ class WorkFolder:
             self._finalizer()
 
 
-def _make_work_folder(cache_root: str | os.PathLike | None) -> str:
+def _make_work_folder(root_setting: str | os.PathLike | None) -> str:
     """A fresh ``work-*`` folder in the cache root's ``tmp`` (never through a link), else in the system's temporary
     folder when that one cannot be written (read-only, full, a link)."""
-    root = (default_cache_dir() if cache_root is None else Path(cache_root)) / "tmp"
+    root = cache_root(root_setting) / "tmp"
     try:
         refuse_link(root).mkdir(parents=True, exist_ok=True)
         return tempfile.mkdtemp(prefix="work-", dir=root)
