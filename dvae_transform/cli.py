@@ -36,6 +36,7 @@ from .cache.maintenance import cache_info, clear_cache
 from .cache.store import default_cache_dir
 from .config import PRESETS
 from .data.formats import FORMATS, output_path, read_dataset, write_dataset
+from .data.output import check_apart
 from .data.purified import PurifiedDataset
 from .distributed import is_main_process, state_kept
 from .log import datasets_bars
@@ -249,7 +250,10 @@ def _purify_command(args: argparse.Namespace) -> int:
                                         split=args.split, progress=args.progress)
     shape = "x".join(str(size) for size in images.shape[1:])
     _report(accelerator, f"read {len(images)} images ({shape}) from {args.data} [{meta.format}] in {_seconds(start)}")
-    output_path(args.out, meta, overwrite=args.overwrite)
+    target = output_path(args.out, meta, overwrite=args.overwrite)
+    if args.save_weights is not None:
+        written = {"the input (--data)": meta.source, "the output (--out)": target}
+        check_apart(args.save_weights, "--save-weights", written)
 
     purifier = _get_purifier(args, images, labels, meta.num_classes, accelerator)
     batch_size = {} if args.batch_size is None else {"batch_size": args.batch_size}

@@ -66,12 +66,16 @@ class FitConfig:
                 check_int(getattr(self, name), name, low=1)
             check_number(self.lr, "lr", positive=True)
             check_number(self.grad_clip, "grad_clip", positive=True)
+            check_type(self.kl_bounds, "kl_bounds", tuple, list)
             if len(self.kl_bounds) != 2:
                 raise ValueError(f"kl_bounds needs one bound per stage, got {self.kl_bounds!r}")
+            for stage, bound in enumerate(self.kl_bounds, 1):
+                check_number(bound, f"kl_bounds (stage {stage})", positive=True)
             check_number(self.warmup_fraction, "warmup_fraction", low=0, high=1)
             check_choice(self.mixed_precision, "mixed_precision", ("no", "fp16", "bf16"))
             check_choice(self.subtract, "subtract", SUBTRACTION_RULES)
             check_type(self.zero_init_perturbation, "zero_init_perturbation", bool)
+            check_type(self.seed, "seed", int)
 
 
 PRESETS: dict[str, FitConfig] = {

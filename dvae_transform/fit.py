@@ -41,6 +41,7 @@ from .workers import worker_errors
 
 METRICS = ("loss", "kl", "psnr", "psnr_combined", "perturbation_power")
 RANK_SEED_STRIDE = 1_000_003  # process r draws its latent noise from seed + r * stride
+INFERRED_CLASSES_FREE = 1000  # so many classes may be inferred from the labels whatever the number of images
 
 
 @dataclass
@@ -87,6 +88,25 @@ def _batch_metrics(terms: Any, output: Any, x: torch.Tensor) -> torch.Tensor:
     values = (terms.total.detach(), terms.kl, psnr(output.reconstruction, x), psnr(combined, x),
               terms.perturbation_power)
     return torch.stack([value.float() for value in values]) * len(x)
+
+
+class DivergedError(ValueError):
+    """A fit's weights stopped being finite numbers: the training diverged (its settings, such as lr, are unfit)."""
+
+
+def check_finite(model: torch.nn.Module, *, stage: int, epoch: int, config: FitConfig) -> None:
+    """Raise :class:`DivergedError` if any weight or buffer of ``model`` is NaN or infinite after ``epoch`` (0-based).
+
+    Run at the end of every epoch of every stage, before the epoch is checkpointed, so a diverged fit is
+    never returned, saved or resumed from.
+    """
+    for name, value in model.state_dict().items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise DivergedError(
+                f"stage {stage} diverged in epoch {epoch + 1}/{config.epochs}: its weights are no longer finite "
+                f"(NaN or inf, first in {name!r}); lower the learning rate "
+                f"(lr={config.lr:g}, e.g. lr={config.lr / 10:g}) or the gradient clip (grad_clip={config.grad_clip:g})"
+            )
 
 
 def train_stage(
@@ -162,6 +182,7 @@ def train_stage(
         if accelerator.is_main_process:
             logger.info("stage %d epoch %d/%d: loss %.4f kl %.2f psnr %.2f dB (%.0f img/s)", stage, epoch + 1,
                         config.epochs, record["loss"], record["kl"], record["psnr"], record["images_per_s"])
+        check_finite(accelerator.unwrap_model(model), stage=stage, epoch=epoch, config=config)
         states = gather(accelerator, [generator.get_state()]) if checkpoint.path is not None else []
         if accelerator.is_main_process:
             checkpoint.save(accelerator.unwrap_model(model), optimizer, scheduler, states, epoch)
@@ -199,6 +220,19 @@ def accelerator_for(config: FitConfig, accelerator: Accelerator | None = None) -
         yield Accelerator(mixed_precision=config.mixed_precision, cpu=_cpu_launch())
 
 
+def inferred_classes(labels: torch.Tensor) -> int:
+    """The class count the labels imply (largest label + 1), refused when it is far beyond what the data can fill:
+    more than ``max(len(labels), INFERRED_CLASSES_FREE)`` classes (a stray id would size the class embedding)."""
+    largest = int(labels.max())
+    if largest + 1 > max(len(labels), INFERRED_CLASSES_FREE):
+        raise ValueError(
+            f"labels go up to {largest} (dataset item {int(labels.argmax())}), which makes {largest + 1} classes "
+            f"for {len(labels)} images; relabel the classes 0 to K-1, or pass num_classes= explicitly if the ids are "
+            "meant"
+        )
+    return largest + 1
+
+
 def _check_shapes(data: TrainingSet, num_classes: int, init: tuple[DVAE, DVAE] | None) -> None:
     """Refuse data the stages cannot be fitted on, before any training."""
     needed = int(data.labels.max()) + 1
@@ -226,7 +260,8 @@ def _check_shapes(data: TrainingSet, num_classes: int, init: tuple[DVAE, DVAE] |
 
 def _check_record(root: Path, data: TrainingSet, config: FitConfig, num_classes: int,
                   init: tuple[DVAE, DVAE] | None, accelerator: Accelerator) -> None:
-    """Record (or compare) what ``root`` is a checkpoint of; every process raises on a mismatch."""
+    """Record (or compare) what ``root`` is a checkpoint of; every process raises on a mismatch, before the fit's
+    first collective operation but the one that shares the verdict."""
     problem = None
     if accelerator.is_main_process:
         record = {
@@ -234,6 +269,7 @@ def _check_record(root: Path, data: TrainingSet, config: FitConfig, num_classes:
             "num_classes": num_classes,
             "data": fingerprint(data.identity()),
             "init": None if init is None else weights_hash(*init),
+            "processes": accelerator.num_processes,  # each saves its own sampling state: a resume needs as many
         }
         try:
             check_record(root, record)
@@ -279,7 +315,7 @@ def _fit_two_stage(data: TrainingSet, num_classes: int | None, config: FitConfig
                    compile: bool) -> FitResult:
     """:func:`fit_two_stage` with its accelerator."""
     if num_classes is None:
-        num_classes = init[0].num_classes if init is not None else int(data.labels.max()) + 1
+        num_classes = init[0].num_classes if init is not None else inferred_classes(data.labels)
     _check_shapes(data, num_classes, init)
     to_labels(data.labels, len(data), num_classes)  # labels in [0, num_classes), or an error naming them
     root = None if checkpoint_dir is None else Path(checkpoint_dir)

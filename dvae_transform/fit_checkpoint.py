@@ -43,7 +43,7 @@ def check_record(root: Path, record: dict[str, Any]) -> None:
     """Write ``record`` as ``root/fit.json``, or check it against the one already there.
 
     Raises:
-        CheckpointError: naming the first entry (settings, classes, data, warm start) that differs.
+        CheckpointError: naming the first entry (settings, classes, data, warm start, processes) that differs.
     """
     path = root / RECORD
     if not path.is_file():
@@ -57,12 +57,12 @@ def check_record(root: Path, record: dict[str, Any]) -> None:
         raise CheckpointError(f"{path} is not a fit record of this version; use a new checkpoint_dir")
     wanted = json.loads(json.dumps(record))
     names = {"config": "other settings", "num_classes": "another class count", "data": "other data",
-             "init": "another warm start"}
+             "init": "another warm start", "processes": "another number of processes"}
     for key, what in names.items():
         if stored.get(key) != wanted.get(key):
             raise CheckpointError(
                 f"checkpoint_dir {root} holds a fit of {what} ({key}: {stored.get(key)!r}, this fit: "
-                f"{wanted.get(key)!r}); use a new directory, or the same data and settings"
+                f"{wanted.get(key)!r}); use a new directory, or the same data, settings and number of processes"
             )
 
 

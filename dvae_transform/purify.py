@@ -21,6 +21,7 @@ from .validation import check_choice, check_int
 
 MICRO_BATCH_BYTES = 1 << 30  # default activation memory of one micro-batch
 MAX_MICRO_BATCH = 256
+MAX_BATCH_SIZE = 4096  # the most images per micro-batch one may set (or a saved config.json may ask for)
 ACTIVATION_MAPS = 5  # float32 full-resolution maps per image and channel; 2-4.6 measured on the CPU, 32-224 px
 PINNED_MAX_BYTES = 256 * 2**20
 

@@ -10,11 +10,12 @@ half. Its statistic is the *few-shot share*,
     (few-shot accuracy - chance) / (half-set accuracy - chance),
 
 about 0.7 on digits (the probe keeps learning from more of them) and close to 1 when a shortcut carries
-the labels; it is flagged above ``FEW_SHOT_SHARE`` plus two standard errors of the few-shot accuracy. Given a clean labelled set (a validation split), it also scores the half-set probe
-there: a shortcut is learnable within the set and does not transfer, so the *transfer gap* (held-out
-accuracy within the set minus accuracy on the clean set) decides instead, which also catches patterns
-the few-shot test cannot see (class-wise textures such as autoregressive or blur poisons).
-Measured verdicts, per attack and defense, are in BENCHMARKS.md.
+the labels; it is flagged above ``FEW_SHOT_SHARE`` plus two standard errors of the few-shot accuracy.
+Given a clean labelled set (a validation split), it also scores the half-set probe there: a shortcut
+is learnable within the set and does not transfer, so the *transfer gap* (held-out accuracy within the
+set minus accuracy on the clean set) decides instead, which also catches shortcuts that take many
+examples to learn (a partly purified set). Class-wise textures (autoregressive, blur poisons) escape
+both on the digits measured. Verdicts per attack and defense are in BENCHMARKS.md.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from .checkpoints.card import render_model_card
 from .checkpoints.layout import TRAINING_NAME, fetch_purifier, load_stages, save_purifier
 from .checkpoints.registry import Registry
 from .checkpoints.resolve import CheckpointSource, load_checkpoint
+from .checkpoints.weights import AtomicSave
 from .config import FitConfig, resolve_config
 from .data.streaming import training_set
 from .fit import accelerator_for, fit_two_stage
@@ -37,7 +38,14 @@ from .log import warn
 from .metadata import hub_metadata
 from .model import DVAE
 from .precision import encode
-from .purify import DEFAULT_SUBTRACTION, SUBTRACTION_RULES, default_batch_size, purify_two_stage, reconstruct
+from .purify import (
+    DEFAULT_SUBTRACTION,
+    MAX_BATCH_SIZE,
+    SUBTRACTION_RULES,
+    default_batch_size,
+    purify_two_stage,
+    reconstruct,
+)
 from .shortcut import RESTART_SEED_STRIDE, ShortcutReport, check_fit, restart_folder
 from .validation import check_choice, check_int, check_type
 
@@ -94,7 +102,8 @@ def _device(device: str | torch.device) -> torch.device:
 
 
 class DVAEPurify(
-    ModelHubMixin,  # first: v2.Transform.__init_subclass__ takes no class keywords
+    AtomicSave,  # save_pretrained written all at once
+    ModelHubMixin,  # before v2.Transform: v2.Transform.__init_subclass__ takes no class keywords
     v2.Transform,
     **hub_metadata(),
 ):
@@ -146,7 +155,9 @@ class DVAEPurify(
         if any(stage1.config[key] != stage2.config[key] for key in ("in_channels", "image_size", "num_classes")):
             raise ValueError(f"stage1 and stage2 were built for different data: {stage1.config} vs {stage2.config}")
         self.stage1, self.stage2 = stage1.eval(), stage2.eval()
-        self.batch_size = None if batch_size is None else check_int(batch_size, "batch_size", low=1)
+        if batch_size is not None:
+            check_int(batch_size, "batch_size", low=1, high=MAX_BATCH_SIZE)
+        self.batch_size = batch_size
         self.sample = check_type(sample, "sample", bool)
         self.seed = check_type(seed, "seed", int, type(None))
         self.subtract = check_choice(subtract, "subtract", SUBTRACTION_RULES)
@@ -292,8 +303,9 @@ class DVAEPurify(
         return purifier
 
     # --- saving and loading ---------------------------------------------------------
-    # ``save_pretrained(folder, model_card_kwargs=...)`` and ``push_to_hub(repo_id, ...)`` come from
-    # ``ModelHubMixin``; they write the layout below plus a README.md model card (kept if already there).
+    # ``save_pretrained(folder, model_card_kwargs=...)`` (:class:`AtomicSave`: the folder is replaced at once) and
+    # ``push_to_hub(repo_id, ...)`` come from ``ModelHubMixin``; they write the layout below plus a README.md model
+    # card (kept if already there).
 
     def _save_pretrained(self, save_directory: Path) -> None:
         """Write ``config.json`` (purification defaults) and ``stage1/``, ``stage2/`` (config + safetensors)."""

@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import operator
 import os
 from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
@@ -79,6 +80,20 @@ def check_number(
             wanted = f"a finite {kind.split(' ', 1)[-1]}"
         raise ValueError(f"{name} must be {wanted}, got {value!r}")
     return float(value)
+
+
+def item_index(index: Any, length: int) -> int:
+    """``index`` (an int or int-like, e.g. a numpy or 0-d tensor int; negative counts from the end) as a position
+    in ``[0, length)``; the one place every item lookup normalises its index."""
+    if isinstance(index, bool):
+        raise InputTypeError(f"an item index must be an int, got bool ({index!r})")
+    try:
+        position = operator.index(index)
+    except TypeError:
+        raise InputTypeError(f"an item index must be an int, got {type(index).__name__} ({index!r})") from None
+    if not -length <= position < length:
+        raise IndexError(f"item index {position} is out of range for {length} items (valid: {-length} to {length - 1})")
+    return position % length
 
 
 def check_choice(value: T, name: str, choices: Collection[T]) -> T:

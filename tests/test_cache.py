@@ -305,3 +305,23 @@ def test_concurrent_processes_compute_each_shard_once(tmp_path):
     assert outputs[0] == outputs[1] != ""
 
 
+
+
+def test_a_symlinked_entry_is_never_written_deleted_or_followed(tmp_path):
+    outside = tmp_path / "outside"
+    fill(make_cache(outside))  # a folder laid out like an entry, holding shards
+    before = sorted(path.name for path in (outside / "entry").iterdir())
+    root = tmp_path / "cache"
+    root.mkdir()
+    (root / "entry").symlink_to(outside / "entry")
+    with pytest.warns(RuntimeWarning, match=r"entry is a symbolic link; .* never writes .* remove the link"):
+        assert open_cache("entry", num_items=12, item_shape=SHAPE, shard_size=4, root=root) is None  # other layout
+    (root / "linked.lock").symlink_to(outside / "victim.txt")
+    (outside / "victim.txt").write_text("kept")
+    with pytest.raises(CacheUnavailableError, match="linked.lock is a symbolic link"):
+        make_cache(root, key="linked")
+    assert cache_info(root) == []
+    assert clear_cache(root) == 0  # removes the link itself and goes on
+    assert not (root / "entry").is_symlink() and (root / "linked.lock").is_symlink()
+    assert sorted(path.name for path in (outside / "entry").iterdir()) == before
+    assert (outside / "victim.txt").read_text() == "kept"

@@ -8,9 +8,15 @@ The Hub is ``FakeHub`` (tests/hub_server/); repos are put on it directly with ``
 
 from __future__ import annotations
 
+import copy
 import io
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -78,6 +84,70 @@ def test_save_writes_the_hub_layout(saved: Path, tiny_purifier: DVAEPurify) -> N
     card = ModelCard.load(saved / "README.md")
     assert card.data.library_name == "dvae-transform"
     assert {"dvae-transform", "unlearnable-examples"} <= set(card.data.tags)
+
+
+_SAVE_LOOP = """
+import sys
+from dvae_transform import DVAEPurify
+first, second = (DVAEPurify.from_pretrained(folder) for folder in sys.argv[1:3])
+while True:
+    for purifier in (first, second):
+        purifier.save_pretrained(sys.argv[3])
+        print("saved", flush=True)
+"""
+
+
+def _stage_weights(folder: Path) -> list[bytes]:
+    return [(folder / stage / "model.safetensors").read_bytes() for stage in ("stage1", "stage2")]
+
+
+def test_a_save_stopped_at_any_moment_leaves_one_whole_purifier(tiny_purifier: DVAEPurify, tmp_path: Path) -> None:
+    """A process saving two purifiers in turn over one folder is frozen (SIGSTOP) at 30 moments: what a kill
+    there would leave on disk is always one whole purifier, never one's stage 1 with the other's stage 2."""
+    other = copy.deepcopy(tiny_purifier)
+    with torch.no_grad():
+        for stage in (other.stage1, other.stage2):
+            next(stage.parameters()).add_(1)
+    tiny_purifier.save_pretrained(tmp_path / "a")
+    other.save_pretrained(tmp_path / "b")
+    expected = [_stage_weights(tmp_path / "a"), _stage_weights(tmp_path / "b")]
+    target = tmp_path / "target"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path.cwd()), os.environ.get("PYTHONPATH", "")])}
+    saver = subprocess.Popen([sys.executable, "-c", _SAVE_LOOP, str(tmp_path / "a"), str(tmp_path / "b"), str(target)],
+                             env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert saver.stdout.readline() == "saved\n"
+        for moment in range(30):
+            time.sleep(0.003 * moment)
+            saver.send_signal(signal.SIGSTOP)
+            try:
+                found = _stage_weights(target)
+                assert found in expected, moment
+            finally:
+                saver.send_signal(signal.SIGCONT)
+        while True:  # kill it in the middle of a save
+            saver.send_signal(signal.SIGSTOP)
+            if _staging(tmp_path):
+                break
+            saver.send_signal(signal.SIGCONT)
+            time.sleep(0.001)
+    finally:
+        saver.kill()
+        saver.wait()
+    assert _staging(tmp_path)  # the killed save's
+    tiny_purifier.save_pretrained(target)  # removes it
+    assert not _staging(tmp_path)
+
+
+def _staging(folder: Path) -> list[str]:
+    return [path.name for path in folder.iterdir() if path.name.startswith(".tmp-")]
+
+
+def test_a_save_refuses_a_folder_holding_other_files(tiny_purifier: DVAEPurify, tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"holds notes.txt, which a saved model does not: .* new or empty folder"):
+        tiny_purifier.save_pretrained(tmp_path)
+    assert [path.name for path in tmp_path.iterdir()] == ["notes.txt"]
 
 
 def test_the_subtraction_rule_is_saved_and_a_file_without_it_means_raw(tmp_path: Path, tiny_purifier: DVAEPurify,
@@ -208,6 +278,7 @@ def test_refused_weights_leave_a_model_untouched(saved: Path, tiny_purifier: DVA
         ("config.json", {"sample": "yes"}, TypeError, r"sample must be a bool"),
         ("config.json", {"subtract": "mean"}, ValueError, r"subtract must be .effect. or .raw., got .mean."),
         ("config.json", {"format_version": 2}, ValueError, r"format_version 2 is not supported"),
+        ("config.json", {"batch_size": 10**9}, ValueError, r"config.json: batch_size must be an int in \[1, 4096\]"),
     ],
 )
 def test_bad_config_is_refused_before_any_tensor_is_read(

@@ -249,6 +249,37 @@ def test_fit_saves_weights_that_reproduce_the_output(tmp_path, data_u8, capsys):
     assert_within_one_level(out, expected_output(fitted, images, labels))
 
 
+@pytest.mark.parametrize("where", ["data", "data/w", "out", "out/w"])
+def test_save_weights_into_the_input_or_the_output_is_refused_before_any_work(tmp_path, data_u8, capsys, where):
+    write_image_folder(tmp_path / "data", *data_u8)
+    before = sorted(path.as_posix() for path in (tmp_path / "data").rglob("*"))
+    args = ["purify", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--fit", "--epochs", "1",
+            "--width", "8", "--latent-dim", "8", "--save-weights", str(tmp_path / where), "--device", "cpu",
+            "--no-progress"]
+    assert main(args) == 1
+    printed, error = capsys.readouterr()
+    what = "the input (--data)" if where.startswith("data") else "the output (--out)"
+    assert f"--save-weights {tmp_path / where} " in error and what in error and "choose another --save-weights" in error
+    assert "fitted" not in printed  # refused before the work
+    assert sorted(path.as_posix() for path in (tmp_path / "data").rglob("*")) == before
+
+
+def test_a_killed_writes_leftovers_are_removed_by_the_next_write(tmp_path, npz_path, data_u8, weights_dir):
+    """What a SIGKILL leaves beside an output (a staging folder, a temp file), named with the dead process's id."""
+    write_image_folder(tmp_path / "data", *data_u8)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / "o").mkdir()
+    leftovers = [tmp_path / f".tmp-out-{dead.pid}-abcdefgh", tmp_path / "o" / f".tmp-in.npz-{dead.pid}-abcdefgh"]
+    leftovers[0].mkdir()
+    leftovers[1].write_bytes(b"half")
+    alive = tmp_path / f".tmp-out-{os.getpid()}-abcdefgh"  # another write under way
+    alive.mkdir()
+    assert purify(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "out")], weights_dir) == 0
+    assert purify(["--data", str(npz_path), "--out", str(tmp_path / "o")], weights_dir) == 0
+    assert not any(path.exists() for path in leftovers) and alive.is_dir()
+
+
 def test_weights_from_a_hub_repo(npz_path, tmp_path, data_u8, tiny_purifier, weights_dir, fake_hub):
     files = {path.relative_to(weights_dir).as_posix(): path.read_bytes()
              for path in weights_dir.rglob("*") if path.is_file()}

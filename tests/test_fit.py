@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import make_images
 
 from dvae_transform import PRESETS, DVAEPurify, FitConfig
 from dvae_transform.config import resolve_config
-from dvae_transform.fit import build_model
+from dvae_transform.fit import DivergedError, build_model
 from dvae_transform.fit_checkpoint import StageCheckpoint
 
 TINY = {"epochs": 2, "width": 8, "latent_dim": 8, "batch_size": 32, "progress": False}
@@ -134,6 +137,11 @@ def test_checkpoint_of_other_settings_data_or_warm_start_is_refused(tiny_data, t
         DVAEPurify.fit((images, labels.roll(1)), seed=0, checkpoint_dir=tmp_path, **ONE_EPOCH)
     with pytest.raises(ValueError, match="another warm start"):
         DVAEPurify.fit(tiny_data, init=tiny_purifier, seed=0, checkpoint_dir=tmp_path, **ONE_EPOCH)
+    record = json.loads((tmp_path / "fit.json").read_text())
+    assert record["processes"] == 1
+    (tmp_path / "fit.json").write_text(json.dumps({**record, "processes": 2}))  # as a 2-process fit writes it
+    with pytest.raises(ValueError, match=r"a fit of another number of processes \(processes: 2, this fit: 1\)"):
+        DVAEPurify.fit(tiny_data, seed=0, checkpoint_dir=tmp_path, **ONE_EPOCH)
 
 
 @pytest.mark.parametrize("name", ["fit.json", "stage1/last.safetensors"])
@@ -145,6 +153,13 @@ def test_damaged_checkpoint_files_are_named(tiny_data, tmp_path, name, damage) -
     with pytest.raises(ValueError) as caught:
         DVAEPurify.fit(tiny_data, seed=0, checkpoint_dir=tmp_path, **ONE_EPOCH)
     assert str(path) in str(caught.value) and "weights_only" not in str(caught.value)
+
+
+def test_a_diverged_fit_is_refused_and_never_checkpointed(tiny_data, tmp_path) -> None:
+    words = r"stage 1 diverged in epoch 1/2: .* no longer finite .*learning rate \(lr=1e\+08, e\.g\. lr=1e\+07"
+    with pytest.raises(DivergedError, match=words):
+        DVAEPurify.fit(tiny_data, checkpoint_dir=tmp_path, **{**TINY, "lr": 1e8})
+    assert StageCheckpoint(tmp_path, 1).finished_epochs() == 0
 
 
 def test_warm_start_with_more_classes_is_refused_before_training(tiny_purifier, tmp_path) -> None:
@@ -209,6 +224,25 @@ def test_bad_fit_input_is_named(data, error, words) -> None:
         DVAEPurify.fit(data, **kwargs, **TINY)
 
 
+def test_a_stray_huge_label_is_refused_unless_num_classes_is_given(tiny_data) -> None:
+    images, labels = tiny_data
+    labels = labels.clone()
+    labels[17] = 99_999
+    with pytest.raises(ValueError, match=r"labels go up to 99999 \(dataset item 17\), which makes 100000 classes for "
+                                         r"64 images; relabel .* or pass num_classes= explicitly"):
+        DVAEPurify.fit((images, labels), **TINY)
+
+
+@pytest.mark.parametrize(("label", "error", "words"), [
+    (torch.tensor(1 + 2j), TypeError, r"dataset item 5: label must be an integer, got tensor\(1\.\+2\.j\)"),
+    (np.uint64(2**64 - 1), ValueError, "dataset item 5: label 18446744073709551615 is not a class id"),
+])
+def test_a_complex_or_overflowing_label_names_its_item(tiny_data, label, error, words) -> None:
+    items = [(image, label if index == 5 else int(value)) for index, (image, value) in enumerate(zip(*tiny_data))]
+    with pytest.raises(error, match=words):
+        DVAEPurify.fit(items, **TINY)
+
+
 def test_zero_init_starts_the_perturbation_branch_at_zero_and_leaves_the_rest_as_seeded() -> None:
     shape = {"in_channels": 1, "image_size": 8, "num_classes": 2, "seed": 0}
     default = build_model(FitConfig(width=8, latent_dim=8), **shape)
@@ -223,6 +257,20 @@ def test_zero_init_starts_the_perturbation_branch_at_zero_and_leaves_the_rest_as
     assert changed == [f"perturbation_decoder.{last}.weight", f"perturbation_decoder.{last}.bias"]
     with pytest.raises(TypeError, match="zero_init_perturbation"):
         FitConfig(zero_init_perturbation=1)
+
+
+@pytest.mark.parametrize(("setting", "error", "words"), [
+    ({"kl_bounds": (float("nan"), 3.0)}, ValueError, "kl_bounds (stage 1) must be a positive finite number, got nan"),
+    ({"kl_bounds": (1.0, -3.0)}, ValueError, "kl_bounds (stage 2) must be a positive finite number, got -3.0"),
+    ({"kl_bounds": (1.0, float("inf"))}, ValueError, "kl_bounds (stage 2) must be a positive finite number, got inf"),
+    ({"kl_bounds": ("1", 3.0)}, TypeError, "kl_bounds (stage 1) must be a number, got str ('1')"),
+    ({"kl_bounds": 3.0}, TypeError, "kl_bounds must be a tuple or a list, got float (3.0)"),
+    ({"seed": 1.5}, TypeError, "seed must be an int, got float (1.5)"),
+    ({"seed": "0"}, TypeError, "seed must be an int, got str ('0')"),
+])
+def test_fit_settings_of_a_wrong_type_or_value_are_refused(setting, error, words) -> None:
+    with pytest.raises(error, match=re.escape(f"fit settings: {words}")):
+        FitConfig(**setting)
 
 
 def test_the_fit_subtraction_rule_feeds_stage_2_and_the_purifier(tiny_data) -> None:

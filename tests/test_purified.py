@@ -328,6 +328,19 @@ def test_hf_fingerprints_are_deterministic(purifier, hf_images, tmp_path):
     assert purification_fingerprint(hf_images, purifier) != purification_fingerprint(hf_images, changed)
 
 
+@pytest.mark.parametrize("cached", [True, False])
+def test_to_hf_dataset_never_writes_beside_a_save_to_disk_source(purifier, hf_images, tmp_path, cached):
+    hf_images.save_to_disk(tmp_path / "user")
+    before = sorted(path.name for path in (tmp_path / "user").iterdir())
+    source = datasets.load_from_disk(str(tmp_path / "user"))
+    dataset = purified(source, purifier, tmp_path / "cache" if cached else None)
+    out = dataset.to_hf_dataset()
+    assert torch.equal(out.with_format("torch")[:]["img"].float() / 255, dataset.images)
+    assert sorted(path.name for path in (tmp_path / "user").iterdir()) == before
+    written = [Path(file["filename"]).parent for file in out.cache_files]
+    assert written == ([tmp_path / "cache" / "hf"] if cached else [])
+
+
 def test_to_hf_dataset_needs_an_hf_source(purifier, data):
     with pytest.raises(TypeError, match="needs a datasets.Dataset source"):
         purified(data, purifier, None).to_hf_dataset()

@@ -9,6 +9,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
+from multiprocessing import resource_sharer
 from pathlib import Path
 
 import datasets
@@ -20,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from dvae_transform.cache.store import default_cache_dir
 from dvae_transform.data import purified as purified_module
+from dvae_transform.data.loader import read_batches
 from dvae_transform.data.purified import PurifiedDataset
 
 WORKER = Path(__file__).with_name("_full_disk_worker.py")
@@ -77,6 +80,54 @@ def test_a_large_set_is_served_from_the_cache_files(purifier, data, tmp_path, mo
     assert torch.equal(dataset[25][0], reference[25]) and calls == [8]
 
 
+@pytest.mark.parametrize("tmp", ["link", "file"])
+def test_an_unusable_cache_tmp_folder_spools_to_the_system_temp_folder(purifier, data, tmp_path, tmp) -> None:
+    """A ``tmp`` that is a link (writes would land outside the cache) or cannot be made: the system's temp folder."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root = tmp_path / "cache"
+    root.mkdir()
+    if tmp == "link":
+        (root / "tmp").symlink_to(outside)
+    else:
+        (root / "tmp").write_text("not a folder")
+    images, labels = data.tensors
+    dataset = PurifiedDataset(Stream(list(zip(images, labels.tolist()))), purifier, cache_dir=root, cache=False,
+                              batch_size=8, progress=False)
+    assert torch.equal(dataset.labels, labels)
+    assert not any(outside.iterdir())
+
+
+def test_a_shard_changed_on_disk_after_prepare_is_never_served(purifier, data, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(purified_module, "IN_MEMORY_BYTES", 0)
+    reference = _purified(data, purifier, None).images
+    dataset = _purified(data, purifier, tmp_path).prepare()
+    assert torch.equal(dataset[9][0], reference[9])  # shard 1 is open (memory-mapped) now
+    folder = tmp_path / dataset.fingerprint
+    shutil.copyfile(folder / "shard-00000.safetensors", folder / "shard-00001.safetensors")  # valid, but not shard 1
+    calls = count_calls(monkeypatch, purifier)
+    assert torch.equal(dataset[9][0], reference[9]) and calls == [8]  # purified again, not shard 0's item 1
+    assert torch.equal(dataset[10][0], reference[10]) and calls == [8]
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_negative_and_bad_indices_mean_the_same_on_every_path(purifier, data, tmp_path, monkeypatch, in_memory) -> None:
+    if not in_memory:
+        monkeypatch.setattr(purified_module, "IN_MEMORY_BYTES", 0)
+    reference = _purified(data, purifier, None).images
+    dataset = _purified(data, purifier, tmp_path).prepare()
+    assert (dataset._memory is not None) == in_memory
+    labels = data.tensors[1]
+    for index in (-1, -37, -44, 43):
+        image, label = dataset[index]
+        assert torch.equal(image, reference[index]) and label == int(labels[index])
+    for index in (44, -45):
+        with pytest.raises(IndexError, match=f"item index {index} is out of range for 44 items"):
+            dataset[index]
+    with pytest.raises(TypeError, match="an item index must be an int, got float"):
+        dataset[1.0]
+
+
 class _Dying(Dataset):
     """Items of ``data``; the second read of item ``kill_at`` (the first is the fingerprint's pass) kills
     the DataLoader worker reading it."""
@@ -103,6 +154,38 @@ def test_a_dead_worker_is_reported_and_only_finished_shards_are_reused(purifier,
     resumed = _purified(_Dying(data, kill_at=None, flag=tmp_path / "unused"), purifier, tmp_path).images
     assert 0 < len(calls) <= 3  # the shards finished before the crash were reused
     assert torch.equal(resumed, _purified(data, purifier, None).images)
+
+
+class _LosesItsHandOver:
+    """Three one-item batches; the worker reading batch 2 closes its end of the hand-over of batch 1 (already
+    queued for the main process), touches ``flag`` and waits: the state of a worker killed mid-hand-over before
+    the main process sees it gone, which torch reports as a bare ``multiprocessing`` error."""
+
+    def __init__(self, flag: Path) -> None:
+        self.flag = flag
+
+    def __len__(self) -> int:
+        return 3
+
+    def read_items(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        if indices == [2]:
+            while not resource_sharer._resource_sharer._cache:  # batch 1's tensors are not yet offered
+                time.sleep(0.01)
+            resource_sharer.stop()
+            self.flag.touch()
+            time.sleep(60)
+        return torch.zeros(len(indices), 1, 4, 4), torch.zeros(len(indices), dtype=torch.long)
+
+
+def test_a_batch_lost_in_a_workers_hand_over_is_reported_as_its_death(tmp_path) -> None:
+    flag = tmp_path / "handed-over"
+    batches = read_batches(_LosesItsHandOver(flag), [[0], [1], [2]], num_workers=1)
+    next(batches)  # the worker now reads batch 2 and has queued batch 1
+    while not flag.exists():
+        time.sleep(0.01)
+    with pytest.raises(RuntimeError, match=r"a DataLoader worker process died while reading the dataset \(a batch "
+                                           r"it handed over could not be received: .*Error.*fewer workers"):
+        next(batches)
 
 
 def _tmpfs_available() -> bool:

@@ -242,3 +242,17 @@ def test_a_recipe_stored_under_another_name_or_not_json_is_refused(tmp_path: Pat
     path.with_name("wrong.json").write_text(json.dumps(tiny_recipe("wrong"))[:-2])
     with pytest.raises(ValueError, match=r"wrong\.json is not valid JSON"):
         Registry(tmp_path)
+
+
+def test_a_folder_named_like_an_official_checkpoint_does_not_replace_it(hf_offline, tiny_purifier: DVAEPurify,
+                                                                        tmp_path: Path, monkeypatch, caplog) -> None:
+    hf_offline()
+    name = list_pretrained(source="bundled")[0]
+    tiny_purifier.save_pretrained(tmp_path / name)  # not the official weights
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level("WARNING", logger="dvae_transform.checkpoints.resolve"):
+        official = DVAEPurify.from_pretrained(name)
+    assert official.source.kind == "bundled"
+    assert f"load that one as './{name}'" in caplog.text
+    for path in (f"./{name}", Path(name)):
+        assert DVAEPurify.from_pretrained(path).source.kind == "folder"

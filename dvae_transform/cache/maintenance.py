@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..precision import STORAGE_DTYPES
-from .store import MANIFEST, default_cache_dir, entry_lock, is_count, read_manifest_file, shard_entries, shard_name
+from .store import MANIFEST, cache_root, entry_lock, is_count, read_manifest_file, shard_entries, shard_name
 
 
 def _file_size(path: Path) -> int:
@@ -52,14 +52,14 @@ def cache_info(root: Path | str | None = None) -> list[dict[str, Any]]:
     (all shards present with their recorded sizes; checksums are verified only on read), ``size``
     (bytes on disk) and ``path``; ``items``, ``item_shape`` and ``dtype`` are None where a damaged
     manifest holds no valid value (such an entry can still be cleared). Folders without a cache
-    manifest are ignored.
+    manifest, and symbolic links, are ignored.
     """
-    root = Path(root) if root is not None else default_cache_dir()
+    root = cache_root(root)
     if not root.is_dir():
         return []
     info = []
     for path in sorted(root.iterdir()):
-        manifest = read_manifest_file(path / MANIFEST) if path.is_dir() else None
+        manifest = read_manifest_file(path / MANIFEST) if path.is_dir() and not path.is_symlink() else None
         if manifest is None:
             continue
         items, item_shape, dtype = _layout(manifest)
@@ -81,14 +81,26 @@ def clear_cache(root: Path | str | None = None, key: str | None = None) -> int:
     """Remove the entry ``key`` (or every entry) under ``root``; returns the number of bytes freed.
 
     Each entry is removed while holding its lock, so an entry being filled is removed after the
-    filler releases it. Folders without a cache manifest are left alone.
+    filler releases it. Folders without a cache manifest are left alone; an entry that is a symbolic link
+    (never made by the cache) is removed as a link, never followed.
     """
-    root = Path(root) if root is not None else default_cache_dir()
+    root = cache_root(root)
     freed = 0
+    for link in _linked_entries(root):
+        if key is None or link.name == key:
+            link.unlink()  # the link itself: what it points to is not the cache's
     for entry in cache_info(root):
         if key is None or entry["key"] == key:
             freed += _remove_entry(root, entry["key"])
     return freed
+
+
+def _linked_entries(root: Path) -> list[Path]:
+    """Symbolic links under ``root`` named like cache entries (to a folder holding a cache manifest)."""
+    if not root.is_dir():
+        return []
+    return [path for path in sorted(root.iterdir())
+            if path.is_symlink() and read_manifest_file(path / MANIFEST) is not None]
 
 
 def _remove_entry(root: Path, key: str) -> int:

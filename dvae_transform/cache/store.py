@@ -40,7 +40,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as _load_safetensors
 from safetensors.torch import save as _save_safetensors
 
-from ..files import TMP_PREFIX, atomic_write
+from ..files import TMP_PREFIX, atomic_write, refuse_link
 from ..log import warn
 from ..precision import STORAGE_DTYPES
 from ..validation import check_choice, check_int
@@ -68,6 +68,11 @@ def default_cache_dir() -> Path:
     return base / "dvae_transform"
 
 
+def cache_root(root: str | os.PathLike | None) -> Path:
+    """``root``, or :func:`default_cache_dir` when None."""
+    return Path(root) if root is not None else default_cache_dir()
+
+
 @contextlib.contextmanager
 def _unavailable_on_oserror(path: Path) -> Iterator[None]:
     """Re-raise any ``OSError`` inside the block as :class:`CacheUnavailableError` naming ``path``."""
@@ -80,8 +85,9 @@ def _unavailable_on_oserror(path: Path) -> Iterator[None]:
         raise CacheUnavailableError(f"cache directory {path} is not writable: {reason}") from error
 
 
-def _probe_writable(directory: Path) -> None:
+def _probe_writable(directory: Path, lock: Path) -> None:
     with _unavailable_on_oserror(directory):
+        refuse_link(directory), refuse_link(lock)
         directory.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=directory, prefix=TMP_PREFIX, suffix=".probe"):
             pass
@@ -130,7 +136,8 @@ def shard_name(index: int) -> str:
     return f"shard-{index:05d}.safetensors"
 
 
-def _stat_signature(stat: os.stat_result) -> tuple[int, int, int, int]:
+def file_signature(stat: os.stat_result) -> tuple[int, int, int, int]:
+    """What changes when a file is rewritten, replaced or edited: inode, size and modification/change times."""
     return stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
 
 
@@ -161,12 +168,12 @@ class TensorCache:
         self.item_shape = tuple(int(size) for size in item_shape)
         self.shard_size = shard_size
         self.dtype = dtype
-        self.root = Path(root) if root is not None else default_cache_dir()
+        self.root = cache_root(root)
         self.path = self.root / key
         self.num_shards = math.ceil(num_items / shard_size)
         self._lock = entry_lock(self.root, key)
         self._verified: dict[int, tuple[tuple[int, int, int, int], str]] = {}
-        _probe_writable(self.path)
+        _probe_writable(self.path, Path(self._lock.lock_file))
         self._init_manifest()
 
     def __repr__(self) -> str:
@@ -195,6 +202,12 @@ class TensorCache:
         self._discard([index for index in missing if (self.path / shard_name(index)).exists()])
         return missing
 
+    def verified_signature(self, index: int) -> tuple[int, int, int, int] | None:
+        """The :func:`file_signature` of shard ``index``'s file when this object last checked its checksum (None:
+        never): a reader comparing it before each read serves the shard only as checked."""
+        verified = self._verified.get(index)
+        return None if verified is None else verified[0]
+
     def is_complete(self) -> bool:
         """Whether every shard is validly stored."""
         return not self.missing_shards()
@@ -215,7 +228,7 @@ class TensorCache:
             entries = self._entries()
             entries[index] = {"sha256": digest, "size": len(data)}
             self._write_manifest(entries)
-            self._verified[index] = (_stat_signature(path.stat()), digest)
+            self._verified[index] = (file_signature(path.stat()), digest)
 
     def load_shard(self, index: int) -> torch.Tensor:
         """Shard ``index`` as stored; raises :class:`CacheMissError` if it is not validly stored."""
@@ -282,7 +295,7 @@ class TensorCache:
             return None
         try:
             with open(self.path / shard_name(index), "rb") as handle:
-                signature = _stat_signature(os.fstat(handle.fileno()))
+                signature = file_signature(os.fstat(handle.fileno()))
                 data = handle.read()
         except OSError:  # missing, or not a readable file
             return None
@@ -309,7 +322,7 @@ class TensorCache:
             return False
         if stat.st_size != entry["size"]:
             return False
-        if self._verified.get(index) == (_stat_signature(stat), entry["sha256"]):
+        if self._verified.get(index) == (file_signature(stat), entry["sha256"]):
             return True
         return self._read_shard(index, entry) is not None
 

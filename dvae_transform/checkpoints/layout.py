@@ -25,6 +25,7 @@ from huggingface_hub import constants, snapshot_download
 
 from ..config import SUBTRACTION_RULES
 from ..model import DVAE, DVAEConfig
+from ..purify import MAX_BATCH_SIZE
 from ..validation import check_choice, check_int, check_type, read_config
 from .weights import WEIGHTS_NAME, save_weights
 
@@ -52,7 +53,7 @@ class PurifierConfig:
                 f"(it reads version {FORMAT_VERSION}); upgrade dvae-transform"
             )
         if self.batch_size is not None:
-            check_int(self.batch_size, "batch_size", low=1)
+            check_int(self.batch_size, "batch_size", low=1, high=MAX_BATCH_SIZE)
         check_type(self.sample, "sample", bool)
         check_type(self.seed, "seed", int, type(None))
         check_choice(self.subtract, "subtract", SUBTRACTION_RULES)

@@ -20,12 +20,11 @@ import fnmatch
 import hashlib
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator, Mapping
 from importlib import resources
 from pathlib import Path
 
-from ..files import TMP_PREFIX, atomic_write, plain_mode
+from ..files import atomic_write, replace_folder
 from .recipe import MeasuredEffect, PretrainedCheckpoint, read_recipe
 
 PACKAGE_FOLDER = Path(str(resources.files(__package__)))
@@ -146,18 +145,13 @@ class Registry(Mapping[str, PretrainedCheckpoint]):
         (``bundle``) and ``measured``. Returns the updated recipe.
         """
         entry, saved = self.info(name), Path(saved)
-        target = self.bundle_folder(name)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{name}-", dir=target.parent))
-        try:
+        bundle: dict[str, str] = {}
+
+        def write(staging: Path) -> None:
             shutil.copytree(saved, staging, dirs_exist_ok=True)
-            bundle = {path: file_sha256(staging / path) for path in relative_files(staging)}
-            plain_mode(staging)
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(staging, target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            bundle.update({path: file_sha256(staging / path) for path in relative_files(staging)})
+
+        replace_folder(self.bundle_folder(name), write)
         updated = dataclasses.replace(entry, bundle=bundle, measured=measured)
         atomic_write(self.recipe_file(name), updated.to_json().encode())
         self._entries[name] = updated

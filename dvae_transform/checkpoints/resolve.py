@@ -5,7 +5,9 @@ An official checkpoint's name (a recipe of the :class:`~.registry.Registry`) nev
 ================================================  ==========================================================
 asked for                                         copy used, in order of preference
 ================================================  ==========================================================
-an existing folder                                that folder
+a folder: a path (``Path``, or text starting       that folder
+with ``.``, ``/`` or ``~``), or other existing
+folder whose name is not an official one
 a name, with ``revision=``                        the Hub repo at that revision (as for a repo id)
 a name, offline (``HF_HUB_OFFLINE=1`` or          the bundled copy; if none is bundled, the Hub repo at the
 ``local_files_only=True``)                        pinned revision from the Hugging Face cache
@@ -16,6 +18,9 @@ a name, no pinned revision (not published yet)    the bundled copy; if none is b
 an ``org/name`` repo id                           the Hub repo (``revision``, the cache, offline mode: as
                                                   everywhere in the Hugging Face ecosystem)
 ================================================  ==========================================================
+
+An official name is never shadowed by a folder of that name in the working directory (the official copy is
+loaded, with a warning saying how to load the folder: ``./name``).
 
 A bundled copy is loaded only after every file's sha256 matches its recipe (a mismatch raises ``ValueError``,
 nothing is loaded). The copy used is logged (``logging``, logger ``dvae_transform.checkpoints.resolve``: INFO,
@@ -80,12 +85,16 @@ def plan_sources(
     An unknown name raises ``ValueError`` listing the known ones; a path that is not a folder ``FileNotFoundError``.
     """
     text = os.fspath(name_or_path)
+    is_path = isinstance(name_or_path, os.PathLike) or text.startswith((".", "/", "~"))
+    if not is_path and text in registry:
+        if os.path.exists(text):
+            logger.warning("%r is an official checkpoint: loading it, not the folder %s of the same name in the "
+                           "working directory (load that one as %r)", text, os.path.abspath(text), f"./{text}")
+        return _official_sources(text, revision, registry, local_files_only)
     if os.path.isdir(text):
         return [CheckpointSource(FOLDER, text, revision)]
-    if isinstance(name_or_path, os.PathLike) or text.startswith((".", "/", "~")) or os.path.exists(text):
+    if is_path or os.path.exists(text):
         raise FileNotFoundError(f"{text} is not a folder holding a saved purifier")
-    if text in registry:
-        return _official_sources(text, revision, registry, local_files_only)
     if text.count("/") != 1:
         raise ValueError(
             f"{text!r} is neither a local folder, an official checkpoint nor a Hub repo id of the form 'org/name': "

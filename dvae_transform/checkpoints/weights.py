@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -20,6 +21,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_model
 from torch import nn
 
+from ..files import replace_folder
 from ..validation import InputTypeError, from_mapping, read_config
 
 WEIGHTS_NAME = constants.SAFETENSORS_SINGLE_FILE
@@ -115,7 +117,44 @@ def save_weights(model: nn.Module, folder: Path) -> None:
     save_model(model, str(folder / WEIGHTS_NAME))
 
 
-class SafetensorsHubMixin(PyTorchModelHubMixin):
+class AtomicSave:
+    """``save_pretrained`` written all at once: the Hub mixin's files go to a staging folder that then takes the
+    target's place (:func:`~dvae_transform.files.replace_folder`), so a killed save never leaves a folder mixing
+    old and new files (one stage of each). An existing model card (``README.md``) is kept, as the mixin keeps it;
+    a target holding anything else that the save would not write is refused, since it is replaced whole.
+    Put before the Hub mixin in the bases.
+    """
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *, config: Any = None, repo_id: str | None = None,
+                        push_to_hub: bool = False, model_card_kwargs: dict[str, Any] | None = None,
+                        **push_to_hub_kwargs: Any) -> str | None:
+        """Save to ``save_directory`` (replaced whole), then push to ``repo_id`` (default: its name) if asked."""
+        target = Path(save_directory)
+
+        def write(staging: Path) -> None:
+            card = target / "README.md"
+            if card.is_file() and not card.is_symlink():
+                shutil.copyfile(card, staging / card.name)
+            super(AtomicSave, self).save_pretrained(staging, config=config, model_card_kwargs=model_card_kwargs)
+            foreign = sorted({path.name for path in _entries(target)} - {path.name for path in _entries(staging)})
+            if foreign:
+                raise FileExistsError(
+                    f"{target} holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}, which a saved "
+                    "model does not: save_pretrained replaces the whole folder; choose a new or empty folder"
+                )
+
+        replace_folder(target, write)
+        if push_to_hub:
+            return self.push_to_hub(repo_id or target.name, config=config, model_card_kwargs=model_card_kwargs,
+                                    **push_to_hub_kwargs)
+        return None
+
+
+def _entries(folder: Path) -> list[Path]:
+    return list(folder.iterdir()) if folder.is_dir() else []
+
+
+class SafetensorsHubMixin(AtomicSave, PyTorchModelHubMixin):
     """``PyTorchModelHubMixin`` on safetensors terms: the config is checked, then only ``model.safetensors`` is read.
 
     Unlike the mixin's default loader it never falls back to a pickled ``pytorch_model.bin``, and it

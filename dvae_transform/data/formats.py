@@ -30,7 +30,7 @@ from torchvision.datasets import ImageFolder
 from torchvision.transforms.v2 import functional as F
 from tqdm.auto import tqdm
 
-from ..files import atomic_write
+from ..files import atomic_write, remove_stale_staging
 from ..fingerprint import fingerprint
 from ..images import batch_layout, describe, from_nchw, image_layout, read_image, to_float_images, to_nchw
 from ..log import bar_options
@@ -222,6 +222,7 @@ def _read_npz(path: Path) -> LoadedDataset:
 
 def _write_npz(target: Path, images: torch.Tensor, labels: torch.Tensor, meta: DatasetMeta) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(target)
     buffer = io.BytesIO()
     np.savez(buffer, images=np.ascontiguousarray(from_nchw(images.numpy(), meta.layout)),
              labels=np.asarray(labels, dtype=np.int64))
@@ -357,14 +358,14 @@ def replace_hf_images(
     stored: torch.Tensor,
     key: str,
     *,
-    keep_in_memory: bool = False,
+    cache_file: Path | None = None,
 ) -> Any:
     """``dataset`` with its image column replaced by ``stored`` images (see :func:`hf_image_values`).
 
     ``columns`` are the (image, label) column names; the others are kept. Built with ``Dataset.map``
     under a ``new_fingerprint`` derived from ``key``, the purification's key, so ``datasets``' caching,
-    ``save_to_disk`` and ``with_format("torch")`` work. ``keep_in_memory`` writes no cache file beside
-    the source dataset.
+    ``save_to_disk`` and ``with_format("torch")`` work. The result is written to ``cache_file``, else kept
+    in memory: never beside the source dataset's files (a user's ``save_to_disk`` folder, perhaps read-only).
     """
     image_name, label_name = columns
     feature, first = dataset.features[image_name], dataset.with_format(None)[0][image_name]
@@ -378,7 +379,8 @@ def replace_hf_images(
         batched=True,
         input_columns=[label_name],  # the images themselves are never decoded
         features=dataset.features,
-        keep_in_memory=keep_in_memory,
+        keep_in_memory=cache_file is None,
+        cache_file_name=None if cache_file is None else str(cache_file),
         new_fingerprint=fingerprint(key, image_name),
         desc="writing purified images",
     )
@@ -387,7 +389,7 @@ def replace_hf_images(
 def _write_hf(target: Path, images: torch.Tensor, meta: DatasetMeta, key: str) -> None:
     dataset = meta.dataset if meta.split is None else meta.dataset[meta.split]
     columns = (meta.image_column, meta.label_column)
-    purified = replace_hf_images(dataset, columns, images, key, keep_in_memory=True)
+    purified = replace_hf_images(dataset, columns, images, key)
     if meta.split is not None:
         purified = type(meta.dataset)({**meta.dataset, meta.split: purified})
     purified.save_to_disk(str(target))

@@ -75,4 +75,16 @@ def read_batches(
     loader = DataLoader(_Batches(reader), batch_sampler=batches, collate_fn=_as_is, num_workers=workers,
                         pin_memory=pin_memory and torch.cuda.is_available())
     with worker_errors():
-        yield from loader
+        iterator = iter(loader)
+        try:
+            yield from iterator
+        finally:
+            _shut_down(iterator)
+
+
+def _shut_down(iterator: Any) -> None:
+    """Stop the workers of a DataLoader iterator now, not when it is collected: a death noticed by a failed
+    hand-over is then not reported a second time, by torch's signal handler, at a later line."""
+    shutdown = getattr(iterator, "_shutdown_workers", None)  # absent without workers
+    if shutdown is not None:
+        shutdown()

@@ -12,13 +12,10 @@ replaced atomically.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from ..files import TMP_PREFIX, plain_mode
+from ..files import replace_folder
 
 MARKER = ".dvae-purify.json"
 _FOREIGN = "--overwrite replaces only a previous output of dvae-purify; remove it yourself or choose another --out"
@@ -42,19 +39,28 @@ def _check_own(folder: Path) -> None:
         raise FileExistsError(f"output {folder} holds files that dvae-purify did not write ({shown}); {_FOREIGN}")
 
 
+def check_apart(target: Path, option: str, others: Mapping[str, Path]) -> None:
+    """Raise ``ValueError`` before any work if ``target``, written by ``option``, is one of the paths ``others``
+    (by what they are: the input, another output), lies inside one or holds one: a write there would change
+    or replace it."""
+    mine = target.resolve()
+    for what, other in others.items():
+        theirs = other.resolve()
+        if mine == theirs:
+            raise ValueError(f"{option} {target} is {what}; choose another {option}")
+        if mine.is_relative_to(theirs) or theirs.is_relative_to(mine):
+            raise ValueError(f"{option} {target} and {what} {other} lie one inside the other; choose another {option}")
+
+
 def check_output(target: Path, source: Path, *, is_file: bool, overwrite: bool) -> None:
     """Raise before any work if writing ``target`` (a file if ``is_file``, else a folder) is not safe.
 
     Raises:
-        ValueError: the output would be the input, lie inside it, or hold it.
+        ValueError: the output would be the input, lie inside it, or hold it (:func:`check_apart`).
         FileExistsError: the output exists (a non-empty folder) and ``overwrite`` is not set, or
             ``overwrite`` would delete something that a previous run of this command did not write.
     """
-    out, data = target.resolve(), source.resolve()
-    if out == data:
-        raise ValueError(f"output {target} is the input; choose another --out")
-    if not is_file and (out.is_relative_to(data) or data.is_relative_to(out)):
-        raise ValueError(f"output {target} and input {source} lie one inside the other; choose another --out")
+    check_apart(target, "--out", {"the input (--data)": source})
     if is_file:
         if target.is_dir():
             raise FileExistsError(f"output {target} is a folder; name the .npz file or its folder with --out")
@@ -70,31 +76,19 @@ def check_output(target: Path, source: Path, *, is_file: bool, overwrite: bool) 
 
 
 def write_folder(target: Path, write: Callable[[Path], None]) -> None:
-    """Run ``write(folder)`` on a fresh folder beside ``target``, list its files in :data:`MARKER`, then move it
-    to ``target``, replacing what is there (an empty folder or an earlier output: see :func:`check_output`).
+    """Run ``write(folder)`` on a fresh folder beside ``target``, list its files in :data:`MARKER`, then put it in
+    ``target``'s place (:func:`~dvae_transform.files.replace_folder`), replacing what is there (an empty folder
+    or an earlier output: see :func:`check_output`).
 
     Raises:
         OSError: naming ``target`` when the write fails (a full disk); ``target`` is then left as it was.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(dir=target.parent, prefix=TMP_PREFIX))
-    try:
+    def write_listed(staged: Path) -> None:
         write(staged)
         (staged / MARKER).write_text(json.dumps({"tool": "dvae-purify", "files": sorted(_files(staged))}, indent=1))
-        plain_mode(staged)
-        if target.exists():
-            old = Path(tempfile.mkdtemp(dir=target.parent, prefix=TMP_PREFIX))
-            os.replace(target, old)  # onto the empty folder just made
-            try:
-                os.replace(staged, target)
-            except OSError:
-                os.replace(old, target)
-                raise
-            shutil.rmtree(old)
-        else:
-            os.replace(staged, target)
+
+    try:
+        replace_folder(target, write_listed)
     except OSError as error:
         raise OSError(error.errno, f"writing {target} failed ({error.strerror or error}); "
                                    "what was there is left as it was") from error
-    finally:
-        shutil.rmtree(staged, ignore_errors=True)  # gone already unless the write failed

@@ -5,21 +5,31 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ..cache.store import CacheMissError, CacheUnavailableError, TensorCache, open_cache, shard_name
+from ..cache.store import (
+    CacheMissError,
+    CacheUnavailableError,
+    TensorCache,
+    cache_root,
+    open_cache,
+    shard_name,
+)
 from ..distributed import broadcast, gather, is_main_process, share, wait_for_everyone
+from ..files import refuse_link
 from ..fingerprint import purification_key, weights_hash
 from ..images import to_labels
 from ..log import bar_options, datasets_bars, logger, warn
 from ..precision import STORAGE_DTYPES, decode, encode
 from ..transforms import DVAEPurify
-from ..validation import InputTypeError, check_choice, check_int, check_type
+from ..validation import InputTypeError, check_choice, check_int, check_type, item_index
 from ..workers import worker_errors
 from .formats import replace_hf_images
 from .loader import default_workers, read_batches
@@ -138,6 +148,7 @@ class PurifiedDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         self.prepare()
+        index = item_index(index, len(self))
         stored = self._memory[index] if self._memory is not None else self._stored_item(index)
         image = decode(stored)
         if self.transform is not None:
@@ -232,7 +243,8 @@ class PurifiedDataset(Dataset):
             for index in range(self.num_shards)
         ]
         counts = [len(self._shard_range(index)) for index in range(self.num_shards)]
-        self._store = ShardReader(parts, counts, labels)
+        signatures = [cache.verified_signature(index) if index in valid else None for index in range(self.num_shards)]
+        self._store = ShardReader(parts, counts, labels, signatures=signatures)
         if len(self) * math.prod(self._item_shape) * STORAGE_DTYPES[self.cache_dtype].itemsize <= IN_MEMORY_BYTES:
             self._memory = torch.cat([self._stored_shard(index) for index in range(self.num_shards)])
         wait_for_everyone(accelerator)
@@ -283,7 +295,8 @@ class PurifiedDataset(Dataset):
         reads = read_batches(self.source, [self._shard_range(index) for index in mine], num_workers=self.num_workers)
         show = self.progress and is_main_process(accelerator)
         total = sum(len(self._shard_range(index)) for index in todo)
-        with tqdm(total=total, desc="purifying", unit="img", **bar_options(show)) as bar, worker_errors():
+        with tqdm(total=total, desc="purifying", unit="img", **bar_options(show)) as bar, worker_errors(), \
+                contextlib.closing(reads):
             for step in range(rounds):
                 done = []
                 if step < len(mine):
@@ -327,7 +340,22 @@ class PurifiedDataset(Dataset):
         if self.source.columns is None:
             raise InputTypeError(f"to_hf_dataset needs a datasets.Dataset source, got {type(self.dataset).__name__}")
         with datasets_bars(self.progress):
-            return replace_hf_images(self.dataset, self.source.columns, self.stored_images, self.fingerprint)
+            return replace_hf_images(self.dataset, self.source.columns, self.stored_images, self.fingerprint,
+                                     cache_file=self._hf_cache_file())
+
+    def _hf_cache_file(self) -> Path | None:
+        """Where :meth:`to_hf_dataset` writes its table: ``<cache root>/hf/<key>.arrow``; None (in memory) without a
+        cache or when the cache root cannot be written."""
+        if not self.cache:
+            return None
+        folder = cache_root(self.cache_dir) / "hf"
+        try:
+            refuse_link(folder).mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError:
+            return None
+        return folder / f"{self.fingerprint}.arrow"
 
 
 def _valid_shards(cache: TensorCache | None) -> set[int]:

@@ -1,7 +1,9 @@
 """Items stored in shards, read one item at a time without loading whole shards.
 
 A :class:`ShardReader` sees a sequence of *parts*, each a safetensors file holding an NCHW tensor
-(cache shards, spool files) or a tensor already in memory, as one list of items. Files are read
+(cache shards, spool files) or a tensor already in memory, as one list of items. A file given with the
+signature it had when its checksum was checked (:meth:`~dvae_transform.cache.store.TensorCache.verified_signature`)
+is read only while it still has it: one changed on disk since is reported unreadable, never served. Files are read
 through memory maps (``safetensors.safe_open``): an item costs its own bytes, so a shuffled pass over
 a large set reads each item once, and only a few files are open at a time (a small LRU). A worker
 process opens its own files.
@@ -18,10 +20,13 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 
+from ..cache.store import file_signature
 from ..precision import decode
+from ..validation import item_index
 
 OPEN_FILES = 8
 TENSOR = "images"
+Signature = tuple[int, int, int, int]
 
 
 class ShardReadError(LookupError):
@@ -35,8 +40,10 @@ class ShardReader:
     """
 
     def __init__(self, parts: Sequence[Path | torch.Tensor], counts: Sequence[int], labels: torch.Tensor, *,
-                 order: torch.Tensor | None = None, tensor: str = TENSOR) -> None:
+                 order: torch.Tensor | None = None, tensor: str = TENSOR,
+                 signatures: Sequence[Signature | None] | None = None) -> None:
         self.parts, self.labels, self.order, self.tensor = list(parts), labels, order, tensor
+        self.signatures = list(signatures) if signatures is not None else [None] * len(self.parts)
         self.starts = torch.tensor([0, *counts]).cumsum(0)
         self._open: OrderedDict[int, Any] = OrderedDict()
         self._pid = os.getpid()
@@ -48,8 +55,8 @@ class ShardReader:
         return {**self.__dict__, "_open": OrderedDict()}
 
     def replace(self, part: int, value: Path | torch.Tensor) -> None:
-        """Serve part ``part`` from ``value`` from now on."""
-        self.parts[part] = value
+        """Serve part ``part`` from ``value`` (unchecked) from now on."""
+        self.parts[part], self.signatures[part] = value, None
         self._open.pop(part, None)
 
     def part_of(self, row: int) -> int:
@@ -72,11 +79,24 @@ class ShardReader:
             self._open.popitem(last=False)
         return view
 
+    def _check_unchanged(self, part: int) -> None:
+        expected = self.signatures[part]
+        if expected is None:
+            return
+        try:
+            unchanged = file_signature(os.stat(self.parts[part])) == expected
+        except OSError:
+            unchanged = False
+        if not unchanged:
+            self._open.pop(part, None)
+            raise ShardReadError(f"shard file {self.parts[part]} is gone or changed on disk since it was checked")
+
     def read_part(self, part: int, start: int, stop: int) -> torch.Tensor:
         """Rows ``start:stop`` of part ``part``."""
         value = self.parts[part]
         if isinstance(value, torch.Tensor):
             return value[start:stop]
+        self._check_unchanged(part)
         try:
             return self._slice(part)[start:stop]
         except SafetensorError as error:
@@ -84,7 +104,7 @@ class ShardReader:
 
     def read_items(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Items ``indices`` as (stored images, int64 labels)."""
-        chosen = torch.as_tensor(list(indices), dtype=torch.long)
+        chosen = torch.as_tensor([item_index(index, len(self)) for index in indices], dtype=torch.long)
         rows = chosen if self.order is None else self.order[chosen]
         images = []
         for row in rows.tolist():

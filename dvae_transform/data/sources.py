@@ -107,12 +107,20 @@ def split_item(item: Any, index: int) -> tuple[Any, Any]:
 
 
 def label_value(label: Any, index: int) -> int:
-    """An item's label as an int, or an error naming the item."""
-    if isinstance(label, torch.Tensor) and label.numel() == 1 and not label.is_floating_point():
-        return int(label.item())
-    if isinstance(label, (int, np.integer)) and not isinstance(label, bool):
-        return int(label)
-    raise InputTypeError(f"dataset item {index}: label must be an integer, got {label!r}")
+    """An item's label as an int that fits int64, or an error naming the item."""
+    if isinstance(label, torch.Tensor) and label.numel() == 1 and is_integer_dtype(label.dtype):
+        label = label.item()
+    if not isinstance(label, (int, np.integer)) or isinstance(label, bool):
+        raise InputTypeError(f"dataset item {index}: label must be an integer, got {label!r}")
+    if not -(2**63) <= int(label) < 2**63:
+        raise ValueError(f"dataset item {index}: label {int(label)} is not a class id (too large for int64): "
+                         "labels are ints from 0 to the number of classes - 1")
+    return int(label)
+
+
+def is_integer_dtype(dtype: torch.dtype) -> bool:
+    """Whether ``dtype`` holds integers (not floats, complex numbers or bools)."""
+    return not (dtype.is_floating_point or dtype.is_complex or dtype == torch.bool)
 
 
 def stack_images(values: Sequence[Any], indices: Sequence[int], expected: tuple[int, ...] | None = None,

@@ -15,6 +15,7 @@ processes and workers. With several processes the folder must be shared between 
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,6 +110,18 @@ def _columns(data: Any, image_column: str | None, label_column: str | None) -> t
     return hf_columns(data, image_column, label_column, columns)
 
 
+@contextlib.contextmanager
+def _spool_errors(folder: Path) -> Iterator[None]:
+    """An ``OSError`` in the block (a full or read-only disk) raised again naming ``folder`` and the remedy."""
+    try:
+        yield
+    except OSError as error:
+        raise OSError(error.errno, f"writing the iterable dataset's copy to {folder} failed "
+                                   f"({error.strerror or error}): it needs room for the whole dataset; free space "
+                                   "there, or pass cache_dir= (or set DVAE_TRANSFORM_CACHE) to a writable folder "
+                                   "with room") from error
+
+
 def spool(data: Any, folder: Path, *, image_column: str | None = None, label_column: str | None = None,
           accelerator: Accelerator | None = None, num_workers: int = 0, progress: bool = True) -> ShardReader:
     """Write the iterable ``data`` to ``folder`` (emptied first) and return a reader of its items in canonical order."""
@@ -120,7 +133,8 @@ def spool(data: Any, folder: Path, *, image_column: str | None = None, label_col
     workers = min(num_workers, len(shards)) if sharded else min(num_workers, 1)
     if is_main_process(accelerator):
         shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
+        with _spool_errors(folder):
+            folder.mkdir(parents=True)
     wait_for_everyone(accelerator)
     stream = _Stream(data, shards=shards, rank=rank, world=world, columns=columns)
     written: list[tuple[str, int, torch.Tensor, torch.Tensor, torch.Tensor]] = []
@@ -137,7 +151,8 @@ def spool(data: Any, folder: Path, *, image_column: str | None = None, label_col
                 )
             shape = tuple(images.shape[1:])
             name = f"part-{rank:04d}-{len(written):06d}.safetensors"
-            atomic_write(folder / name, save({"images": images.contiguous(), "labels": labels}))
+            with _spool_errors(folder):
+                atomic_write(folder / name, save({"images": images.contiguous(), "labels": labels}))
             written.append((name, len(labels), labels, shard_ids, positions))
             bar.update(len(labels))
     everyone = gather(accelerator, written)

@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm.auto import tqdm
 
-from ..cache.store import TensorCache, default_cache_dir, shard_name
+from ..cache.store import TensorCache, cache_root, shard_name
 from ..distributed import broadcast, is_main_process, share, wait_for_everyone
+from ..files import refuse_link
 from ..fingerprint import weights_hash
 from ..log import bar_options
 from ..precision import decode, encode
@@ -73,7 +74,7 @@ class WorkFolder:
         if self._path is None:
             made = None
             if is_main_process(self.accelerator):
-                made = tempfile.mkdtemp(prefix="work-", dir=_temporary_root(self.cache_root))
+                made = _make_work_folder(self.cache_root)
                 self._finalizer = weakref.finalize(self, shutil.rmtree, made, True)
             self._path = Path(broadcast(self.accelerator, made))
         return self._path
@@ -84,13 +85,15 @@ class WorkFolder:
             self._finalizer()
 
 
-def _temporary_root(cache_root: str | os.PathLike | None) -> str:
-    root = (default_cache_dir() if cache_root is None else Path(cache_root)) / "tmp"
+def _make_work_folder(root_setting: str | os.PathLike | None) -> str:
+    """A fresh ``work-*`` folder in the cache root's ``tmp`` (never through a link), else in the system's temporary
+    folder when that one cannot be written (read-only, full, a link)."""
+    root = cache_root(root_setting) / "tmp"
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        return str(root)
+        refuse_link(root).mkdir(parents=True, exist_ok=True)
+        return tempfile.mkdtemp(prefix="work-", dir=root)
     except OSError:
-        return tempfile.gettempdir()
+        return tempfile.mkdtemp(prefix="work-")
 
 
 def read_all(source: Source) -> tuple[torch.Tensor, torch.Tensor]:
