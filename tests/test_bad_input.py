@@ -235,7 +235,7 @@ TRANSFORM = [
     row("v1-rgb-into-gray", lambda e: v1.Compose([v1.ToTensor(), e.gray.replace(labels_getter=None)])(pil("RGB")),
         ValueError, "convert RGB images to grayscale explicitly"),
     row("v1-numpy", lambda e: v1.Compose([e.gray])(GRAY), TypeError, "found no image"),
-    row("batch-size-zero", lambda e: e.gray.replace(batch_size=0), ValueError, "batch_size must be positive, got 0"),
+    row("batch-size-zero", lambda e: e.gray.replace(batch_size=0), ValueError, "batch_size must be an int in [1, 4096], got 0"),
     row("device-unknown", lambda e: e.gray.replace(device="tpu"), ValueError,
         "device must name a torch device", "'tpu'"),
     row("sample-string", lambda e: e.gray.replace(sample="yes"), InputTypeError, "sample must be a bool, got str"),
@@ -391,7 +391,7 @@ FROM_PRETRAINED = [
     row("format-version-2", lambda e: _load(e, lambda f: _edit_json(f / "config.json", format_version=2)),
         ValueError, "format_version 2 is not supported"),
     row("config-batch-size-zero", lambda e: _load(e, lambda f: _edit_json(f / "config.json", batch_size=0)),
-        ValueError, "config.json: batch_size must be positive, got 0"),
+        ValueError, "config.json: batch_size must be an int in [1, 4096], got 0"),
     row("config-unknown-key", lambda e: _load(e, lambda f: _edit_json(f / "config.json", colour=1)), ValueError,
         "config.json: unknown key(s) ['colour']"),
     row("stage1-missing", lambda e: _load(e, lambda f: shutil.rmtree(f / "stage1")), FileNotFoundError,
@@ -417,7 +417,7 @@ FROM_PRETRAINED = [
     row("device-unknown", lambda e: DVAEPurify.from_pretrained(str(e.weights), device="tpu"), ValueError,
         "device must name a torch device"),
     row("batch-size-zero", lambda e: DVAEPurify.from_pretrained(str(e.weights), batch_size=0), ValueError,
-        "batch_size must be positive, got 0"),
+        "batch_size must be an int in [1, 4096], got 0"),
 ]
 
 
