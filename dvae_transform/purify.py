@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 import torch
 
@@ -18,6 +19,20 @@ from .config import DEFAULT_SUBTRACTION, SUBTRACTION_RULES
 from .model import DVAE
 from .precision import quantize
 from .validation import check_choice, check_int
+
+
+class Purifier(Protocol):
+    """What every defense offers (``DVAEPurify`` and the baselines of ``dvae_transform.evaluation``).
+
+    ``purify(images, labels=None)`` takes a CHW image or an NCHW batch (uint8, or float in [0, 1]; PIL
+    and numpy accepted) and returns float32 images in [0, 1] of the same shape. ``name`` identifies
+    the defense in reports.
+    """
+
+    name: str
+
+    def purify(self, images: Any, labels: Any = None) -> torch.Tensor: ...
+
 
 MICRO_BATCH_BYTES = 1 << 30  # default activation memory of one micro-batch
 MAX_MICRO_BATCH = 256

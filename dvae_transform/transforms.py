@@ -7,13 +7,9 @@ callable for v1 ``transforms.Compose``. Batches go through the same call.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
-from collections.abc import Callable, Mapping
-from contextlib import suppress
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import PIL.Image
 import torch
@@ -23,17 +19,17 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
-from torchvision.transforms.v2._utils import _find_labels_default_heuristic
 
-from .checkpoints.card import render_model_card
-from .checkpoints.layout import TRAINING_NAME, fetch_purifier, load_stages, save_purifier
+from .checkpoints.card import render_model_card, training_summary
+from .checkpoints.layout import fetch_purifier, load_history, load_stages, save_purifier, save_training
 from .checkpoints.registry import Registry
 from .checkpoints.resolve import CheckpointSource, load_checkpoint
 from .checkpoints.weights import AtomicSave
 from .config import FitConfig, resolve_config
 from .data.streaming import training_set
-from .fit import accelerator_for, fit_two_stage
-from .images import ImageInput, apply_to_batch, to_float_images, to_labels
+from .fit import accelerator_for
+from .images import apply_to_batch, to_float_images, to_labels
+from .labels import LabelsGetter, check_labels_getter, default_labels_getter
 from .log import warn
 from .metadata import hub_metadata
 from .model import DVAE
@@ -46,59 +42,9 @@ from .purify import (
     purify_two_stage,
     reconstruct,
 )
-from .shortcut import RESTART_SEED_STRIDE, ShortcutReport, check_fit, restart_folder
-from .validation import check_choice, check_int, check_type
-
-
-class Purifier(Protocol):
-    """What every defense offers (``DVAEPurify`` and the baselines of ``dvae_transform.evaluation``).
-
-    ``purify(images, labels=None)`` takes a CHW image or an NCHW batch (uint8, or float in [0, 1]; PIL
-    and numpy accepted) and returns float32 images in [0, 1] of the same shape. ``name`` identifies
-    the defense in reports.
-    """
-
-    name: str
-
-    def purify(self, images: ImageInput, labels: Any = None) -> torch.Tensor: ...
-
-
-LabelsGetter = Callable[[Any], Any]
-
-
-def default_labels_getter(sample: Any) -> Any:
-    """The label of a v2 sample by torchvision's rule (``_find_labels_default_heuristic``).
-
-    A tuple's second item (an int, numpy or tensor label, or a dict searched as below); a dict's
-    ``labels`` key, else its first key containing ``label`` (case-insensitive). A sample without one
-    is a ``ValueError``: pass ``labels_getter=`` a callable that finds it, or ``None`` for the label-free path.
-    """
-    label = None
-    pair = isinstance(sample, (tuple, list)) and len(sample) > 1
-    if pair and not isinstance(sample[1], Mapping):
-        label = sample[1]  # to_labels refuses one that is not an integer label
-    elif pair or isinstance(sample, Mapping):
-        with suppress(ValueError):
-            label = _find_labels_default_heuristic(sample)
-    if label is None:
-        raise ValueError(
-            "DVAEPurify found no label in its input; pass (image, label) or a dict with a 'label' key, "
-            "labels_getter=<callable> to say where it is, or labels_getter=None for the label-free path"
-        )
-    return label
-
-
-def _labels_getter(labels_getter: str | LabelsGetter | None) -> str | LabelsGetter | None:
-    if labels_getter == "default" or labels_getter is None or callable(labels_getter):
-        return labels_getter
-    raise ValueError(f"labels_getter must be 'default', a callable or None, got {labels_getter!r}")
-
-
-def _device(device: str | torch.device) -> torch.device:
-    try:
-        return torch.device(check_type(device, "device", str, torch.device))
-    except RuntimeError as error:  # torch's "Expected one of cpu, cuda, ... device type"
-        raise ValueError(f"device must name a torch device such as 'cpu' or 'cuda:0', got {device!r}") from error
+from .restarts import Attempts
+from .shortcut import ShortcutReport
+from .validation import check_choice, check_device, check_int, check_type
 
 
 class DVAEPurify(
@@ -161,8 +107,8 @@ class DVAEPurify(
         self.sample = check_type(sample, "sample", bool)
         self.seed = check_type(seed, "seed", int, type(None))
         self.subtract = check_choice(subtract, "subtract", SUBTRACTION_RULES)
-        self.device = _device(device)
-        self.labels_getter = _labels_getter(labels_getter)
+        self.device = check_device(device)
+        self.labels_getter = check_labels_getter(labels_getter)
         self.history: list[dict[str, float]] = []
         self.checks: dict[str, ShortcutReport] = {}
         self.attempts = 0  # fits run by DVAEPurify.fit (restarts included); 0 for loaded weights
@@ -229,16 +175,7 @@ class DVAEPurify(
     ) -> DVAEPurify:
         """Fit both stages on poisoned ``data`` and return a ready purifier.
 
-        Which start to choose:
-
-        * zero-shot (no fit): ``DVAEPurify.from_pretrained(name)`` when an official checkpoint
-          (:func:`dvae_transform.list_pretrained`) matches your image size, channels and classes and
-          was fitted on similar data; check its effect on your data (e.g. a victim's clean accuracy) first.
-        * warm start (``init=``): same image size, channels and classes, but another source or attack;
-          a short fit (e.g. ``epochs=3``) starts from weights that already separate image content from
-          perturbations. The architecture comes from ``init`` (its width and latent size win over the preset's).
-        * from scratch (no ``init``): any other shape or label set, or when the full recipe is affordable
-          (``preset="paper"`` reproduces the published settings).
+        Which start to choose (zero-shot, warm start, from scratch): see the README.
 
         Args:
             data: an ``(images, labels)`` pair (NCHW float in [0, 1] or uint8), a torch ``Dataset`` or
@@ -270,37 +207,14 @@ class DVAEPurify(
         config = resolve_config(preset, **overrides)
         check_int(restarts, "restarts", low=0)
         init = cls._warm_start(init)
-        attempts: list[DVAEPurify] = []
         with accelerator_for(config, accelerator) as accelerator:
             train_set = training_set(data, image_column=image_column, label_column=label_column, stream=stream,
                                      num_workers=num_workers, accelerator=accelerator,
                                      checkpoint_dir=checkpoint_dir, progress=progress)
-            for attempt in range(restarts + 1):
-                attempt_config = config.replace(seed=config.seed + attempt * RESTART_SEED_STRIDE)
-                result = fit_two_stage(
-                    train_set,
-                    num_classes=num_classes,
-                    config=attempt_config,
-                    accelerator=accelerator,
-                    init=None if init is None else (init.stage1, init.stage2),
-                    checkpoint_dir=restart_folder(checkpoint_dir, attempt),
-                    progress=progress,
-                    compile=compile,
-                )
-                purifier = cls(result.stage1, result.stage2, subtract=config.subtract,
-                               device=result.stage1.to_mu.weight.device)
-                purifier.history, purifier.fit_config = result.history, attempt_config
-                attempts.append(purifier)
-                if not check:
-                    break
-                purifier.checks = check_fit(purifier.purify, train_set, validation=validation, seed=config.seed,
-                                            warn=attempt == restarts)
-                if not purifier.checks["output"].found:
-                    break
-        if check and purifier.checks["output"].found:
-            purifier = min(attempts, key=lambda fitted: fitted.checks["output"].statistic)
-        purifier.attempts = len(attempts)
-        return purifier
+            fits = Attempts(train_set, config, accelerator, num_classes=num_classes,
+                            init=None if init is None else (init.stage1, init.stage2),
+                            checkpoint_dir=checkpoint_dir, progress=progress, compile=compile)
+            return fits.run(cls, check=check, validation=validation, restarts=restarts)
 
     # --- saving and loading ---------------------------------------------------------
     # ``save_pretrained(folder, model_card_kwargs=...)`` (:class:`AtomicSave`: the folder is replaced at once) and
@@ -308,27 +222,16 @@ class DVAEPurify(
     # card (kept if already there).
 
     def _save_pretrained(self, save_directory: Path) -> None:
-        """Write ``config.json`` (purification defaults) and ``stage1/``, ``stage2/`` (config + safetensors)."""
+        """Write ``config.json`` (purification defaults), ``stage1/``, ``stage2/`` (config + safetensors) and, for a
+        fitted purifier, ``training.json`` (its settings and history)."""
         save_purifier(save_directory, (self.stage1, self.stage2), batch_size=self.batch_size, sample=self.sample,
                       seed=self.seed, subtract=self.subtract)
-        if self.history:
-            config = None if self.fit_config is None else dataclasses.asdict(self.fit_config)
-            training = {"config": config, "history": self.history}
-            (save_directory / TRAINING_NAME).write_text(json.dumps(training, indent=1))
-
-    def _training_summary(self) -> dict[str, Any]:
-        """The fit's settings and each stage's last epoch: the model card's training table."""
-        summary: dict[str, Any] = {} if self.fit_config is None else dataclasses.asdict(self.fit_config)
-        for record in self.history:  # a stage's last record wins
-            summary[f"stage {record['stage']} final epoch"] = (
-                f"{record['epoch']}: loss {record['loss']:.4f}, kl {record['kl']:.2f}, psnr {record['psnr']:.2f} dB"
-            )
-        return summary
+        save_training(save_directory, self.fit_config, self.history)
 
     def generate_model_card(self, **card_kwargs: Any) -> ModelCard:
         """The README.md model card; ``card_kwargs``: see :func:`~dvae_transform.checkpoints.card.render_model_card`
         (``recipe`` defaults to a fitted purifier's settings and final metrics)."""
-        card_kwargs.setdefault("recipe", self._training_summary())
+        card_kwargs.setdefault("recipe", training_summary(self.fit_config, self.history))
         return render_model_card(self._hub_mixin_info.model_card_data, in_channels=self.in_channels,
                                  image_size=self.image_size, num_classes=self.num_classes, **card_kwargs)
 
@@ -382,9 +285,7 @@ class DVAEPurify(
                          **purifier_kwargs: Any) -> DVAEPurify:
         """The mixin's loading hook, on the folder :meth:`from_pretrained` fetched and checked."""
         purifier = cls(*load_stages(Path(model_id)), **purifier_kwargs)
-        training = Path(model_id) / TRAINING_NAME
-        if training.is_file():
-            purifier.history = json.loads(training.read_text())["history"]
+        purifier.history = load_history(Path(model_id))
         return purifier
 
     @classmethod

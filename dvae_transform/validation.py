@@ -158,3 +158,13 @@ def read_config(cls: type[T], path: str | os.PathLike, source: str | None = None
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ValueError(f"{source} is not valid JSON: {error}") from None
     return from_mapping(cls, content, source)
+
+
+def check_device(device: Any) -> Any:
+    """``device`` (a string or a ``torch.device``) as a ``torch.device``, or a ``ValueError`` naming it."""
+    import torch  # the one check here that needs torch
+
+    try:
+        return torch.device(check_type(device, "device", str, torch.device))
+    except RuntimeError as error:  # torch's "Expected one of cpu, cuda, ... device type"
+        raise ValueError(f"device must name a torch device such as 'cpu' or 'cuda:0', got {device!r}") from error

@@ -17,7 +17,7 @@ from dvae_transform.evaluation.baselines import (
 )
 from dvae_transform.fit import build_model
 from dvae_transform.losses import psnr
-from dvae_transform.transforms import Purifier
+from dvae_transform.purify import Purifier
 
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding:DeprecationWarning")
 

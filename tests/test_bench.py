@@ -65,7 +65,9 @@ def test_quick_bench_writes_results_report_diagnostics_figures_and_resumes(tmp_p
         diagnostics["lsp/dvae/0"]["cosine"], abs=5e-4)
     checks = {key: cell["check"] for key, cell in results["cells"].items()}
     assert all(set(check) == {"intrinsic", "clean"} for check in checks.values())
-    assert all(check["clean"]["clean_accuracy"] is not None for check in checks.values())
+    # 64 images of 10 classes are too few for the check: it says so instead of passing them
+    assert all(check[mode]["verdict"] == "cannot tell" and "per class" in check[mode]["reason"]
+               for check in checks.values() for mode in check)
     checks_table = _table_rows(markdown, "Shortcut check")
     assert set(checks_table) == {"attack", "---", *rows} and checks_table["lsp"][0] in defenses
     for figure in ("accuracy.png", "samples.png"):

@@ -20,7 +20,8 @@ MAX_LINES = 400
 
 FLOORS: list[tuple[str, list[str]]] = [
     ("foundations", [
-        "metadata", "validation", "files", "precision", "fingerprint", "images", "distributed", "workers",
+        "metadata", "validation", "files", "precision", "fingerprint", "images", "distributed", "workers", "log",
+        "labels",
     ]),
     ("weights", ["checkpoints.weights"]),  # safetensors-only loading, the network's Hub mixin
     ("network", ["config", "model", "losses"]),
@@ -32,6 +33,7 @@ FLOORS: list[tuple[str, list[str]]] = [
     ("input adapters", [
         "data.shards", "data.loader", "data.sources", "data.spool", "data.streaming", "data.output", "data.formats",
     ]),
+    ("shortcut check", ["shortcut", "restarts"]),  # the probe, and the fit that refits when it fails
     ("transform", ["transforms"]),
     ("dataset", ["data.purified"]),
     ("tools", ["cli", "evaluation.*", "checkpoints.check_batch"]),

@@ -98,7 +98,7 @@ def test_dry_run_writes_a_folder_that_loads_and_purifies_identically(tmp_path: P
     assert result.returncode == 0, result.stderr
     files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
     assert files == {"README.md", "config.json", "stage1/config.json", "stage1/model.safetensors",
-                     "stage2/config.json", "stage2/model.safetensors"}
+                     "stage2/config.json", "stage2/model.safetensors", "training.json"}
     assert f"wrote {out}" in result.stdout and "stage2/model.safetensors" in result.stdout
 
     batch = load_file(check)

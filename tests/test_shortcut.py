@@ -10,7 +10,14 @@ from dvae_transform import DVAEPurify, check_shortcut
 from dvae_transform.cli import main
 from dvae_transform.evaluation.attacks import classwise_noise, lsp
 from dvae_transform.evaluation.mnist import MNIST_ATTACK_SETTINGS, load_mnist32
-from dvae_transform.shortcut import CANNOT_TELL, MIN_PER_CLASS, NO_SHORTCUT, SHORTCUT
+from dvae_transform.shortcut import (
+    CANNOT_TELL,
+    MIN_PER_CLASS,
+    NO_SHORTCUT,
+    SHORTCUT,
+    ShortcutReport,
+    purification_failed,
+)
 
 TRAIN = 2000
 
@@ -108,3 +115,14 @@ def test_fit_checks_its_output_and_refits_when_a_shortcut_is_left(digits):
     assert purifier.checks["output"].clean_accuracy is not None
     unchecked = DVAEPurify.fit((poisoned, labels[:400]), progress=False, check=False, **small)
     assert unchecked.attempts == 1 and unchecked.checks == {}
+
+
+def test_a_purification_fails_when_its_output_is_flagged_or_cannot_be_cleared_after_a_flagged_input():
+    def report(verdict, statistic=0.5):
+        return ShortcutReport(verdict, statistic, 0.8, "reason")
+
+    assert purification_failed({"input": report(SHORTCUT), "output": report(SHORTCUT)})
+    assert purification_failed({"input": report(SHORTCUT), "output": report(CANNOT_TELL)})
+    assert not purification_failed({"input": report(SHORTCUT), "output": report(NO_SHORTCUT)})
+    assert not purification_failed({"input": report(NO_SHORTCUT), "output": report(CANNOT_TELL)})
+    assert not purification_failed({"input": report(SHORTCUT), "output": report(CANNOT_TELL, None)})  # too few

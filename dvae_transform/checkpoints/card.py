@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -112,3 +113,13 @@ def render_model_card(
         paper_url=PAPER_URL,
         format_version=FORMAT_VERSION,
     )
+
+
+def training_summary(fit_config: Any, history: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """A fit's settings (a ``FitConfig`` or None) and each stage's last epoch: the model card's training table."""
+    summary: dict[str, Any] = {} if fit_config is None else dataclasses.asdict(fit_config)
+    for record in history:  # a stage's last record wins
+        summary[f"stage {record['stage']} final epoch"] = (
+            f"{record['epoch']}: loss {record['loss']:.4f}, kl {record['kl']:.2f}, psnr {record['psnr']:.2f} dB"
+        )
+    return summary

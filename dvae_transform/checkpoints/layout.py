@@ -20,6 +20,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from huggingface_hub import constants, snapshot_download
 
@@ -118,3 +119,24 @@ def check_purifier(root: Path, model_id: str) -> None:
 def load_stages(root: Path) -> list[DVAE]:
     """Both stages of the purifier in the folder ``root`` (checked by :func:`check_purifier`)."""
     return [DVAE.from_pretrained(root / folder) for folder in STAGE_FOLDERS]
+
+
+def save_training(folder: Path, fit_config: Any, history: list[dict[str, float]]) -> None:
+    """Write ``training.json``: the fit's settings (a ``FitConfig`` or None) and history, when there is one."""
+    if history:
+        config = None if fit_config is None else dataclasses.asdict(fit_config)
+        (folder / TRAINING_NAME).write_text(json.dumps({"config": config, "history": history}, indent=1))
+
+
+def load_history(folder: Path) -> list[dict[str, float]]:
+    """The history in ``folder``'s ``training.json`` (empty without one); a damaged file is a ``ValueError``."""
+    path = folder / TRAINING_NAME
+    if not path.is_file():
+        return []
+    try:
+        history = json.loads(path.read_text())["history"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{path}: not a training record ({error}); delete it or save the purifier again") from error
+    if not isinstance(history, list) or not all(isinstance(record, dict) for record in history):
+        raise ValueError(f"{path}: its history is not a list of records; delete it or save the purifier again")
+    return history

@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from ..transforms import DVAEPurify, Purifier
+from ..purify import Purifier
+from ..transforms import DVAEPurify
 from .baselines import BitDepthReduction, JPEGCompression, NoDefense, PlainVAE
 
 JPEG_QUALITY = 10
