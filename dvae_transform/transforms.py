@@ -226,12 +226,12 @@ class DVAEPurify(
         fitted purifier, ``training.json`` (its settings and history)."""
         save_purifier(save_directory, (self.stage1, self.stage2), batch_size=self.batch_size, sample=self.sample,
                       seed=self.seed, subtract=self.subtract)
-        save_training(save_directory, self.fit_config, self.history)
+        save_training(save_directory, self.fit_config, self.history, {k: r.to_dict() for k, r in self.checks.items()})
 
     def generate_model_card(self, **card_kwargs: Any) -> ModelCard:
         """The README.md model card; ``card_kwargs``: see :func:`~dvae_transform.checkpoints.card.render_model_card`
         (``recipe`` defaults to a fitted purifier's settings and final metrics)."""
-        card_kwargs.setdefault("recipe", training_summary(self.fit_config, self.history))
+        card_kwargs.setdefault("recipe", training_summary(self.fit_config, self.history, self.checks))
         return render_model_card(self._hub_mixin_info.model_card_data, in_channels=self.in_channels,
                                  image_size=self.image_size, num_classes=self.num_classes, **card_kwargs)
 

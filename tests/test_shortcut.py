@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -126,3 +128,13 @@ def test_a_purification_fails_when_its_output_is_flagged_or_cannot_be_cleared_af
     assert not purification_failed({"input": report(SHORTCUT), "output": report(NO_SHORTCUT)})
     assert not purification_failed({"input": report(NO_SHORTCUT), "output": report(CANNOT_TELL)})
     assert not purification_failed({"input": report(SHORTCUT), "output": report(CANNOT_TELL, None)})  # too few
+
+
+def test_a_saved_fit_keeps_its_checks_in_training_json_and_the_model_card(digits, tmp_path):
+    images, labels, *_ = digits
+    purifier = DVAEPurify.fit((images[:400], labels[:400]), progress=False, epochs=1, width=4, latent_dim=4)
+    purifier.save_pretrained(tmp_path / "fitted")
+    record = json.loads((tmp_path / "fitted" / "training.json").read_text())
+    assert set(record["checks"]) == {"input", "output"}
+    assert record["checks"]["output"]["verdict"] == purifier.checks["output"].verdict
+    assert "shortcut check of the output" in (tmp_path / "fitted" / "README.md").read_text()

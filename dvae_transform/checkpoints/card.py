@@ -115,9 +115,13 @@ def render_model_card(
     )
 
 
-def training_summary(fit_config: Any, history: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """A fit's settings (a ``FitConfig`` or None) and each stage's last epoch: the model card's training table."""
+def training_summary(fit_config: Any, history: Sequence[Mapping[str, Any]],
+                     checks: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A fit's settings (a ``FitConfig`` or None), each stage's last epoch and its shortcut checks (reports by
+    stage): the model card's training table."""
     summary: dict[str, Any] = {} if fit_config is None else dataclasses.asdict(fit_config)
+    for stage, report in (checks or {}).items():
+        summary[f"shortcut check of the {stage}"] = str(report)
     for record in history:  # a stage's last record wins
         summary[f"stage {record['stage']} final epoch"] = (
             f"{record['epoch']}: loss {record['loss']:.4f}, kl {record['kl']:.2f}, psnr {record['psnr']:.2f} dB"

@@ -121,11 +121,14 @@ def load_stages(root: Path) -> list[DVAE]:
     return [DVAE.from_pretrained(root / folder) for folder in STAGE_FOLDERS]
 
 
-def save_training(folder: Path, fit_config: Any, history: list[dict[str, float]]) -> None:
-    """Write ``training.json``: the fit's settings (a ``FitConfig`` or None) and history, when there is one."""
+def save_training(folder: Path, fit_config: Any, history: list[dict[str, float]],
+                  checks: dict[str, dict[str, Any]] | None = None) -> None:
+    """Write ``training.json``: the fit's settings (a ``FitConfig`` or None), history and shortcut checks (their
+    ``to_dict()``), when there is a history."""
     if history:
         config = None if fit_config is None else dataclasses.asdict(fit_config)
-        (folder / TRAINING_NAME).write_text(json.dumps({"config": config, "history": history}, indent=1))
+        record = {"config": config, "history": history, "checks": checks or {}}
+        (folder / TRAINING_NAME).write_text(json.dumps(record, indent=1))
 
 
 def load_history(folder: Path) -> list[dict[str, float]]:
