@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data.sources import load_images_and_labels
+from .log import warn as warn_user
 from .validation import check_int
 
 logger = logging.getLogger(__name__)
@@ -316,5 +317,5 @@ def check_fit(purify: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], imag
     if message is not None and not warn:
         logger.info("fit: %s; fitting again from another seed", message)
     if message is not None and warn:
-        warn(message, RuntimeWarning)
+        warn_user(message, RuntimeWarning)
     return reports
