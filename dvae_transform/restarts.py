@@ -16,6 +16,7 @@ import torch
 from accelerate import Accelerator
 
 from .config import FitConfig
+from .distributed import broadcast
 from .fit import fit_two_stage
 from .model import DVAE
 from .shortcut import ShortcutReport, check_fit, check_sample, purification_failed
@@ -78,9 +79,11 @@ class Attempts:
             fitted.append(purifier)
             if not check:
                 break
-            purifier.checks = check_fit(purifier.purify, *sample, validation=validation,
-                                        seed=self.config.seed, warn=attempt == restarts,
-                                        log=self.accelerator.is_main_process)
+            reports = check_fit(purifier.purify, *sample, validation=validation, seed=self.config.seed,
+                                warn=attempt == restarts, log=self.accelerator.is_main_process)
+            # Each process may hold another part of a streamed set: the main process's reports decide for all,
+            # so that every process refits, or stops, together.
+            purifier.checks = broadcast(self.accelerator, reports)
             if not purification_failed(purifier.checks):
                 break
         if check and purification_failed(purifier.checks):
