@@ -16,8 +16,8 @@ sys.path.insert(0, os.getcwd())
 from dvae_transform import DVAEPurify
 from dvae_transform.evaluation.attacks import make_poison
 from dvae_transform.evaluation.victims import accuracy, train_victim
-from dvae_transform.losses import psnr
 from dvae_transform.purify import remove_perturbation
+from dvae_transform.training.losses import psnr
 
 name, overrides = sys.argv[1], json.loads(sys.argv[2])
 attacks = sys.argv[3].split(",")

@@ -22,9 +22,9 @@ from dvae_transform.evaluation.baselines import BitDepthReduction, JPEGCompressi
 from dvae_transform.evaluation.datasets import load_bench_data
 from dvae_transform.evaluation.defenses import JPEG_QUALITY
 from dvae_transform.evaluation.victims import accuracy, train_victim
-from dvae_transform.losses import psnr
 from dvae_transform.precision import quantize
 from dvae_transform.purify import purify_two_stage
+from dvae_transform.training.losses import psnr
 
 ap = argparse.ArgumentParser()
 ap.add_argument("attack")

@@ -79,7 +79,7 @@ def training_flops(size: int, width: int, latent_dim: int) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     from dvae_transform import DVAE
-    from dvae_transform.losses import dvae_loss
+    from dvae_transform.training.losses import dvae_loss
 
     with torch.device("meta"):
         model = DVAE(in_channels=3, image_size=size, num_classes=10, width=width, latent_dim=latent_dim)

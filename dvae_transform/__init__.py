@@ -2,11 +2,11 @@
 
 import logging
 
-from .checkpoints.registry import list_pretrained, pretrained_info
 from .config import PRESETS, FitConfig
-from .data.purified import PurifiedDataset
 from .metadata import __version__ as __version__
 from .model import DVAE, DVAEOutput
+from .pretrained.registry import list_pretrained, pretrained_info
+from .purified_dataset import PurifiedDataset
 from .shortcut import ShortcutReport, check_shortcut
 from .transforms import DVAEPurify
 

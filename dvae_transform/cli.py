@@ -37,10 +37,10 @@ from .cache.store import default_cache_dir
 from .config import PRESETS
 from .data.formats import FORMATS, output_path, read_dataset, write_dataset
 from .data.output import check_apart
-from .data.purified import PurifiedDataset
 from .distributed import is_main_process, state_kept
 from .log import datasets_bars
 from .metadata import __version__
+from .purified_dataset import PurifiedDataset
 from .shortcut import CANNOT_TELL, SHORTCUT, check_shortcut
 from .transforms import DVAEPurify
 from .validation import InputTypeError, positive_int

@@ -34,9 +34,9 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .checkpoints.weights import SafetensorsHubMixin
 from .metadata import hub_metadata
 from .validation import check_choice, check_int, reported_as
+from .weights import SafetensorsHubMixin
 
 EMBEDDING_TARGETS = ("latent", "stem")
 DECODER_LAYOUTS = ("conv", "transposed")
@@ -205,7 +205,7 @@ class DVAE(nn.Module, SafetensorsHubMixin, **hub_metadata()):
             weights, which ``from_pretrained`` converts).
 
     ``save_pretrained`` / ``from_pretrained`` read and write ``config.json`` and ``model.safetensors``
-    (see :mod:`dvae_transform.checkpoints.weights`).
+    (see :mod:`dvae_transform.weights`).
     """
 
     config_class = DVAEConfig

@@ -20,20 +20,15 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from .checkpoints.card import render_model_card, training_summary
-from .checkpoints.layout import fetch_purifier, load_history, load_stages, save_purifier, save_training
-from .checkpoints.registry import Registry
-from .checkpoints.resolve import CheckpointSource, load_checkpoint
-from .checkpoints.weights import AtomicSave
 from .config import FitConfig, resolve_config
-from .data.streaming import training_set
-from .fit import accelerator_for
 from .images import apply_to_batch, to_float_images, to_labels
 from .labels import LabelsGetter, check_labels_getter, default_labels_getter
 from .log import warn
 from .metadata import hub_metadata
 from .model import DVAE
 from .precision import encode
+from .pretrained.registry import Registry
+from .pretrained.resolve import CheckpointSource, load_checkpoint
 from .purify import (
     DEFAULT_SUBTRACTION,
     MAX_BATCH_SIZE,
@@ -42,9 +37,14 @@ from .purify import (
     purify_two_stage,
     reconstruct,
 )
-from .restarts import Attempts
+from .saved.card import render_model_card, training_summary
+from .saved.layout import fetch_purifier, load_history, load_stages, save_purifier, save_training
 from .shortcut import ShortcutReport
+from .training.loop import accelerator_for
+from .training.restarts import Attempts
+from .training.streamed import training_set
 from .validation import check_choice, check_device, check_int, check_type
+from .weights import AtomicSave
 
 
 class DVAEPurify(
@@ -191,7 +191,7 @@ class DVAEPurify(
             checkpoint_dir: save every epoch here and resume from it.
             progress: show progress bars.
             stream: read the data in batches from its source instead of holding it in memory (default:
-                only inputs over 1 GiB and iterable datasets; :mod:`dvae_transform.data.streaming`).
+                only inputs over 1 GiB and iterable datasets; :mod:`dvae_transform.training.streamed`).
             num_workers: DataLoader workers reading a dataset (default: up to 4, one per CPU).
             compile: run the models through ``torch.compile`` (faster steps after a compilation).
             check: run :func:`~dvae_transform.check_shortcut` on (a sample of) the training set before and
@@ -229,7 +229,7 @@ class DVAEPurify(
         save_training(save_directory, self.fit_config, self.history, {k: r.to_dict() for k, r in self.checks.items()})
 
     def generate_model_card(self, **card_kwargs: Any) -> ModelCard:
-        """The README.md model card; ``card_kwargs``: see :func:`~dvae_transform.checkpoints.card.render_model_card`
+        """The README.md model card; ``card_kwargs``: see :func:`~dvae_transform.saved.card.render_model_card`
         (``recipe`` defaults to a fitted purifier's settings and final metrics)."""
         card_kwargs.setdefault("recipe", training_summary(self.fit_config, self.history, self.checks))
         return render_model_card(self._hub_mixin_info.model_card_data, in_channels=self.in_channels,
@@ -252,7 +252,7 @@ class DVAEPurify(
 
         An official name loads its Hub repo at the pinned revision when published and reachable, otherwise
         (not published, offline, Hub down) the sha256-verified copy bundled with the package; :attr:`source`
-        says which (every case: :mod:`dvae_transform.checkpoints.resolve`). Hub files go through the Hugging
+        says which (every case: :mod:`dvae_transform.pretrained.resolve`). Hub files go through the Hugging
         Face cache. Only safetensors weights are read, after every config is checked.
 
         Args:

@@ -5,7 +5,7 @@
     python hub/publish.py mnist32-lsp-fast                      # ... and push it (needs `hf auth login`)
     python hub/publish.py imagenet100-224-lsp-paper --dry-run --data-root DIR   # data you provide (class folders)
 
-A recipe (``recipes/<name>.json`` of a registry folder, by default ``dvae_transform/checkpoints/``) fixes the
+A recipe (``recipes/<name>.json`` of a registry folder, by default ``dvae_transform/pretrained/``) fixes the
 data, the poison(s) applied to it, the fit settings and the seed. The script loads the data with
 ``dvae_transform.evaluation.datasets.load_bench_data``, poisons the training split (several attacks: a
 permutation seeded with the recipe's seed splits it into equal parts, one attack each), fits with
@@ -35,15 +35,15 @@ from huggingface_hub import HfApi, constants
 from tqdm.auto import tqdm
 
 from dvae_transform import DVAEPurify, FitConfig
-from dvae_transform.checkpoints.card import AttackResult
-from dvae_transform.checkpoints.check_batch import write_check_batch
-from dvae_transform.checkpoints.recipe import MeasuredEffect, PretrainedCheckpoint, read_recipe
-from dvae_transform.checkpoints.registry import REGISTRY, Registry, folder_bytes, relative_files
 from dvae_transform.config import resolve_config
 from dvae_transform.evaluation.attacks import ATTACKS, make_poison
+from dvae_transform.evaluation.check_batch import write_check_batch
 from dvae_transform.evaluation.datasets import BenchData, describe, load_bench_data, needs_root
 from dvae_transform.evaluation.victims import RECIPE, accuracy, train_victim
-from dvae_transform.fit import build_model
+from dvae_transform.pretrained.recipe import MeasuredEffect, PretrainedCheckpoint, read_recipe
+from dvae_transform.pretrained.registry import REGISTRY, Registry, folder_bytes, relative_files
+from dvae_transform.saved.card import AttackResult
+from dvae_transform.training.loop import build_model
 
 CHECK_BATCH_SIZE = 16
 BUNDLE_BUDGET_BYTES = 5_000_000  # every bundled copy together: package data must stay small

@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 from torch.utils.data import TensorDataset
 
 from dvae_transform import DVAEPurify
-from dvae_transform.data.purified import PurifiedDataset
+from dvae_transform.purified_dataset import PurifiedDataset
 
 torch.set_num_threads(1)  # as in the test process: bit-identical arithmetic
 

@@ -22,7 +22,7 @@ import torch
 from _cache_worker import load_purifier, make_dataset
 
 from dvae_transform.cache.store import read_manifest_file
-from dvae_transform.data.purified import PurifiedDataset
+from dvae_transform.purified_dataset import PurifiedDataset
 
 SHARD_SIZE = 8
 

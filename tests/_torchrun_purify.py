@@ -26,7 +26,7 @@ from accelerate import Accelerator, PartialState
 from safetensors.torch import save_file
 
 from dvae_transform import DVAEPurify
-from dvae_transform.data.purified import PurifiedDataset
+from dvae_transform.purified_dataset import PurifiedDataset
 
 NUM_ITEMS = 22
 SHARD_SIZE = 4

@@ -19,7 +19,7 @@ from accelerate import Accelerator
 from safetensors.torch import save_file
 
 from dvae_transform import DVAEPurify
-from dvae_transform.data.purified import PurifiedDataset
+from dvae_transform.purified_dataset import PurifiedDataset
 
 NUM_ITEMS = 40
 SETTINGS = {"epochs": 2, "width": 8, "latent_dim": 4, "batch_size": 16, "seed": 0}

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dvae_transform.checkpoints.recipe import MeasuredEffect
-from dvae_transform.checkpoints.registry import Registry
+from dvae_transform.pretrained.recipe import MeasuredEffect
+from dvae_transform.pretrained.registry import Registry
 
 TINY_FIT = {"epochs": 1, "width": 8, "latent_dim": 8, "batch_size": 32}
 MEASURED = MeasuredEffect(victim_epochs=1, clean=0.5, attacks={"lsp": {"poisoned": 0.25, "purified": 0.5}})

@@ -15,9 +15,9 @@ from dvae_transform.evaluation.baselines import (
     NoDefense,
     PlainVAE,
 )
-from dvae_transform.fit import build_model
-from dvae_transform.losses import psnr
 from dvae_transform.purify import Purifier
+from dvae_transform.training.loop import build_model
+from dvae_transform.training.losses import psnr
 
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding:DeprecationWarning")
 

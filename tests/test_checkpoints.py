@@ -28,9 +28,9 @@ from safetensors.torch import load_file, save_file
 from torchvision.transforms import v2
 
 from dvae_transform import DVAE, DVAEPurify
-from dvae_transform.checkpoints.card import AttackResult
-from dvae_transform.checkpoints.weights import load_safetensors
+from dvae_transform.saved.card import AttackResult
 from dvae_transform.validation import InputTypeError
+from dvae_transform.weights import load_safetensors
 
 REPO = "tests-org/tiny-purifier"
 LAYOUT = {

@@ -18,12 +18,12 @@ from safetensors.torch import load_file
 from dvae_transform import DVAE, DVAEPurify, FitConfig
 from dvae_transform.cache.maintenance import cache_info
 from dvae_transform.config import resolve_config
-from dvae_transform.data.purified import PurifiedDataset
-from dvae_transform.fit import RANK_SEED_STRIDE, _adam, build_model
-from dvae_transform.losses import dvae_loss
 from dvae_transform.precision import decode, encode
+from dvae_transform.purified_dataset import PurifiedDataset
 from dvae_transform.purify import remove_perturbation
-from dvae_transform.training_set import epoch_plan
+from dvae_transform.training.loop import RANK_SEED_STRIDE, _adam, build_model
+from dvae_transform.training.losses import dvae_loss
+from dvae_transform.training.sets import epoch_plan
 
 SCRIPT = Path(__file__).with_name("_torchrun_purify.py")
 STREAM_SCRIPT = Path(__file__).with_name("_torchrun_stream.py")

@@ -16,7 +16,7 @@ from torchvision.transforms import v2
 
 from dvae_transform import DVAEPurify
 from dvae_transform.cache.maintenance import cache_info
-from dvae_transform.data.purified import PurifiedDataset
+from dvae_transform.purified_dataset import PurifiedDataset
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 TINY_FIT = ["--fit", "--fit-epochs", "1", "--fit-width", "8", "--fit-latent-dim", "8"]

@@ -17,8 +17,8 @@ from conftest import make_images
 
 from dvae_transform import PRESETS, DVAEPurify, FitConfig
 from dvae_transform.config import resolve_config
-from dvae_transform.fit import DivergedError, build_model
-from dvae_transform.fit_checkpoint import StageCheckpoint
+from dvae_transform.training.loop import DivergedError, build_model
+from dvae_transform.training.resume import StageCheckpoint
 
 TINY = {"epochs": 2, "width": 8, "latent_dim": 8, "batch_size": 32, "progress": False}
 ONE_EPOCH = {**TINY, "epochs": 1}

@@ -15,9 +15,9 @@ from torch.utils.data import Dataset, IterableDataset, TensorDataset
 
 from dvae_transform import DVAEPurify
 from dvae_transform.cache.store import default_cache_dir
-from dvae_transform.data import streaming
-from dvae_transform.data.streaming import StreamedSet, training_set
-from dvae_transform.training_set import TensorSet, epoch_plan
+from dvae_transform.training import streamed
+from dvae_transform.training.sets import TensorSet, epoch_plan
+from dvae_transform.training.streamed import StreamedSet, training_set
 
 
 class Stream(IterableDataset):
@@ -97,7 +97,7 @@ def test_the_rule_keeps_small_inputs_in_memory_and_streams_large_ones(data, monk
     dataset = TensorDataset(*data)
     assert isinstance(training_set(dataset), TensorSet)
     assert isinstance(training_set(data, stream=None), TensorSet)
-    monkeypatch.setattr(streaming, "IN_MEMORY_BYTES", 72 * 256 - 1)  # one byte less than the uint8 images
+    monkeypatch.setattr(streamed, "IN_MEMORY_BYTES", 72 * 256 - 1)  # one byte less than the uint8 images
     assert isinstance(training_set(dataset), StreamedSet)
     assert isinstance(training_set(data), TensorSet)  # the pair form is in memory already
     assert isinstance(training_set(Stream(list(zip(*data))), stream=False), TensorSet)

@@ -17,11 +17,11 @@ from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundEr
 from registry_helpers import MEASURED, edit_recipe, make_registry, tiny_recipe
 
 from dvae_transform import DVAEPurify
-from dvae_transform.checkpoints.registry import Registry
+from dvae_transform.pretrained.registry import Registry
 
 NAME = "tiny-fast"
 REPO = f"tests-org/{NAME}"
-LOGGER = "dvae_transform.checkpoints.resolve"
+LOGGER = "dvae_transform.pretrained.resolve"
 
 
 @pytest.fixture(scope="module")

@@ -17,30 +17,28 @@ import pytest
 PACKAGE = "dvae_transform"
 ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 MAX_LINES = 400
+MAX_FUNCTION_LINES = 60  # lines of code: blank lines, comments and the docstring aside
 
 FLOORS: list[tuple[str, list[str]]] = [
     ("foundations", [
         "metadata", "validation", "files", "precision", "fingerprint", "images", "distributed", "workers", "log",
         "labels",
     ]),
-    ("weights", ["checkpoints.weights"]),  # safetensors-only loading, the network's Hub mixin
-    ("network", ["config", "model", "losses"]),
-    ("method", ["purify", "training_set", "fit_checkpoint", "fit"]),
-    ("storage", [
-        "cache.store", "cache.maintenance", "checkpoints.layout", "checkpoints.recipe", "checkpoints.registry",
-        "checkpoints.resolve", "checkpoints.card",
-    ]),
-    ("input adapters", [
-        "data.shards", "data.loader", "data.sources", "data.spool", "data.streaming", "data.output", "data.formats",
-    ]),
-    ("shortcut check", ["shortcut", "restarts"]),  # the probe, and the fit that refits when it fails
+    ("weights", ["weights"]),  # safetensors-only loading, the network's Hub mixin
+    ("network", ["config", "model"]),
+    ("method", ["purify"]),
+    ("cache", ["cache.*"]),  # shard caches and the work folder
+    ("input adapters", ["data.*"]),
+    ("shortcut check", ["shortcut"]),
+    ("training", ["training.*"]),  # the loop, its training sets, resume state, losses, refits
+    ("storage", ["saved.*", "pretrained.*"]),  # a saved purifier's folder and card; the official weights
     ("transform", ["transforms"]),
-    ("dataset", ["data.purified"]),
-    ("tools", ["cli", "evaluation.*", "checkpoints.check_batch"]),
+    ("dataset", ["purified_dataset"]),
+    ("tools", ["cli", "evaluation.*"]),
     ("public API", ["__init__"]),  # dvae_transform/__init__.py
 ]
 # Sub-package __init__ files hold a docstring only: they import nothing and sit on no floor.
-SUBPACKAGES = ("cache", "checkpoints", "data", "evaluation")
+SUBPACKAGES = ("cache", "data", "evaluation", "pretrained", "saved", "training")
 
 
 def module_name(path: Path) -> str:
@@ -157,9 +155,36 @@ def test_no_import_cycle() -> None:
     assert find_cycle(import_graph()) is None
 
 
+def package_of(module: str) -> str:
+    """The top-level unit a module belongs to: its sub-package, or the module itself."""
+    return module.split(".")[0]
+
+
+def package_graph(graph: Mapping[str, Iterable[str]]) -> dict[str, set[str]]:
+    """``graph`` with modules merged into their top-level units (self-imports left out)."""
+    merged: dict[str, set[str]] = {}
+    for module, targets in graph.items():
+        unit = package_of(module)
+        merged.setdefault(unit, set()).update(package_of(target) for target in targets)
+        merged[unit].discard(unit)
+    return merged
+
+
 def test_no_import_runs_back_up() -> None:
     graph = {name: targets for name, targets in import_graph().items() if name not in SUBPACKAGES}
     assert upward_imports(graph) == []
+
+
+def test_every_package_sits_on_one_floor() -> None:
+    floors: dict[str, set[str]] = {}
+    for name in package_modules():
+        if name not in SUBPACKAGES:
+            floors.setdefault(package_of(name), set()).add(FLOORS[floor_of(name)][0])
+    assert {unit: sorted(names) for unit, names in floors.items() if len(names) > 1} == {}
+
+
+def test_no_import_cycle_between_packages() -> None:
+    assert find_cycle(package_graph(import_graph())) is None
 
 
 def test_the_library_never_imports_the_evaluation_tooling() -> None:
@@ -174,7 +199,46 @@ def test_module_is_short(name: str) -> None:
     assert lines <= MAX_LINES, f"{name} has {lines} lines; split it (one idea per module)"
 
 
+def code_lines(function: ast.FunctionDef | ast.AsyncFunctionDef, source_lines: list[str]) -> int:
+    """Lines of code in ``function``'s body: blank lines, comment lines and the docstring are not counted."""
+    body = function.body
+    if len(body) > 1 and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+            and isinstance(body[0].value.value, str):
+        body = body[1:]
+    lines = source_lines[body[0].lineno - 1 : function.end_lineno]
+    return sum(1 for line in lines if line.strip() and not line.strip().startswith("#"))
+
+
+def long_functions(path: Path) -> list[str]:
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    return [
+        f"{node.name} ({count} lines)"
+        for node in ast.walk(ast.parse(text))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and (count := code_lines(node, lines)) > MAX_FUNCTION_LINES
+    ]
+
+
+@pytest.mark.parametrize("name", sorted(package_modules()))
+def test_functions_are_short(name: str) -> None:
+    assert long_functions(package_modules()[name]) == [], f"split these functions of {name}"
+
+
 # ----------------------------------------------------------------------------- the checks themselves
+
+
+def test_package_checks_merge_modules_into_their_packages() -> None:
+    graph = package_graph({"training.loop": {"data.sources", "training.sets"}, "data.sources": {"training.loop"}})
+    assert graph == {"training": {"data"}, "data": {"training"}}
+    assert find_cycle(graph) == ["data", "training", "data"]
+
+
+def test_function_length_counts_code_only(tmp_path: Path) -> None:
+    source = tmp_path / "probe.py"
+    body = "".join(f"    x{i} = {i}\n" for i in range(MAX_FUNCTION_LINES))
+    source.write_text(f'def fits():\n    """Doc."""\n\n    # note\n{body}\ndef too_long():\n{body}    return 0\n')
+    assert long_functions(source) == [f"too_long ({MAX_FUNCTION_LINES + 1} lines)"]
 
 
 def test_checks_catch_a_cycle_and_an_upward_import(tmp_path: Path) -> None:

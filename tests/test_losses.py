@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from dvae_transform.losses import dvae_loss, kl_divergence, psnr
 from dvae_transform.model import DVAEOutput
+from dvae_transform.training.losses import dvae_loss, kl_divergence, psnr
 
 
 def _output(rec: float, pert: float, mu: float, log_var: float) -> DVAEOutput:

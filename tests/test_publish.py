@@ -22,8 +22,8 @@ from safetensors.torch import load_file
 from test_bench_datasets import write_fashion
 
 from dvae_transform import DVAEPurify
-from dvae_transform.checkpoints.registry import PACKAGE_FOLDER, REGISTRY, Registry
 from dvae_transform.evaluation.attacks import ATTACKS, make_poison
+from dvae_transform.pretrained.registry import PACKAGE_FOLDER, REGISTRY, Registry
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "hub" / "publish.py"

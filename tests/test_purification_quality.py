@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from dvae_transform import DVAEPurify
-from dvae_transform.losses import psnr
 from dvae_transform.purify import remove_perturbation
+from dvae_transform.training.losses import psnr
 
 NUM_CLASSES = 4
 

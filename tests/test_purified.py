@@ -24,9 +24,9 @@ from torchvision.transforms.v2 import functional as F
 
 from dvae_transform import DVAE, DVAEPurify
 from dvae_transform.cache.maintenance import cache_info
-from dvae_transform.data.purified import PurifiedDataset
 from dvae_transform.data.sources import load_images_and_labels
 from dvae_transform.fingerprint import weights_hash
+from dvae_transform.purified_dataset import PurifiedDataset
 from dvae_transform.purify import purify_two_stage
 
 WORKER = Path(__file__).with_name("_cache_worker.py")

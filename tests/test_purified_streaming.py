@@ -20,10 +20,10 @@ from _cache_worker import make_dataset
 from test_purified import count_calls
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
+from dvae_transform import purified_dataset as purified_module
 from dvae_transform.cache.store import default_cache_dir
-from dvae_transform.data import purified as purified_module
 from dvae_transform.data.loader import read_batches
-from dvae_transform.data.purified import PurifiedDataset
+from dvae_transform.purified_dataset import PurifiedDataset
 
 WORKER = Path(__file__).with_name("_full_disk_worker.py")
 

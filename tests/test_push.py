@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from test_publish import official_tiny, publish  # hub/publish.py, imported by path
 
 from dvae_transform import DVAEPurify
-from dvae_transform.checkpoints.registry import REGISTRY, Registry
+from dvae_transform.pretrained.registry import REGISTRY, Registry
 
 pytestmark = CLIENT_UPLOAD_WARNING
 

@@ -15,14 +15,14 @@ from safetensors.torch import load_file
 from test_publish import publish  # hub/publish.py, imported by path
 
 from dvae_transform import DVAEPurify, list_pretrained, pretrained_info
-from dvae_transform.checkpoints.check_batch import (
+from dvae_transform.evaluation.check_batch import (
     FLOAT32_SPREAD,
     check_tolerance,
     verify_check_batch,
     write_check_batch,
 )
-from dvae_transform.checkpoints.recipe import TrainingData, read_recipe
-from dvae_transform.checkpoints.registry import PACKAGE_FOLDER, REGISTRY, Registry, relative_files
+from dvae_transform.pretrained.recipe import TrainingData, read_recipe
+from dvae_transform.pretrained.registry import PACKAGE_FOLDER, REGISTRY, Registry, relative_files
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECK_BATCHES = Path(__file__).parent / "data" / "bundled-checks"  # 16 images each, written with the bundles
@@ -138,7 +138,7 @@ def test_the_check_tolerance_is_the_float32_spread_except_near_a_rounding_flip(t
 def test_package_data_ships_the_recipes_templates_and_bundles(tmp_path: Path, tiny_purifier: DVAEPurify) -> None:
     config = configparser.ConfigParser()
     config.read(ROOT / "setup.cfg")
-    patterns = [p.strip() for p in config["options.package_data"]["dvae_transform.checkpoints"].split(",")]
+    patterns = [p.strip() for p in config["options.package_data"]["dvae_transform.pretrained"].split(",")]
 
     def packaged(root: Path) -> set[str]:  # what setuptools globs under the package folder
         return {path.relative_to(root).as_posix() for pattern in patterns for path in root.glob(pattern)}
@@ -250,7 +250,7 @@ def test_a_folder_named_like_an_official_checkpoint_does_not_replace_it(hf_offli
     name = list_pretrained(source="bundled")[0]
     tiny_purifier.save_pretrained(tmp_path / name)  # not the official weights
     monkeypatch.chdir(tmp_path)
-    with caplog.at_level("WARNING", logger="dvae_transform.checkpoints.resolve"):
+    with caplog.at_level("WARNING", logger="dvae_transform.pretrained.resolve"):
         official = DVAEPurify.from_pretrained(name)
     assert official.source.kind == "bundled"
     assert f"load that one as './{name}'" in caplog.text

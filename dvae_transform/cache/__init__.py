@@ -1,2 +1,2 @@
-"""The on-disk cache of purified tensors: :mod:`.store` (one entry, its shards) and :mod:`.maintenance`
-(listing and clearing entries, behind ``dvae-purify cache``)."""
+"""The on-disk cache of purified shards (:mod:`.store`, :mod:`.maintenance`) and the work folder
+(:mod:`.work_folder`)."""

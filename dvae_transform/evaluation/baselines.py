@@ -18,11 +18,11 @@ from torchvision.transforms.functional import rgb_to_grayscale
 from torchvision.transforms.v2.functional import pil_to_tensor, to_pil_image
 
 from ..config import FitConfig, resolve_config
-from ..fit import accelerator_for, build_model, train_stage
 from ..images import ImageInput, apply_to_batch, to_float_images
 from ..model import DVAE
 from ..precision import decode, encode
 from ..purify import reconstruct
+from ..training.loop import accelerator_for, build_model, train_stage
 from ..validation import check_int
 
 

@@ -30,8 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dvae_transform.images import to_float_images
-
+from ..images import to_float_images
 from .dataset_files import (
     DatasetFiles,
     download_cifar,
@@ -114,7 +113,7 @@ def _subset(total: int, size: int | None, seed: int, what: str) -> torch.Tensor:
 
 
 def _load_mnist(root: Path | None, download: bool, image_size: int | None) -> _Loaded:
-    from dvae_transform.evaluation.mnist import load_mnist32
+    from .mnist import load_mnist32
 
     if root is not None:
         raise ValueError(

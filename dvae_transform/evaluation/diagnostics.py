@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..losses import psnr
 from ..model import DVAE
 from ..purify import default_batch_size, remove_perturbation
+from ..training.losses import psnr
 from ..transforms import DVAEPurify
 
 FIELDS: dict[str, str] = {

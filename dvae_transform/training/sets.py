@@ -1,6 +1,6 @@
 """A stage's training data, read in batches: the epoch plan and the in-memory set.
 
-:class:`TrainingSet` is what :func:`~dvae_transform.fit.train_stage` reads: items in a fixed order,
+:class:`TrainingSet` is what :func:`~dvae_transform.training.loop.train_stage` reads: items in a fixed order,
 each an image (uint8 levels or float32 in [0, 1], decoded on the device) and an int64 label. Every
 epoch a permutation that depends only on ``(seed, epoch)`` is cut into global batches of the recipe's
 batch size; with several processes, process ``r`` of ``N`` reads the ``r``-th of ``N`` contiguous parts of
@@ -8,7 +8,7 @@ every global batch (:func:`epoch_plan`), so the global batches do not depend on 
 
 :class:`TensorSet` holds the images in memory: on the accelerator when they take at most a quarter of
 its free memory (else in pinned host memory), batches indexed there, with no per-step DataLoader.
-:mod:`dvae_transform.data.streaming` implements the same protocol for data read from disk.
+:mod:`dvae_transform.training.streamed` implements the same protocol for data read from disk.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Protocol
 
 import torch
 
-from .precision import decode, encode
-from .purify import default_batch_size, remove_perturbation
+from ..precision import decode, encode
+from ..purify import default_batch_size, remove_perturbation
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
-    from .model import DVAE
+    from ..model import DVAE
 
 PURIFY_CHUNK_BATCHES = 16  # micro-batches per call of remove_perturbation (4096 images at 32 px)
 

@@ -23,7 +23,7 @@ An official name is never shadowed by a folder of that name in the working direc
 loaded, with a warning saying how to load the folder: ``./name``).
 
 A bundled copy is loaded only after every file's sha256 matches its recipe (a mismatch raises ``ValueError``,
-nothing is loaded). The copy used is logged (``logging``, logger ``dvae_transform.checkpoints.resolve``: INFO,
+nothing is loaded). The copy used is logged (``logging``, logger ``dvae_transform.pretrained.resolve``: INFO,
 or WARNING when the Hub copy failed and the bundled one is used instead) and returned as a
 :class:`CheckpointSource` (``DVAEPurify.source``).
 """

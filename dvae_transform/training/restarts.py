@@ -15,12 +15,12 @@ from typing import Any, Protocol
 import torch
 from accelerate import Accelerator
 
-from .config import FitConfig
-from .distributed import broadcast
-from .fit import fit_two_stage
-from .model import DVAE
-from .shortcut import ShortcutReport, check_fit, check_sample, purification_failed
-from .validation import check_int
+from ..config import FitConfig
+from ..distributed import broadcast
+from ..model import DVAE
+from ..shortcut import ShortcutReport, check_fit, check_sample, purification_failed
+from ..validation import check_int
+from .loop import fit_two_stage
 
 RESTART_SEED_STRIDE = 7919  # attempt k of a fit runs at seed + k * stride
 

@@ -21,8 +21,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_model
 from torch import nn
 
-from ..files import replace_folder
-from ..validation import InputTypeError, from_mapping, read_config
+from .files import replace_folder
+from .validation import InputTypeError, from_mapping, read_config
 
 WEIGHTS_NAME = constants.SAFETENSORS_SINGLE_FILE
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")

@@ -19,7 +19,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
-from .files import atomic_write
+from ..files import atomic_write
 
 FORMAT = "dvae_transform.fit-checkpoint/2"
 RECORD = "fit.json"

@@ -28,7 +28,7 @@ from ..config import SUBTRACTION_RULES
 from ..model import DVAE, DVAEConfig
 from ..purify import MAX_BATCH_SIZE
 from ..validation import check_choice, check_int, check_type, read_config
-from .weights import WEIGHTS_NAME, save_weights
+from ..weights import WEIGHTS_NAME, save_weights
 
 FORMAT_VERSION = 1
 STAGE_FOLDERS = ("stage1", "stage2")

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ..cache.store import (
+from .cache.store import (
     CacheMissError,
     CacheUnavailableError,
     TensorCache,
@@ -22,21 +22,21 @@ from ..cache.store import (
     open_cache,
     shard_name,
 )
-from ..distributed import broadcast, gather, is_main_process, share, wait_for_everyone
-from ..files import refuse_link
-from ..fingerprint import purification_key, weights_hash
-from ..images import to_labels
-from ..log import bar_options, datasets_bars, logger, warn
-from ..precision import STORAGE_DTYPES, decode, encode
-from ..transforms import DVAEPurify
-from ..validation import InputTypeError, check_choice, check_int, check_type, item_index
-from ..workers import worker_errors
-from .formats import replace_hf_images
-from .loader import default_workers, read_batches
-from .shards import ShardReader, ShardReadError
-from .sources import Source, is_iterable, is_pair
-from .spool import spool
-from .streaming import IN_MEMORY_BYTES, WorkFolder
+from .cache.work_folder import IN_MEMORY_BYTES, WorkFolder
+from .data.formats import replace_hf_images
+from .data.loader import default_workers, read_batches
+from .data.shards import ShardReader, ShardReadError
+from .data.sources import Source, is_iterable, is_pair
+from .data.spool import spool
+from .distributed import broadcast, gather, is_main_process, share, wait_for_everyone
+from .files import refuse_link
+from .fingerprint import purification_key, weights_hash
+from .images import to_labels
+from .log import bar_options, datasets_bars, logger, warn
+from .precision import STORAGE_DTYPES, decode, encode
+from .transforms import DVAEPurify
+from .validation import InputTypeError, check_choice, check_int, check_type, item_index
+from .workers import worker_errors
 
 if TYPE_CHECKING:
     import datasets

@@ -4,8 +4,8 @@ Stage 1 fits a D-VAE with a tight KL bound on the poisoned images; its
 perturbation branch is subtracted (``x1 = clamp(x - p)``). Stage 2 fits a fresh
 D-VAE with a looser bound on ``x1``. See ``METHOD.md`` for the recipe.
 
-The loop reads a :class:`~dvae_transform.training_set.TrainingSet` (data in memory or streamed) in
-the batches of :func:`~dvae_transform.training_set.epoch_plan`, keeps the epoch's metrics on the device
+The loop reads a :class:`~dvae_transform.training.sets.TrainingSet` (data in memory or streamed) in
+the batches of :func:`~dvae_transform.training.sets.epoch_plan`, keeps the epoch's metrics on the device
 (one synchronisation per epoch), and uses Adam's fused or multi-tensor kernels where the device has
 them. Same seed, same device and process count: the same weights, bit for bit.
 """
@@ -27,17 +27,17 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from tqdm.auto import tqdm
 
-from .config import FitConfig
-from .distributed import broadcast, gather, release, state_kept, sync_buffers
-from .fingerprint import fingerprint, weights_hash
-from .fit_checkpoint import CheckpointError, StageCheckpoint, check_record
-from .images import to_labels
-from .log import bar_options, logger
+from ..config import FitConfig
+from ..distributed import broadcast, gather, release, state_kept, sync_buffers
+from ..fingerprint import fingerprint, weights_hash
+from ..images import to_labels
+from ..log import bar_options, logger
+from ..model import DVAE
+from ..validation import check_type
+from ..workers import worker_errors
 from .losses import dvae_loss, psnr
-from .model import DVAE
-from .training_set import TensorSet, TrainingSet, epoch_plan
-from .validation import check_type
-from .workers import worker_errors
+from .resume import CheckpointError, StageCheckpoint, check_record
+from .sets import TensorSet, TrainingSet, epoch_plan
 
 METRICS = ("loss", "kl", "psnr", "psnr_combined", "perturbation_power")
 RANK_SEED_STRIDE = 1_000_003  # process r draws its latent noise from seed + r * stride
@@ -294,14 +294,14 @@ def fit_two_stage(
 ) -> FitResult:
     """Train stage 1 on ``data``, purify it, train stage 2 on the result.
 
-    ``data`` is a training set (:mod:`dvae_transform.data.streaming` builds one from any input), or float
+    ``data`` is a training set (:mod:`dvae_transform.training.streamed` builds one from any input), or float
     NCHW images in [0, 1] / uint8 with int64 ``labels``. ``num_classes`` defaults to ``init``'s, else to
     the largest label + 1. ``init`` warm-starts both stages from existing models (their architecture
     wins over ``config``'s width/latent settings; channels, size and classes must match the data).
     ``checkpoint_dir`` saves every epoch and resumes a killed fit where it stopped; it records the
     data's fingerprint and the warm start, and refuses to resume a fit of other data or settings.
     ``compile=True`` runs the models through ``torch.compile``. The stage-1 output is kept like the
-    data: in memory, or written to disk in shards (see :mod:`dvae_transform.data.streaming`).
+    data: in memory, or written to disk in shards (see :mod:`dvae_transform.training.streamed`).
     """
     check_type(compile, "compile", bool)
     if isinstance(data, torch.Tensor):

@@ -7,7 +7,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from .model import DVAEOutput
+from ..model import DVAEOutput
 
 KL_WEIGHT = 0.01
 PERTURBATION_FLOOR = 0.002

@@ -1,7 +1,7 @@
 """Training sets from any input: held in memory when small, streamed from disk when not.
 
 **The rule** (:func:`training_set`): the pair form ``(images, labels)`` is already in memory and stays
-there (the fast path: indexed on the accelerator, :class:`~dvae_transform.training_set.TensorSet`). Any
+there (the fast path: indexed on the accelerator, :class:`~dvae_transform.training.sets.TensorSet`). Any
 other map-style input is read into memory too when its images, as read (uint8 levels stay uint8, other
 images take float32), fit in ``IN_MEMORY_BYTES`` (1 GiB); a larger one, and every iterable dataset, is
 *streamed*: read batch by batch through DataLoader workers into pinned memory, never whole
@@ -19,81 +19,35 @@ that is removed when the fit ends.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-import weakref
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
 
-from ..cache.store import TensorCache, cache_root, shard_name
+from ..cache.store import TensorCache, shard_name
+from ..cache.work_folder import IN_MEMORY_BYTES, WorkFolder
+from ..data.loader import default_workers, read_batches
+from ..data.shards import ShardReader
+from ..data.sources import Source, is_iterable
+from ..data.spool import spool
 from ..distributed import broadcast, is_main_process, share, wait_for_everyone
-from ..files import refuse_link
 from ..fingerprint import weights_hash
 from ..log import bar_options
 from ..precision import decode, encode
 from ..purify import remove_perturbation
-from ..training_set import TensorSet, TrainingSet
 from ..validation import check_int, check_type
 from ..workers import worker_errors
-from .loader import default_workers, read_batches
-from .shards import ShardReader
-from .sources import Source, is_iterable
-from .spool import spool
+from .sets import TensorSet, TrainingSet
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
     from ..model import DVAE
 
-IN_MEMORY_BYTES = 1 << 30
 SCAN_CHUNK = 256  # items per digest of the data's fingerprint
 OUTPUT_SHARD = 256  # items per stage-1 output shard
 READ_CHUNK = 1024  # items per read when loading a source into memory
-
-
-class WorkFolder:
-    """Where data goes on disk: ``checkpoint_dir/data``, or a temporary folder under the cache root
-    (``cache_root``, default the user's cache) removed with this object.
-
-    The folder is made on first use; with several processes every process must ask at the same point.
-    """
-
-    def __init__(self, checkpoint_dir: str | os.PathLike | None, accelerator: Accelerator | None, *,
-                 cache_root: str | os.PathLike | None = None) -> None:
-        self.accelerator, self.cache_root = accelerator, cache_root
-        self._path = None if checkpoint_dir is None else Path(checkpoint_dir) / "data"
-        self._temporary = checkpoint_dir is None
-        self._finalizer: weakref.finalize | None = None
-
-    @property
-    def path(self) -> Path:
-        if self._path is None:
-            made = None
-            if is_main_process(self.accelerator):
-                made = _make_work_folder(self.cache_root)
-                self._finalizer = weakref.finalize(self, shutil.rmtree, made, True)
-            self._path = Path(broadcast(self.accelerator, made))
-        return self._path
-
-    def cleanup(self) -> None:
-        """Remove a temporary folder now (a checkpoint's folder is kept)."""
-        if self._finalizer is not None:
-            self._finalizer()
-
-
-def _make_work_folder(root_setting: str | os.PathLike | None) -> str:
-    """A fresh ``work-*`` folder in the cache root's ``tmp`` (never through a link), else in the system's temporary
-    folder when that one cannot be written (read-only, full, a link)."""
-    root = cache_root(root_setting) / "tmp"
-    try:
-        refuse_link(root).mkdir(parents=True, exist_ok=True)
-        return tempfile.mkdtemp(prefix="work-", dir=root)
-    except OSError:
-        return tempfile.mkdtemp(prefix="work-")
 
 
 def read_all(source: Source) -> tuple[torch.Tensor, torch.Tensor]:

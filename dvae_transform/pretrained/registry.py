@@ -5,7 +5,7 @@ A registry folder holds::
     recipes/<name>.json      the recipe of each checkpoint (:class:`~.recipe.PretrainedCheckpoint`)
     bundled/<name>/...       its bundled copy, a saved purifier (the files listed in the recipe's ``bundle``)
 
-The package's own folder (``dvae_transform/checkpoints/``, :data:`PACKAGE_FOLDER`) is :data:`REGISTRY`, the
+The package's own folder (``dvae_transform/pretrained/``, :data:`PACKAGE_FOLDER`) is :data:`REGISTRY`, the
 one ``list_pretrained()``, ``pretrained_info()`` and ``DVAEPurify.from_pretrained(name)`` read by default.
 ``Registry(folder)`` reads another one: an organisation's own checkpoints, or a copy to regenerate bundles
 into (``hub/publish.py --registry FOLDER --bundle``). A bundled copy is loaded only after the sha256 of each
