@@ -28,6 +28,7 @@ from .data.loader import default_workers, read_batches
 from .data.shards import ShardReader, ShardReadError
 from .data.sources import Source, is_iterable, is_pair
 from .data.spool import spool
+from .deprecation import renamed_attribute, renamed_keywords
 from .distributed import broadcast, gather, is_main_process, share, wait_for_everyone
 from .files import refuse_link
 from .fingerprint import purification_key, weights_hash
@@ -57,7 +58,7 @@ class PurifiedDataset(Dataset):
 
     The whole dataset is purified when it is built, in the calling process, so DataLoader workers
     forked later only serve it (``lazy=True`` defers this to first access or :meth:`prepare`); it is read in chunks of
-    ``batch_size`` items by ``num_workers`` DataLoader workers; each chunk is one shard of the on-disk
+    ``shard_size`` items by ``num_workers`` DataLoader workers; each chunk is one shard of the on-disk
     cache (:mod:`dvae_transform.cache.store`) under ``cache_dir`` (default ``$DVAE_TRANSFORM_CACHE``),
     keyed by :attr:`fingerprint`, written as soon as it is done. A later run, or a run killed half-way,
     reuses the finished shards; processes sharing a cache compute each shard once. Items are then
@@ -80,7 +81,7 @@ class PurifiedDataset(Dataset):
         dataset: the (poisoned) training data.
         purifier: a fitted :class:`~dvae_transform.DVAEPurify`.
         cache_dir: cache root; overrides ``$DVAE_TRANSFORM_CACHE``.
-        batch_size: items per chunk and per cache shard (each purified in micro-batches of
+        shard_size: items per chunk and per cache shard (each purified in micro-batches of
             ``purifier.micro_batch``).
         accelerator: share the work between the processes of an Accelerate launch.
         transform: applied to each purified image when it is served.
@@ -92,12 +93,13 @@ class PurifiedDataset(Dataset):
         lazy: purify on first access or :meth:`prepare` instead of now (call it before DataLoader workers start).
     """
 
+    @renamed_keywords(batch_size="shard_size")
     def __init__(
         self,
         dataset: Any,
         purifier: DVAEPurify,
         cache_dir: str | os.PathLike | None = None,
-        batch_size: int = SHARD_SIZE,
+        shard_size: int = SHARD_SIZE,
         accelerator: Accelerator | None = None,
         transform: Callable[[torch.Tensor], Any] | None = None,
         image_column: str | None = None,
@@ -108,7 +110,7 @@ class PurifiedDataset(Dataset):
         num_workers: int | None = None,
         lazy: bool = False,
     ) -> None:
-        check_int(batch_size, "batch_size", low=1)
+        check_int(shard_size, "shard_size", low=1)
         check_choice(cache_dtype, "cache_dtype", STORAGE_DTYPES)
         if num_workers is not None:
             check_int(num_workers, "num_workers", low=0)
@@ -118,7 +120,7 @@ class PurifiedDataset(Dataset):
             raise InputTypeError(f"purifier must be a DVAEPurify, got {type(purifier).__name__}")
         self.purifier, self.dataset, self.columns = purifier, dataset, (image_column, label_column)
         self.num_workers = default_workers() if num_workers is None else num_workers
-        self.cache_dir, self.batch_size, self.accelerator = cache_dir, batch_size, accelerator
+        self.cache_dir, self.shard_size, self.accelerator = cache_dir, shard_size, accelerator
         self.transform, self.cache, self.cache_dtype, self.progress = transform, cache, cache_dtype, progress
         self._source = None if is_iterable(dataset) else self._map_source(dataset)
         self._spool: WorkFolder | None = None
@@ -127,6 +129,8 @@ class PurifiedDataset(Dataset):
         self._memory: torch.Tensor | None = None  # all of them, when they fit in IN_MEMORY_BYTES
         if not check_type(lazy, "lazy", bool):
             self.prepare()
+
+    batch_size = renamed_attribute("batch_size", "shard_size")
 
     def _map_source(self, data: Any) -> Source:
         workers = 0 if is_pair(data) else self.num_workers
@@ -157,33 +161,33 @@ class PurifiedDataset(Dataset):
 
     def __repr__(self) -> str:
         return (
-            f"PurifiedDataset(items={len(self)}, batch_size={self.batch_size}, cache={self.cache}, "
+            f"PurifiedDataset(items={len(self)}, shard_size={self.shard_size}, cache={self.cache}, "
             f"cache_dtype={self.cache_dtype!r}, prepared={self._store is not None})"
         )
 
     @property
     def num_shards(self) -> int:
-        """Chunks of ``batch_size`` items: the cache's shards."""
-        return math.ceil(len(self) / self.batch_size)
+        """Chunks of ``shard_size`` items: the cache's shards."""
+        return math.ceil(len(self) / self.shard_size)
 
     @property
     def fingerprint(self) -> str:
         """This purification's key (:func:`~dvae_transform.fingerprint.purification_key`): the cache entry's name.
 
         It covers the input (a Hugging Face dataset's ``_fingerprint``, else a hash of the images and
-        labels read in chunks of ``batch_size``), both stages' weights and every setting that changes
+        labels read in chunks of ``shard_size``), both stages' weights and every setting that changes
         the output.
         """
         if self._key is None:
             purifier = self.purifier
             self._key = purification_key(
-                self.source.identity(self.batch_size),
+                self.source.identity(self.shard_size),
                 weights_hash(purifier.stage1, purifier.stage2),
                 sample=purifier.sample,
                 seed=purifier.seed,
                 subtract=purifier.subtract,
                 micro_batch=purifier.micro_batch,
-                shard_size=self.batch_size,
+                shard_size=self.shard_size,
                 cache_dtype=self.cache_dtype,
                 layout=(purifier.in_channels, purifier.image_size, purifier.num_classes),
             )
@@ -217,7 +221,7 @@ class PurifiedDataset(Dataset):
                 "call .prepare() before building the DataLoader",
                 RuntimeWarning,
             )
-        labels = to_labels(self.source.labels(self.batch_size), len(self), self.purifier.num_classes)
+        labels = to_labels(self.source.labels(self.shard_size), len(self), self.purifier.num_classes)
         accelerator = self.accelerator
         if accelerator is not None:
             self.purifier.to(accelerator.device)
@@ -258,15 +262,15 @@ class PurifiedDataset(Dataset):
         return self.purifier.in_channels, self.purifier.image_size, self.purifier.image_size
 
     def _shard_range(self, index: int) -> range:
-        start = index * self.batch_size
-        return range(start, min(start + self.batch_size, len(self)))
+        start = index * self.shard_size
+        return range(start, min(start + self.shard_size, len(self)))
 
     def _open_cache(self) -> TensorCache | None:
         return open_cache(
             self.fingerprint,
             num_items=len(self),
             item_shape=self._item_shape,
-            shard_size=self.batch_size,
+            shard_size=self.shard_size,
             dtype=self.cache_dtype,
             root=self.cache_dir,
         )
@@ -314,8 +318,8 @@ class PurifiedDataset(Dataset):
         return self._read_store(index, 0, len(self._shard_range(index)))
 
     def _stored_item(self, item: int) -> torch.Tensor:
-        index = item // self.batch_size
-        offset = item - index * self.batch_size
+        index = item // self.shard_size
+        offset = item - index * self.shard_size
         return self._read_store(index, offset, offset + 1)[0]
 
     def _read_store(self, index: int, start: int, stop: int) -> torch.Tensor:

@@ -21,7 +21,7 @@ from .precision import quantize
 from .validation import check_choice, check_int
 
 
-class Purifier(Protocol):
+class Defense(Protocol):
     """What every defense offers (``DVAEPurify`` and the baselines of ``dvae_transform.evaluation``).
 
     ``purify(images, labels=None)`` takes a CHW image or an NCHW batch (uint8, or float in [0, 1]; PIL

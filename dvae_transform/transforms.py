@@ -1,8 +1,7 @@
 """``DVAEPurify``: the two fitted D-VAE stages as a torchvision transform.
 
-It is a ``torchvision.transforms.v2.Transform`` (in a v2 ``Compose`` it receives
-the image and the label together and passes the label through) and a plain
-callable for v1 ``transforms.Compose``. Batches go through the same call.
+It is a ``torchvision.transforms.v2.Transform`` (in a v2 ``Compose`` it receives the image and the label together
+and passes the label through) and a plain callable for v1 ``transforms.Compose``. Batches go through the same call.
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from .config import FitConfig, resolve_config
+from .deprecation import renamed_attribute, renamed_keywords
 from .images import apply_to_batch, to_float_images, to_labels
 from .labels import LabelsGetter, check_labels_getter, default_labels_getter
 from .log import warn
@@ -28,7 +28,7 @@ from .metadata import hub_metadata
 from .model import DVAE
 from .precision import encode
 from .pretrained.registry import Registry
-from .pretrained.resolve import CheckpointSource, load_checkpoint
+from .pretrained.resolve import LoadedFrom, load_pretrained
 from .purify import (
     DEFAULT_SUBTRACTION,
     MAX_BATCH_SIZE,
@@ -65,7 +65,7 @@ class DVAEPurify(
     (a v1 pipeline) asks for the label-free path: the stage-2 reconstruction of the input, with a
     one-time warning. A label that is there but is not an integer (a float, a string, a bool) is an error.
     :meth:`purify` is the plain batch API: ``purifier.purify(x, y) -> purified`` (numpy
-    arrays and lists of PIL images accepted too), shared with the baselines (:class:`Purifier`).
+    arrays and lists of PIL images accepted too), shared with the baselines (:class:`Defense`).
     :meth:`replace` gives a copy with other purification settings.
 
     Args:
@@ -82,7 +82,8 @@ class DVAEPurify(
     """
 
     name = "dvae"
-    source: CheckpointSource | None = None  # where from_pretrained loaded it from (None: fitted or built here)
+    loaded_from: LoadedFrom | None = None  # where from_pretrained loaded it from (None: fitted or built here)
+    source = renamed_attribute("source", "loaded_from")
     fit_config: FitConfig | None = None  # the settings of the fit that made it (None: loaded or built here)
 
     def __init__(
@@ -139,7 +140,7 @@ class DVAEPurify(
         keys = ("batch_size", "sample", "seed", "subtract", "device", "labels_getter")
         current = {key: getattr(self, key) for key in keys}
         purifier = type(self)(self.stage1, self.stage2, **{**current, **options})
-        purifier.history, purifier.source, purifier.fit_config = self.history, self.source, self.fit_config
+        purifier.history, purifier.loaded_from, purifier.fit_config = self.history, self.loaded_from, self.fit_config
         purifier.checks = self.checks
         return purifier
 
@@ -153,6 +154,7 @@ class DVAEPurify(
 
     # --- fitting -----------------------------------------------------------------------
     @classmethod
+    @renamed_keywords(checkpoint_dir="resume_dir")
     def fit(
         cls,
         data: Any,
@@ -163,7 +165,7 @@ class DVAEPurify(
         label_column: str | None = None,
         init: DVAEPurify | str | os.PathLike | None = None,
         accelerator: Accelerator | None = None,
-        checkpoint_dir: str | os.PathLike | None = None,
+        resume_dir: str | os.PathLike | None = None,
         progress: bool = True,
         stream: bool | None = None,
         num_workers: int | None = None,
@@ -188,7 +190,7 @@ class DVAEPurify(
                 :meth:`from_pretrained` accepts (a folder, a Hub repo id, an official checkpoint name).
             accelerator: an ``accelerate.Accelerator``, used and left as it was (default: one for the fit, with
                 ``cpu=True`` in a multi-process launch without CUDA).
-            checkpoint_dir: save every epoch here and resume from it.
+            resume_dir: save every epoch here and resume from it.
             progress: show progress bars.
             stream: read the data in batches from its source instead of holding it in memory (default:
                 only inputs over 1 GiB and iterable datasets; :mod:`dvae_transform.training.streamed`).
@@ -209,17 +211,16 @@ class DVAEPurify(
         init = cls._warm_start(init)
         with accelerator_for(config, accelerator) as accelerator:
             train_set = training_set(data, image_column=image_column, label_column=label_column, stream=stream,
-                                     num_workers=num_workers, accelerator=accelerator,
-                                     checkpoint_dir=checkpoint_dir, progress=progress)
+                                     num_workers=num_workers, accelerator=accelerator, resume_dir=resume_dir,
+                                     progress=progress)
             fits = Attempts(train_set, config, accelerator, num_classes=num_classes,
                             init=None if init is None else (init.stage1, init.stage2),
-                            checkpoint_dir=checkpoint_dir, progress=progress, compile=compile)
+                            resume_dir=resume_dir, progress=progress, compile=compile)
             return fits.run(cls, check=check, validation=validation, restarts=restarts)
 
     # --- saving and loading ---------------------------------------------------------
-    # ``save_pretrained(folder, model_card_kwargs=...)`` (:class:`AtomicSave`: the folder is replaced at once) and
-    # ``push_to_hub(repo_id, ...)`` come from ``ModelHubMixin``; they write the layout below plus a README.md model
-    # card (kept if already there).
+    # ``save_pretrained`` (:class:`AtomicSave`: the folder is replaced at once) and ``push_to_hub`` come from
+    # ``ModelHubMixin``; they write the layout below plus a README.md model card (kept if already there).
 
     def _save_pretrained(self, save_directory: Path) -> None:
         """Write ``config.json`` (purification defaults), ``stage1/``, ``stage2/`` (config + safetensors) and, for a
@@ -251,7 +252,7 @@ class DVAEPurify(
         """Load a purifier from a local folder, a Hub repo, or an official checkpoint by name.
 
         An official name loads its Hub repo at the pinned revision when published and reachable, otherwise
-        (not published, offline, Hub down) the sha256-verified copy bundled with the package; :attr:`source`
+        (not published, offline, Hub down) the sha256-verified copy bundled with the package; :attr:`loaded_from`
         says which (every case: :mod:`dvae_transform.pretrained.resolve`). Hub files go through the Hugging
         Face cache. Only safetensors weights are read, after every config is checked.
 
@@ -274,9 +275,8 @@ class DVAEPurify(
         def load(location: str, revision: str | None = None) -> DVAEPurify:
             return hub_load(fetch_purifier(location, revision=revision, **hub), **purifier_kwargs)
 
-        purifier, source = load_checkpoint(repo_id_or_path, load, revision=revision, registry=registry,
-                                           local_files_only=local_files_only, cache_dir=cache_dir)
-        purifier.source = source
+        purifier, purifier.loaded_from = load_pretrained(repo_id_or_path, load, revision=revision, registry=registry,
+                                                         local_files_only=local_files_only, cache_dir=cache_dir)
         return purifier
 
     @classmethod

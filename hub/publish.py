@@ -40,7 +40,7 @@ from dvae_transform.evaluation.attacks import ATTACKS, make_poison
 from dvae_transform.evaluation.check_batch import write_check_batch
 from dvae_transform.evaluation.datasets import BenchData, describe, load_bench_data, needs_root
 from dvae_transform.evaluation.victims import RECIPE, accuracy, train_victim
-from dvae_transform.pretrained.recipe import MeasuredEffect, PretrainedCheckpoint, read_recipe
+from dvae_transform.pretrained.recipe import MeasuredEffect, PretrainedRecipe, read_recipe
 from dvae_transform.pretrained.registry import REGISTRY, Registry, folder_bytes, relative_files
 from dvae_transform.saved.card import AttackResult
 from dvae_transform.training.loop import build_model
@@ -57,7 +57,7 @@ DATASETS: dict[str, tuple[tuple[str, ...], str]] = {
 TRIAL_OPTIONS = ("max_images", "settings", "victim_epochs", "no_eval")  # change the recipe: refused with --bundle
 
 
-def load_recipe(name_or_path: str, registry: Registry = REGISTRY) -> PretrainedCheckpoint:
+def load_recipe(name_or_path: str, registry: Registry = REGISTRY) -> PretrainedRecipe:
     """A recipe by checkpoint name (of ``registry``) or by file, whose dataset and attacks this script knows."""
     recipe = read_recipe(name_or_path) if Path(name_or_path).is_file() else registry.info(name_or_path)
     if recipe.data.name not in DATASETS:
@@ -116,7 +116,7 @@ def _check_can_push(token: str | None) -> None:
         raise SystemExit(f"cannot push: the Hub refused ({error}); run `hf auth login` or pass --token") from None
 
 
-def estimated_bundle_bytes(recipe: PretrainedCheckpoint) -> int:
+def estimated_bundle_bytes(recipe: PretrainedRecipe) -> int:
     """The bytes of the two stages' weights a fit of ``recipe`` saves (the bundle is slightly larger)."""
     config = resolve_config(recipe.preset, **recipe.overrides)
     with torch.device("meta"):  # shapes only: nothing is allocated or initialised
@@ -125,7 +125,7 @@ def estimated_bundle_bytes(recipe: PretrainedCheckpoint) -> int:
     return 2 * sum(tensor.numel() * tensor.element_size() for tensor in model.state_dict().values())
 
 
-def _check_bundle_request(args: argparse.Namespace, registry: Registry, recipe: PretrainedCheckpoint) -> None:
+def _check_bundle_request(args: argparse.Namespace, registry: Registry, recipe: PretrainedRecipe) -> None:
     """A bundle is fitted exactly as its registry recipe says, so that the recipe describes it truthfully."""
     if args.recipe not in registry:
         raise SystemExit(f"--bundle needs a checkpoint name of the registry {registry.folder}, got {args.recipe!r}")
@@ -139,14 +139,14 @@ def _check_bundle_request(args: argparse.Namespace, registry: Registry, recipe: 
         raise SystemExit(f"--bundle fits exactly as the recipe says; drop {options} or edit the recipe instead")
 
 
-def check_data_root(recipe: PretrainedCheckpoint, root: Path | None = None) -> None:
+def check_data_root(recipe: PretrainedRecipe, root: Path | None = None) -> None:
     """Fail before any work if the recipe's data has no folder: neither in the recipe nor given (``root``)."""
     if root is None and recipe.data.root is None and needs_root(recipe.data.name):
         raise SystemExit(f"{recipe.name}: its {recipe.data.name} data is yours to provide and the recipe names no "
                          f"folder; pass --data-root DIR holding {describe(recipe.data.name)}")
 
 
-def load_data(recipe: PretrainedCheckpoint, root: Path | None = None) -> BenchData:
+def load_data(recipe: PretrainedRecipe, root: Path | None = None) -> BenchData:
     """The recipe's train and test split (from ``root`` if given), checked against its image shape and classes."""
     spec = recipe.data
     data = load_bench_data(spec.name, spec.root if root is None else root, train=spec.train, test=spec.test,
@@ -158,12 +158,12 @@ def load_data(recipe: PretrainedCheckpoint, root: Path | None = None) -> BenchDa
     return data
 
 
-def _poison(recipe: PretrainedCheckpoint, attack: str, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def _poison(recipe: PretrainedRecipe, attack: str, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     options = {"num_classes": recipe.num_classes, "seed": recipe.seed, **recipe.attack_kwargs.get(attack, {})}
     return make_poison(attack, images, labels, **options)
 
 
-def poison_training_set(recipe: PretrainedCheckpoint, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def poison_training_set(recipe: PretrainedRecipe, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The recipe's training poison: its one attack on every image, or a mix of several.
 
     A mix splits the images into ``len(attacks)`` parts of equal size (+-1) by a permutation seeded with the
@@ -179,7 +179,7 @@ def poison_training_set(recipe: PretrainedCheckpoint, images: torch.Tensor, labe
 
 
 def evaluate(
-    purifier: DVAEPurify, recipe: PretrainedCheckpoint, data: BenchData, epochs: int, progress: bool
+    purifier: DVAEPurify, recipe: PretrainedRecipe, data: BenchData, epochs: int, progress: bool
 ) -> MeasuredEffect:
     """Victim clean-test accuracy trained on clean images, and per attack on poisoned / purified images."""
 
@@ -195,7 +195,7 @@ def evaluate(
     return MeasuredEffect(epochs, victim_accuracy(data.train_images), scores)
 
 
-def print_measured(recipe: PretrainedCheckpoint, measured: MeasuredEffect) -> None:
+def print_measured(recipe: PretrainedRecipe, measured: MeasuredEffect) -> None:
     """The measured effect as a Markdown table (one row per attack), for BENCHMARKS.md."""
     print(f"victim clean-test accuracy ({measured.victim_epochs} epochs) trained on clean images: {measured.clean:.4f}")
     print("| attack | in the training poison | no defense | D-VAE purified |\n|---|---|---|---|")
@@ -213,7 +213,7 @@ def _output_folder(path: Path | None, name: str) -> Path:
     return path
 
 
-def _bundle(registry: Registry, recipe: PretrainedCheckpoint, folder: Path, measured: MeasuredEffect) -> None:
+def _bundle(registry: Registry, recipe: PretrainedRecipe, folder: Path, measured: MeasuredEffect) -> None:
     """Write ``folder`` as the bundled copy of the recipe, within :data:`BUNDLE_BUDGET_BYTES` for all bundles."""
     size = folder_bytes(folder)
     others = registry.bundled_bytes() - folder_bytes(registry.bundle_folder(recipe.name))

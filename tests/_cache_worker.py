@@ -61,7 +61,7 @@ def main(purifier_dir: str, cache_dir: str, out_file: str, call_log: str) -> Non
     purifier = load_purifier(purifier_dir)
     count_calls(purifier, Path(call_log), float(os.environ.get("DVAE_TEST_SHARD_DELAY", "0")))
     dataset = PurifiedDataset(
-        make_dataset(purifier), purifier, cache_dir=cache_dir, batch_size=SHARD_SIZE, progress=False
+        make_dataset(purifier), purifier, cache_dir=cache_dir, shard_size=SHARD_SIZE, progress=False
     )
     save_file({"images": dataset.images, "labels": dataset.labels}, out_file)
 

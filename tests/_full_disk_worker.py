@@ -31,14 +31,14 @@ def main(purifier_dir: str, cache_dir: str, out_json: str, limit: str | None = N
     torch.set_num_threads(1)
     purifier = load_purifier(purifier_dir)
     data = make_dataset(purifier)
-    reference = PurifiedDataset(data, purifier, batch_size=SHARD_SIZE, cache=False, progress=False).images
+    reference = PurifiedDataset(data, purifier, shard_size=SHARD_SIZE, cache=False, progress=False).images
     result = {}
     if limit is not None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
         resource.setrlimit(resource.RLIMIT_FSIZE, (int(limit), resource.RLIM_INFINITY))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        dataset = PurifiedDataset(data, purifier, cache_dir=cache_dir, batch_size=SHARD_SIZE, progress=False,
+        dataset = PurifiedDataset(data, purifier, cache_dir=cache_dir, shard_size=SHARD_SIZE, progress=False,
                                   num_workers=None if limit is None else 0)
         result["equal"] = torch.equal(dataset.images, reference) and torch.equal(dataset.labels, data.tensors[1])
         result["items"] = [torch.equal(dataset[index][0], reference[index]) for index in (0, 21, 47)]

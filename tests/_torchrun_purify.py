@@ -47,7 +47,7 @@ def purify(accelerator: Accelerator, purifier_dir: str, cache_dir: str, out_dir:
 
         purifier.purify = counted
         purified = PurifiedDataset(
-            dataset, purifier, cache_dir=cache_dir, batch_size=SHARD_SIZE, accelerator=accelerator, progress=False
+            dataset, purifier, cache_dir=cache_dir, shard_size=SHARD_SIZE, accelerator=accelerator, progress=False
         ).prepare()
         calls.append(len(counter))
         tensors[f"{attempt}_images"], tensors[f"{attempt}_labels"] = purified.images, purified.labels

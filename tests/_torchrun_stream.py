@@ -58,7 +58,7 @@ def main(out_dir: Path) -> None:
         for key, value in stage.state_dict().items()
     }
     os.environ["READ_LOG"] = str(out_dir / f"purify-rank{rank}.log")
-    purified = PurifiedDataset(stream(), purifier, cache_dir=out_dir / "cache", batch_size=SHARD_SIZE,
+    purified = PurifiedDataset(stream(), purifier, cache_dir=out_dir / "cache", shard_size=SHARD_SIZE,
                                accelerator=accelerator, progress=False)
     tensors.update(images=purified.stored_images, labels=purified.labels)
     save_file(tensors, str(out_dir / f"rank{rank}.safetensors"))

@@ -200,7 +200,7 @@ def _cuda_filters(channels: int, **kwargs) -> torch.Tensor:
     """Each class's filter, shape (K, k, k), read off the poisoned delta image (a unit pixel in the centre)."""
     deltas = torch.zeros(NUM_CLASSES, channels, 16, 16)
     deltas[:, :, 8, 8] = 1.0
-    poisoned = attacks.cuda(deltas, torch.arange(NUM_CLASSES), **kwargs)
+    poisoned = attacks.convolution_poison(deltas, torch.arange(NUM_CLASSES), **kwargs)
     assert torch.equal(poisoned, poisoned[:, :1].expand_as(poisoned))  # one filter for all channels
     half = kwargs.get("kernel_size", 3) // 2
     response = poisoned[:, 0]
@@ -222,7 +222,7 @@ def test_cuda_is_one_real_convolution_per_class(channels: int, kwargs: dict, blu
     assert ((flat == 1.0).sum(dim=1) == 1).all()  # one entry set to 1 (Sadasivan et al.'s code) ...
     assert ((flat == 1.0) | ((flat >= 0) & (flat <= blur))).all()  # ... the others uniform in [0, blur]
     assert len({tuple(row.tolist()) for row in flat}) == NUM_CLASSES
-    poisoned = attacks.cuda(images, labels, **kwargs)
+    poisoned = attacks.convolution_poison(images, labels, **kwargs)
     for label in range(NUM_CLASSES):
         weight = filters[label].expand(channels, 1, size, size)
         blurred = F.conv2d(images[labels == label], weight, padding=size // 2, groups=channels)
@@ -232,7 +232,7 @@ def test_cuda_is_one_real_convolution_per_class(channels: int, kwargs: dict, blu
 
 def test_cuda_gives_a_constant_image_one_look_per_class() -> None:
     labels = torch.arange(12) % NUM_CLASSES
-    poisoned = attacks.cuda(torch.full((12, 3, 8, 8), 0.5), labels)
+    poisoned = attacks.convolution_poison(torch.full((12, 3, 8, 8), 0.5), labels)
     for label in range(NUM_CLASSES):
         members = poisoned[labels == label]
         assert torch.equal(members, members[:1].expand_as(members))
@@ -242,14 +242,14 @@ def test_cuda_gives_a_constant_image_one_look_per_class() -> None:
 
 def test_cuda_grayscale_option_averages_the_channels_before_normalising() -> None:
     images, labels = _data(channels=3)
-    colour = attacks.cuda(images, labels)
-    gray = attacks.cuda(images, labels, grayscale=True)
+    colour = attacks.convolution_poison(images, labels)
+    gray = attacks.convolution_poison(images, labels, grayscale=True)
     assert torch.equal(gray, gray[:, :1].expand_as(gray))
     mean = colour.mean(dim=1)
     torch.testing.assert_close(gray[:, 0], mean / mean.amax(dim=(1, 2), keepdim=True))
     replicated = images[:, :1].expand_as(images)  # a grayscale image stays gray even without the option
-    torch.testing.assert_close(attacks.cuda(replicated, labels), attacks.cuda(replicated, labels, grayscale=True))
-    assert torch.equal(attacks.cuda(images[:, :1], labels, grayscale=True), attacks.cuda(images[:, :1], labels))
+    torch.testing.assert_close(attacks.convolution_poison(replicated, labels), attacks.convolution_poison(replicated, labels, grayscale=True))
+    assert torch.equal(attacks.convolution_poison(images[:, :1], labels, grayscale=True), attacks.convolution_poison(images[:, :1], labels))
 
 
 def test_classwise_noise_default_is_the_published_linf_budget() -> None:

@@ -246,8 +246,8 @@ TRANSFORM = [
 DATASET = [
     row("purifier-none", lambda e: PurifiedDataset(TensorDataset(image(4, 1, 16, 16)), None), InputTypeError,
         "purifier must be a DVAEPurify, got NoneType"),
-    row("batch-size-zero", lambda e: PurifiedDataset((image(4, 1, 16, 16), [0] * 4), e.gray, batch_size=0),
-        ValueError, "batch_size must be positive, got 0"),
+    row("batch-size-zero", lambda e: PurifiedDataset((image(4, 1, 16, 16), [0] * 4), e.gray, shard_size=0),
+        ValueError, "shard_size must be positive, got 0"),
     row("cache-dtype", lambda e: PurifiedDataset((image(4, 1, 16, 16), [0] * 4), e.gray, cache_dtype="int8"),
         ValueError, "cache_dtype must be 'float16' or 'uint8', got 'int8'"),
     row("transform-not-callable", lambda e: PurifiedDataset((image(4, 1, 16, 16), [0] * 4), e.gray, transform=3),
@@ -347,9 +347,9 @@ FIT = [
         "no label column found", "in columns ['img']"),
     row("stream-string", lambda e: e.fit(_PAIR, stream="yes"), InputTypeError, "stream must be a bool or None"),
     row("compile-string", lambda e: e.fit(_PAIR, compile="yes"), InputTypeError, "compile must be a bool, got str"),
-    row("checkpoint-record-damaged", lambda e: e.fit(_PAIR, checkpoint_dir=_damaged_record(e)), ValueError,
+    row("checkpoint-record-damaged", lambda e: e.fit(_PAIR, resume_dir=_damaged_record(e)), ValueError,
         "fit.json is not a readable fit record", "delete the checkpoint folder"),
-    row("checkpoint-of-an-older-version", lambda e: e.fit(_PAIR, checkpoint_dir=_old_checkpoint(e)), ValueError,
+    row("checkpoint-of-an-older-version", lambda e: e.fit(_PAIR, resume_dir=_old_checkpoint(e)), ValueError,
         "was written by an older version; use a new folder"),
 ]
 

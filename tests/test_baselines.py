@@ -15,7 +15,7 @@ from dvae_transform.evaluation.baselines import (
     NoDefense,
     PlainVAE,
 )
-from dvae_transform.purify import Purifier
+from dvae_transform.purify import Defense
 from dvae_transform.training.loop import build_model
 from dvae_transform.training.losses import psnr
 
@@ -30,7 +30,7 @@ BASELINES = [JPEGCompression(), BitDepthReduction(), Grayscale()]
 
 
 @pytest.mark.parametrize("purifier", BASELINES, ids=lambda p: p.name)
-def test_batch_and_single_image_keep_shape_and_range(purifier: Purifier) -> None:
+def test_batch_and_single_image_keep_shape_and_range(purifier: Defense) -> None:
     images = _images()
     batch = purifier.purify(images)
     assert batch.shape == images.shape and batch.dtype == torch.float32
@@ -41,7 +41,7 @@ def test_batch_and_single_image_keep_shape_and_range(purifier: Purifier) -> None
 
 
 @pytest.mark.parametrize("purifier", BASELINES, ids=lambda p: p.name)
-def test_labels_are_ignored_and_uint8_is_accepted(purifier: Purifier) -> None:
+def test_labels_are_ignored_and_uint8_is_accepted(purifier: Defense) -> None:
     images = _images()
     assert torch.equal(purifier.purify(images, torch.arange(4)), purifier.purify(images))
     as_bytes = (images * 255).round().to(torch.uint8)
@@ -49,7 +49,7 @@ def test_labels_are_ignored_and_uint8_is_accepted(purifier: Purifier) -> None:
 
 
 @pytest.mark.parametrize("purifier", BASELINES, ids=lambda p: p.name)
-def test_bad_input_is_named(purifier: Purifier) -> None:
+def test_bad_input_is_named(purifier: Defense) -> None:
     with pytest.raises(ValueError, match="CHW image or an NCHW batch"):
         purifier.purify(torch.rand(16, 16))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
@@ -70,7 +70,7 @@ def test_baseline_needs_its_math() -> None:
 
 
 @pytest.mark.parametrize("purifier", [*BASELINES, NoDefense()], ids=lambda p: p.name)
-def test_baselines_are_purifiers_like_dvae_purify(purifier: Purifier, tiny_purifier) -> None:
+def test_baselines_are_purifiers_like_dvae_purify(purifier: Defense, tiny_purifier) -> None:
     for defense in (purifier, tiny_purifier):
         assert isinstance(defense.name, str) and callable(defense.purify)
 

@@ -48,7 +48,7 @@ def test_two_processes_purify_like_one(tiny_purifier, tmp_path):
 
     purifier = load_purifier(tmp_path / "purifier")
     single = PurifiedDataset(
-        make_dataset(purifier, count=NUM_ITEMS, seed=2), purifier, batch_size=SHARD_SIZE, cache=False, progress=False
+        make_dataset(purifier, count=NUM_ITEMS, seed=2), purifier, shard_size=SHARD_SIZE, cache=False, progress=False
     )
     ranks = [load_file(tmp_path / f"rank{rank}.safetensors") for rank in range(2)]
     for result in ranks:
@@ -157,6 +157,6 @@ def test_a_streamed_dataset_on_two_processes_matches_one(tmp_path):
         for key, value in model.state_dict().items():
             assert torch.equal(results[0][f"{stage}.{key}"], value), f"{stage}.{key}"
     purifier = DVAEPurify(*reference)
-    single = PurifiedDataset((images, labels), purifier, batch_size=stream_worker.SHARD_SIZE, cache=False,
+    single = PurifiedDataset((images, labels), purifier, shard_size=stream_worker.SHARD_SIZE, cache=False,
                              progress=False)
     assert torch.equal(results[0]["images"], single.stored_images) and torch.equal(results[0]["labels"], labels)

@@ -18,7 +18,7 @@ from conftest import make_images
 from dvae_transform import PRESETS, DVAEPurify, FitConfig
 from dvae_transform.config import resolve_config
 from dvae_transform.training.loop import DivergedError, build_model
-from dvae_transform.training.resume import StageCheckpoint
+from dvae_transform.training.resume import ResumeState
 
 TINY = {"epochs": 2, "width": 8, "latent_dim": 8, "batch_size": 32, "progress": False}
 ONE_EPOCH = {**TINY, "epochs": 1}
@@ -64,7 +64,7 @@ from dvae_transform import DVAEPurify
 torch.set_num_threads(1)  # as in this process (conftest): same thread count, bit-identical arithmetic
 images = torch.rand(256, 1, 16, 16, generator=torch.Generator().manual_seed(0))
 labels = torch.arange(256) % 4
-DVAEPurify.fit((images, labels), seed=1, checkpoint_dir=sys.argv[1], epochs=6, width=8, latent_dim=8,
+DVAEPurify.fit((images, labels), seed=1, resume_dir=sys.argv[1], epochs=6, width=8, latent_dim=8,
                batch_size=32, progress=False)
 """
 
@@ -81,15 +81,15 @@ def test_killed_fit_resumes_and_matches_uninterrupted_fit(tmp_path) -> None:
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert StageCheckpoint(checkpoint, 2).finished_epochs() < 6
-    resumed = DVAEPurify.fit(data, seed=1, checkpoint_dir=checkpoint, **settings)
+    assert ResumeState(checkpoint, 2).finished_epochs() < 6
+    resumed = DVAEPurify.fit(data, seed=1, resume_dir=checkpoint, **settings)
     _assert_same_weights(DVAEPurify.fit(data, seed=1, **settings), resumed)
     # A finished checkpoint is reused as it is.
-    _assert_same_weights(resumed, DVAEPurify.fit(data, seed=1, checkpoint_dir=checkpoint, **settings))
+    _assert_same_weights(resumed, DVAEPurify.fit(data, seed=1, resume_dir=checkpoint, **settings))
 
 
 def test_checkpoint_is_one_file_per_stage_and_resuming_never_unpickles(tiny_data, tmp_path, monkeypatch) -> None:
-    first = DVAEPurify.fit(tiny_data, seed=0, checkpoint_dir=tmp_path, **TINY)
+    first = DVAEPurify.fit(tiny_data, seed=0, resume_dir=tmp_path, **TINY)
     files = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*") if path.is_file())
     assert files == ["fit.json", "stage1/last.safetensors", "stage2/last.safetensors"]
 
@@ -97,7 +97,7 @@ def test_checkpoint_is_one_file_per_stage_and_resuming_never_unpickles(tiny_data
         raise AssertionError("torch.load was called")
 
     monkeypatch.setattr(torch, "load", refuse)
-    _assert_same_weights(first, DVAEPurify.fit(tiny_data, seed=0, checkpoint_dir=tmp_path, **TINY))
+    _assert_same_weights(first, DVAEPurify.fit(tiny_data, seed=0, resume_dir=tmp_path, **TINY))
 
 
 def test_checkpoint_restores_channels_last_training_state(tmp_path) -> None:
@@ -113,9 +113,9 @@ def test_checkpoint_restores_channels_last_training_state(tmp_path) -> None:
     model(torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 0, 1]), sample=False).reconstruction.sum().backward()
     optimizer.step()
     scheduler.step()
-    StageCheckpoint(tmp_path, 1).save(model, optimizer, scheduler, [torch.Generator().get_state()], epoch=0)
+    ResumeState(tmp_path, 1).save(model, optimizer, scheduler, [torch.Generator().get_state()], epoch=0)
     restored, restored_optimizer, restored_scheduler = setup()
-    assert StageCheckpoint(tmp_path, 1).restore(restored, restored_optimizer, restored_scheduler,
+    assert ResumeState(tmp_path, 1).restore(restored, restored_optimizer, restored_scheduler,
                                                 torch.Generator()) == 1
     weight = restored.stem[3].conv1.weight
     state = restored_optimizer.state[weight]
@@ -126,46 +126,46 @@ def test_checkpoint_restores_channels_last_training_state(tmp_path) -> None:
 
 def test_checkpoint_of_other_settings_data_or_warm_start_is_refused(tiny_data, tiny_purifier, tmp_path) -> None:
     images, labels = tiny_data
-    DVAEPurify.fit(tiny_data, seed=0, checkpoint_dir=tmp_path, **ONE_EPOCH)
+    DVAEPurify.fit(tiny_data, seed=0, resume_dir=tmp_path, **ONE_EPOCH)
     with pytest.raises(ValueError, match="other settings"):
-        DVAEPurify.fit(tiny_data, seed=9, checkpoint_dir=tmp_path, **ONE_EPOCH)
+        DVAEPurify.fit(tiny_data, seed=9, resume_dir=tmp_path, **ONE_EPOCH)
     changed = images.clone()
     changed[0, 0, 0, 0] = 1 - changed[0, 0, 0, 0]
-    with pytest.raises(ValueError, match=f"checkpoint_dir {tmp_path} holds a fit of other data"):
-        DVAEPurify.fit((changed, labels), seed=0, checkpoint_dir=tmp_path, **ONE_EPOCH)
+    with pytest.raises(ValueError, match=f"resume_dir {tmp_path} holds a fit of other data"):
+        DVAEPurify.fit((changed, labels), seed=0, resume_dir=tmp_path, **ONE_EPOCH)
     with pytest.raises(ValueError, match="other data"):
-        DVAEPurify.fit((images, labels.roll(1)), seed=0, checkpoint_dir=tmp_path, **ONE_EPOCH)
+        DVAEPurify.fit((images, labels.roll(1)), seed=0, resume_dir=tmp_path, **ONE_EPOCH)
     with pytest.raises(ValueError, match="another warm start"):
-        DVAEPurify.fit(tiny_data, init=tiny_purifier, seed=0, checkpoint_dir=tmp_path, **ONE_EPOCH)
+        DVAEPurify.fit(tiny_data, init=tiny_purifier, seed=0, resume_dir=tmp_path, **ONE_EPOCH)
     record = json.loads((tmp_path / "fit.json").read_text())
     assert record["processes"] == 1
     (tmp_path / "fit.json").write_text(json.dumps({**record, "processes": 2}))  # as a 2-process fit writes it
     with pytest.raises(ValueError, match=r"a fit of another number of processes \(processes: 2, this fit: 1\)"):
-        DVAEPurify.fit(tiny_data, seed=0, checkpoint_dir=tmp_path, **ONE_EPOCH)
+        DVAEPurify.fit(tiny_data, seed=0, resume_dir=tmp_path, **ONE_EPOCH)
 
 
 @pytest.mark.parametrize("name", ["fit.json", "stage1/last.safetensors"])
 @pytest.mark.parametrize("damage", ["truncate", "garbage"])
 def test_damaged_checkpoint_files_are_named(tiny_data, tmp_path, name, damage) -> None:
-    DVAEPurify.fit(tiny_data, seed=0, checkpoint_dir=tmp_path, **ONE_EPOCH)
+    DVAEPurify.fit(tiny_data, seed=0, resume_dir=tmp_path, **ONE_EPOCH)
     path = tmp_path / name
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2] if damage == "truncate" else b"\x00garbage")
     with pytest.raises(ValueError) as caught:
-        DVAEPurify.fit(tiny_data, seed=0, checkpoint_dir=tmp_path, **ONE_EPOCH)
+        DVAEPurify.fit(tiny_data, seed=0, resume_dir=tmp_path, **ONE_EPOCH)
     assert str(path) in str(caught.value) and "weights_only" not in str(caught.value)
 
 
 def test_a_diverged_fit_is_refused_and_never_checkpointed(tiny_data, tmp_path) -> None:
     words = r"stage 1 diverged in epoch 1/2: .* no longer finite .*learning rate \(lr=1e\+08, e\.g\. lr=1e\+07"
     with pytest.raises(DivergedError, match=words):
-        DVAEPurify.fit(tiny_data, checkpoint_dir=tmp_path, **{**TINY, "lr": 1e8})
-    assert StageCheckpoint(tmp_path, 1).finished_epochs() == 0
+        DVAEPurify.fit(tiny_data, resume_dir=tmp_path, **{**TINY, "lr": 1e8})
+    assert ResumeState(tmp_path, 1).finished_epochs() == 0
 
 
 def test_warm_start_with_more_classes_is_refused_before_training(tiny_purifier, tmp_path) -> None:
     images, _ = make_images(16)
     with pytest.raises(ValueError, match="warm start: the starting weights have 4 classes, this fit needs 6"):
-        DVAEPurify.fit((images, torch.arange(16) % 6), init=tiny_purifier, checkpoint_dir=tmp_path, **ONE_EPOCH)
+        DVAEPurify.fit((images, torch.arange(16) % 6), init=tiny_purifier, resume_dir=tmp_path, **ONE_EPOCH)
     with pytest.raises(ValueError, match="the starting weights have 4 classes, this fit needs 5"):
         DVAEPurify.fit((images, torch.arange(16) % 4), init=tiny_purifier, num_classes=5, **ONE_EPOCH)
     assert not any(tmp_path.iterdir())  # refused before anything was written
@@ -174,7 +174,7 @@ def test_warm_start_with_more_classes_is_refused_before_training(tiny_purifier, 
 def test_non_square_images_are_refused_before_training(tmp_path) -> None:
     images = torch.rand(8, 1, 16, 24)
     with pytest.raises(ValueError, match=r"images are 16x24 \(height x width\).*square.*Resize\(16\)"):
-        DVAEPurify.fit((images, torch.arange(8) % 2), checkpoint_dir=tmp_path, **ONE_EPOCH)
+        DVAEPurify.fit((images, torch.arange(8) % 2), resume_dir=tmp_path, **ONE_EPOCH)
     assert not any(tmp_path.iterdir())
 
 

@@ -58,14 +58,14 @@ def test_epoch_plan_splits_every_global_batch_between_processes() -> None:
 
 
 def test_streamed_fit_matches_the_in_memory_fit(data, in_memory, tmp_path) -> None:
-    streamed = DVAEPurify.fit(TensorDataset(*data), seed=2, stream=True, checkpoint_dir=tmp_path, **TINY)
+    streamed = DVAEPurify.fit(TensorDataset(*data), seed=2, stream=True, resume_dir=tmp_path, **TINY)
     _assert_same_weights(in_memory, streamed)
     shards = sorted((tmp_path / "data").glob("stage1-*/shard-*.safetensors"))
     assert len(shards) == 1  # 72 items in shards of 256: the stage-1 output, on disk as uint8 levels
     with safe_open(shards[0], "pt") as handle:
         stored = handle.get_tensor("images")
     assert stored.dtype == torch.uint8 and stored.shape == (72, 1, 16, 16)
-    again = DVAEPurify.fit(TensorDataset(*data), seed=2, stream=True, checkpoint_dir=tmp_path, **TINY)
+    again = DVAEPurify.fit(TensorDataset(*data), seed=2, stream=True, resume_dir=tmp_path, **TINY)
     _assert_same_weights(in_memory, again)  # resumed from the finished checkpoint
 
 

@@ -69,12 +69,12 @@ def test_unpublished_name_loads_the_bundled_copy_without_any_request(
         purifier = DVAEPurify.from_pretrained(NAME, registry=registry)
 
     assert which(purifier, tiny_data, expected) == "bundled"
-    assert purifier.source.kind == "bundled" and purifier.source.name == NAME
-    assert purifier.source.location == str(registry.bundle_folder(NAME))
-    assert purifier.source.reason == "not published on the Hub yet"
+    assert purifier.loaded_from.kind == "bundled" and purifier.loaded_from.name == NAME
+    assert purifier.loaded_from.location == str(registry.bundle_folder(NAME))
+    assert purifier.loaded_from.reason == "not published on the Hub yet"
     assert fake_hub.request_log == []
     assert f"loaded the copy of {NAME} bundled with dvae-transform" in caplog.text
-    assert purifier.replace(batch_size=7).source == purifier.source
+    assert purifier.replace(batch_size=7).loaded_from == purifier.loaded_from
 
 
 def test_offline_mode_and_local_files_only_go_straight_to_the_bundled_copy(
@@ -88,8 +88,8 @@ def test_offline_mode_and_local_files_only_go_straight_to_the_bundled_copy(
     offline = DVAEPurify.from_pretrained(NAME, registry=registry)
 
     assert which(local, tiny_data, expected) == which(offline, tiny_data, expected) == "bundled"
-    assert local.source.reason == "local_files_only=True"
-    assert offline.source.reason == "offline mode (HF_HUB_OFFLINE=1)"
+    assert local.loaded_from.reason == "local_files_only=True"
+    assert offline.loaded_from.reason == "offline mode (HF_HUB_OFFLINE=1)"
     assert fake_hub.request_log == []
 
 
@@ -136,7 +136,7 @@ def test_a_published_name_loads_the_hub_copy_at_its_pinned_revision(
     purifier = DVAEPurify.from_pretrained(NAME, registry=registry)
 
     assert which(purifier, tiny_data, expected) == "hub"
-    assert (purifier.source.kind, purifier.source.location, purifier.source.revision) == ("hub", REPO, sha)
+    assert (purifier.loaded_from.kind, purifier.loaded_from.location, purifier.loaded_from.revision) == ("hub", REPO, sha)
     assert any(f"/{REPO}/resolve/{sha}/" in path for _, path in fake_hub.request_log)
 
 
@@ -148,7 +148,7 @@ def test_the_hub_copy_comes_from_the_cache_while_the_hub_is_down(
     fake_hub.stop()
 
     purifier = DVAEPurify.from_pretrained(NAME, registry=registry)
-    assert which(purifier, tiny_data, expected) == "hub" and purifier.source.kind == "hub"
+    assert which(purifier, tiny_data, expected) == "hub" and purifier.loaded_from.kind == "hub"
 
 
 def test_hub_down_falls_back_to_the_bundled_copy_and_says_so(
@@ -160,8 +160,8 @@ def test_hub_down_falls_back_to_the_bundled_copy_and_says_so(
     with caplog.at_level(logging.WARNING, logger=LOGGER):
         purifier = DVAEPurify.from_pretrained(NAME, registry=registry)
 
-    assert which(purifier, tiny_data, expected) == "bundled" and purifier.source.kind == "bundled"
-    assert purifier.source.reason.startswith("the Hub copy could not be loaded (LocalEntryNotFoundError")
+    assert which(purifier, tiny_data, expected) == "bundled" and purifier.loaded_from.kind == "bundled"
+    assert purifier.loaded_from.reason.startswith("the Hub copy could not be loaded (LocalEntryNotFoundError")
     assert f"{NAME}: could not load {REPO} at revision {sha}" in caplog.text
     assert "using the bundled copy" in caplog.text
 
@@ -180,7 +180,7 @@ def test_an_unpublished_pin_falls_back_to_the_bundled_copy(
 
     assert which(purifier, tiny_data, expected) == "bundled"
     error = "RevisionNotFoundError" if missing == "revision" else "RepositoryNotFoundError"
-    assert f"could not be loaded ({error}" in purifier.source.reason
+    assert f"could not be loaded ({error}" in purifier.loaded_from.reason
 
 
 # ----------------------------------------------------------------------------- as before: revisions, repo ids, folders
@@ -191,7 +191,7 @@ def test_an_explicit_revision_loads_that_revision_and_never_the_bundle(
 ) -> None:
     sha = fake_hub.add_repo(REPO, folder_files(saved["hub"]))
     purifier = DVAEPurify.from_pretrained(NAME, registry=registry, revision=sha)
-    assert which(purifier, tiny_data, expected) == "hub" and purifier.source.revision == sha
+    assert which(purifier, tiny_data, expected) == "hub" and purifier.loaded_from.revision == sha
 
     with pytest.raises(RevisionNotFoundError):
         DVAEPurify.from_pretrained(NAME, registry=registry, revision="v9")
@@ -203,8 +203,8 @@ def test_a_repo_id_and_a_folder_load_as_before(fake_hub, registry: Registry, sav
     by_repo = DVAEPurify.from_pretrained(REPO, registry=registry)  # the repo id of a bundled name: still the Hub
     by_folder = DVAEPurify.from_pretrained(saved["bundled"])
 
-    assert which(by_repo, tiny_data, expected) == "hub" and by_repo.source.kind == "hub"
-    assert (by_folder.source.kind, by_folder.source.location) == ("folder", str(saved["bundled"]))
+    assert which(by_repo, tiny_data, expected) == "hub" and by_repo.loaded_from.kind == "hub"
+    assert (by_folder.loaded_from.kind, by_folder.loaded_from.location) == ("folder", str(saved["bundled"]))
     with pytest.raises(RepositoryNotFoundError):
         DVAEPurify.from_pretrained("tests-org/absent", registry=registry)
 
@@ -215,7 +215,7 @@ def test_a_name_neither_pinned_nor_bundled_loads_the_main_branch(fake_hub, regis
     with caplog.at_level(logging.WARNING, logger=LOGGER):
         purifier = DVAEPurify.from_pretrained("tiny-hub-only", registry=registry)
 
-    assert purifier.source.kind == "hub" and purifier.source.revision is None
+    assert purifier.loaded_from.kind == "hub" and purifier.loaded_from.revision is None
     assert "tiny-hub-only: no revision is pinned and no copy is bundled" in caplog.text
 
 

@@ -26,7 +26,7 @@ def test_the_package_logger_has_a_null_handler():
 def test_cache_hits_and_misses_are_logged(tiny_purifier, tiny_data, tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="dvae_transform"):
         for _ in range(2):
-            PurifiedDataset(tiny_data, tiny_purifier, cache_dir=tmp_path, batch_size=32, progress=False)
+            PurifiedDataset(tiny_data, tiny_purifier, cache_dir=tmp_path, shard_size=32, progress=False)
     messages = [record.getMessage() for record in caplog.records if record.name == "dvae_transform"]
     assert [message.split(": ")[1] for message in messages] == ["0 of 2 shards cached, 2 to purify",
                                                                 "2 of 2 shards cached, 0 to purify"]

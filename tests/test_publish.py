@@ -151,7 +151,7 @@ def test_bundle_writes_the_bundled_copy_and_records_it_in_the_recipe(
 
     batch = load_file(check)
     loaded = DVAEPurify.from_pretrained("tiny-mix", registry=Registry(registry.folder))
-    assert loaded.source.kind == "bundled"
+    assert loaded.loaded_from.kind == "bundled"
     assert torch.equal(loaded.purify(batch["images"], batch["labels"]), batch["purified"])
     card = ModelCard.load(bundled / "README.md")
     assert card.data.poisoning_attack == ["lsp", "ops"] and "a mix of `lsp`, `ops`" in card.text

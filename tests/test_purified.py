@@ -132,7 +132,7 @@ def test_no_cache_touches_no_disk(purifier, data, tmp_path, monkeypatch):
 
 def test_default_cache_root_comes_from_the_environment(purifier, data, tmp_path, monkeypatch):
     monkeypatch.setenv("DVAE_TRANSFORM_CACHE", str(tmp_path / "default"))
-    dataset = PurifiedDataset(data, purifier, batch_size=8, progress=False).prepare()
+    dataset = PurifiedDataset(data, purifier, shard_size=8, progress=False).prepare()
     entries = cache_info(tmp_path / "default")
     assert [entry["key"] for entry in entries] == [dataset.fingerprint] and entries[0]["complete"]
 

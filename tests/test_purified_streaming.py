@@ -39,7 +39,7 @@ def data(purifier):
 
 
 def _purified(data, purifier, root, **kwargs) -> PurifiedDataset:
-    return PurifiedDataset(data, purifier, cache_dir=root, cache=root is not None, batch_size=8, progress=False,
+    return PurifiedDataset(data, purifier, cache_dir=root, cache=root is not None, shard_size=8, progress=False,
                            **kwargs)
 
 
@@ -93,7 +93,7 @@ def test_an_unusable_cache_tmp_folder_spools_to_the_system_temp_folder(purifier,
         (root / "tmp").write_text("not a folder")
     images, labels = data.tensors
     dataset = PurifiedDataset(Stream(list(zip(images, labels.tolist()))), purifier, cache_dir=root, cache=False,
-                              batch_size=8, progress=False)
+                              shard_size=8, progress=False)
     assert torch.equal(dataset.labels, labels)
     assert not any(outside.iterdir())
 

@@ -93,7 +93,7 @@ def test_every_bundled_name_loads_offline_and_purifies_as_publish_py_wrote_it(hf
     for name in list_pretrained(source="bundled"):
         purifier = DVAEPurify.from_pretrained(name)
         entry = REGISTRY[name]
-        assert purifier.source.kind == "bundled"
+        assert purifier.loaded_from.kind == "bundled"
         assert (purifier.in_channels, purifier.image_size, purifier.num_classes) == (
             entry.channels, entry.image_size, entry.num_classes,
         )
@@ -252,7 +252,7 @@ def test_a_folder_named_like_an_official_checkpoint_does_not_replace_it(hf_offli
     monkeypatch.chdir(tmp_path)
     with caplog.at_level("WARNING", logger="dvae_transform.pretrained.resolve"):
         official = DVAEPurify.from_pretrained(name)
-    assert official.source.kind == "bundled"
+    assert official.loaded_from.kind == "bundled"
     assert f"load that one as './{name}'" in caplog.text
     for path in (f"./{name}", Path(name)):
-        assert DVAEPurify.from_pretrained(path).source.kind == "folder"
+        assert DVAEPurify.from_pretrained(path).loaded_from.kind == "folder"

@@ -20,17 +20,17 @@ IN_MEMORY_BYTES = 1 << 30  # data up to this size is held in memory, larger data
 
 
 class WorkFolder:
-    """Where data goes on disk: ``checkpoint_dir/data``, or a temporary folder under the cache root
+    """Where data goes on disk: ``resume_dir/data``, or a temporary folder under the cache root
     (``cache_root``, default the user's cache) removed with this object.
 
     The folder is made on first use; with several processes every process must ask at the same point.
     """
 
-    def __init__(self, checkpoint_dir: str | os.PathLike | None, accelerator: Accelerator | None, *,
+    def __init__(self, resume_dir: str | os.PathLike | None, accelerator: Accelerator | None, *,
                  cache_root: str | os.PathLike | None = None) -> None:
         self.accelerator, self.cache_root = accelerator, cache_root
-        self._path = None if checkpoint_dir is None else Path(checkpoint_dir) / "data"
-        self._temporary = checkpoint_dir is None
+        self._path = None if resume_dir is None else Path(resume_dir) / "data"
+        self._temporary = resume_dir is None
         self._finalizer: weakref.finalize | None = None
 
     @property

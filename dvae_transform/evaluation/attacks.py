@@ -29,7 +29,7 @@ import torch
 from ..images import ImageInput
 from ..validation import check_int, check_number
 from .attack_runner import run_attack
-from .convolution_attack import cuda
+from .convolution_attack import convolution_poison
 from .error_minimizing import error_minimizing_poison
 
 _AR_WINDOW = 3
@@ -350,7 +350,7 @@ ATTACKS: dict[str, Callable[..., torch.Tensor]] = {
     "ops": ops,
     "autoregressive": autoregressive,
     "error_minimizing": error_minimizing,
-    "cuda": cuda,
+    "cuda": convolution_poison,
 }
 
 

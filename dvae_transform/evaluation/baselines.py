@@ -1,6 +1,6 @@
 """Simple pre-training purifications to compare D-VAE against.
 
-Each baseline is a :class:`~dvae_transform.purify.Purifier`, like ``DVAEPurify``:
+Each baseline is a :class:`~dvae_transform.purify.Defense`, like ``DVAEPurify``:
 ``purify(images, labels=None)`` takes a CHW image or an NCHW batch (uint8 or float in
 [0, 1], PIL or numpy also accepted) and optional labels, which are ignored, and returns
 float images in [0, 1] of the same shape. ``name`` identifies the baseline in reports.

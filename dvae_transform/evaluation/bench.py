@@ -72,7 +72,7 @@ from .runner import (
     run_cells,
     run_settings,
 )
-from .victims import CPU_VICTIM, DEFAULT_VICTIM, VICTIMS, VictimRecipe
+from .victims import CPU_VICTIM, DEFAULT_VICTIM, VICTIMS, VictimSettings
 
 REPORT_FILE = "results.md"
 DEFAULT_DATA = "mnist"
@@ -141,7 +141,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 class _Run(NamedTuple):
     data: BenchData
-    victim: VictimRecipe
+    victim: VictimSettings
     attacks: list[str]
     defenses: list[str]
     seeds: list[int]
@@ -167,7 +167,7 @@ def default_victim(data: str, device: torch.device) -> str:
     return CPU_VICTIM if (data, device.type) == ("fashion-mnist", "cpu") else DEFAULT_VICTIM
 
 
-def _victim(name: str | None, width: int | None, data: str, device: torch.device) -> VictimRecipe:
+def _victim(name: str | None, width: int | None, data: str, device: torch.device) -> VictimSettings:
     name = default_victim(data, device) if name is None else name
     if name not in VICTIMS:
         raise ValueError(f"--victim {name!r}: unknown victim; known: {', '.join(VICTIMS)}")

@@ -54,7 +54,7 @@ def _cuda_poison(
     return blurred / peak
 
 
-def cuda(
+def convolution_poison(
     images: ImageInput,
     labels: Any,
     *,

@@ -1,6 +1,6 @@
 """The defenses a benchmark compares, by name: a registry like :data:`~.attacks.ATTACKS`.
 
-A defense builds a :class:`~dvae_transform.transforms.Purifier` for one poisoned training set: a
+A defense builds a :class:`~dvae_transform.transforms.Defense` for one poisoned training set: a
 baseline as it is, D-VAE fitted on the poisoned set itself, or D-VAE started from saved weights.
 The benchmark then calls ``purifier.purify(images, labels)`` on every defense alike.
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ..purify import Purifier
+from ..purify import Defense
 from ..transforms import DVAEPurify
 from .baselines import BitDepthReduction, JPEGCompression, NoDefense, PlainVAE
 
@@ -52,7 +52,7 @@ class DefenseContext:
                               validation=self.validation, **options)
 
 
-Build = Callable[[torch.Tensor, torch.Tensor, int, DefenseContext], Purifier]
+Build = Callable[[torch.Tensor, torch.Tensor, int, DefenseContext], Defense]
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ NEEDS_WEIGHTS = tuple(name for name, defense in DEFENSES.items() if defense.need
 
 
 def build_defense(name: str, images: torch.Tensor, labels: torch.Tensor, seed: int,
-                  context: DefenseContext) -> Purifier:
+                  context: DefenseContext) -> Defense:
     """The purifier of the defense registered as ``name`` for this poisoned training set."""
     if name not in DEFENSES:
         raise ValueError(f"unknown defense {name!r}; known defenses: {', '.join(DEFENSES)}")

@@ -19,7 +19,7 @@ from .defenses import describe
 from .diagnostics import FIELDS
 from .results import Results, now
 from .runner import CLEAN
-from .victims import VictimRecipe
+from .victims import VictimSettings
 
 Summary = dict[str, dict[str, tuple[float, float | None]]]
 
@@ -164,7 +164,7 @@ def render_report(results: Results, attacks: Sequence[str], defenses: Sequence[s
                   command: str, data_description: str) -> str:
     """The markdown block: command, date, machine, settings, accuracy, wall-time and diagnostics tables."""
     settings = results.data["settings"]
-    victim = VictimRecipe(**settings["victim"])
+    victim = VictimSettings(**settings["victim"])
     spread = " (worst seed)" if len(seeds) > 1 else ""
     accuracy = summarise(results, attacks, defenses, seeds, "accuracy")
     seconds = summarise(results, attacks, defenses, seeds, "defense_seconds")

@@ -31,7 +31,7 @@ from .defenses import JPEG_QUALITY, DefenseContext, build_defense
 from .diagnostics import stage1_diagnostics
 from .mnist import MNIST_ATTACK_SETTINGS
 from .results import Results, Samples
-from .victims import VictimRecipe, accuracy, train_victim
+from .victims import VictimSettings, accuracy, train_victim
 
 CLEAN = "clean"
 QUICK_SIZES = (64, 64)  # train / test images
@@ -54,7 +54,7 @@ def fit_overrides(quick: bool, epochs: int | None) -> dict[str, Any]:
     return overrides
 
 
-def run_settings(preset: str, overrides: dict[str, Any], data: BenchData, victim: VictimRecipe, victim_epochs: int,
+def run_settings(preset: str, overrides: dict[str, Any], data: BenchData, victim: VictimSettings, victim_epochs: int,
                  *, warm_start: Path | None) -> dict[str, Any]:
     """What every cell depends on besides (attack, defense, seed); a resumed or merged run must match it."""
     fit = dataclasses.asdict(resolve_config(preset, **overrides))
@@ -136,7 +136,7 @@ def _defend(defense: str, data: BenchData, poisoned: torch.Tensor, seed: int,
 
 
 def run_cells(attacks: list[str], defenses: list[str], seeds: list[int], data: BenchData, results: Results,
-              samples: Samples, context: DefenseContext, *, victim: VictimRecipe, device: torch.device) -> None:
+              samples: Samples, context: DefenseContext, *, victim: VictimSettings, device: torch.device) -> None:
     """Compute every cell not yet in ``results``, saving each as soon as it is done."""
     victim_epochs = results.data["settings"]["victim_epochs"]
     shown = _sample_indices(data.train_labels)

@@ -1,6 +1,6 @@
 """The victim classifiers of the demo and the benchmark, and their training recipes (:data:`VICTIMS`).
 
-A :class:`VictimRecipe` is data: the architecture, optimiser, schedule, batch, epochs and
+A :class:`VictimSettings` is data: the architecture, optimiser, schedule, batch, epochs and
 augmentation that :func:`train_victim` follows, and the words a report prints about it.
 
 - ``small`` (the default, :data:`RECIPE`): a small CNN trained with Adam, the CPU-quick option.
@@ -39,7 +39,7 @@ from .augment import crop_flip, random_shift
 
 
 @dataclass(frozen=True)
-class VictimRecipe:
+class VictimSettings:
     """How a victim is built and trained; reports print :meth:`describe`."""
 
     name: str
@@ -62,7 +62,7 @@ class VictimRecipe:
         if self.width is not None:
             check_int(self.width, "victim width", low=1)
 
-    def with_width(self, width: int | None) -> VictimRecipe:
+    def with_width(self, width: int | None) -> VictimSettings:
         """This recipe at base ``width`` (``None``: unchanged); only for architectures that take a width."""
         if width is None:
             return self
@@ -144,20 +144,20 @@ AUGMENTATIONS = {
     "crop_flip": ("random crop (padding 4) and horizontal flip, drawn per image", crop_flip),
 }
 
-VICTIMS: dict[str, VictimRecipe] = {
-    "small": VictimRecipe(
+VICTIMS: dict[str, VictimSettings] = {
+    "small": VictimSettings(
         name="small", architecture="small_cnn", model="a small CNN (two conv-pool blocks, one hidden layer)",
         optimizer="adam", lr=1e-3, batch_size=128, epochs=8, augmentation="shift",
         role="The CPU-quick victim; on the embedded MNIST split it stands in for the paper's ResNet-18.",
     ),
-    "resnet18": VictimRecipe(
+    "resnet18": VictimSettings(
         name="resnet18", architecture="resnet18",
         model="a CIFAR-style ResNet-18 (torchvision's, 3x3 stride-1 stem, no max-pool)",
         optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, schedule="one-cycle", batch_size=128, epochs=12,
         augmentation="crop_flip", cuda_channels_last=True,
         role="The paper's victim (it trains 60 epochs; 12 here by default).",
     ),
-    "resnet18_cpu": VictimRecipe(
+    "resnet18_cpu": VictimSettings(
         name="resnet18_cpu", architecture="resnet18_layout",
         model="ResNet-18's CIFAR layout (2-2-2-2 basic blocks, 3x3 stride-1 stem, no max-pool)",
         optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4, schedule="one-cycle",
@@ -174,7 +174,7 @@ RECIPE = VICTIMS[DEFAULT_VICTIM]
 # ----------------------------------------------------------------------------- training
 
 
-def _build(recipe: VictimRecipe, sample: torch.Tensor, num_classes: int, seed: int) -> nn.Module:
+def _build(recipe: VictimSettings, sample: torch.Tensor, num_classes: int, seed: int) -> nn.Module:
     """The recipe's model, initialised under ``seed`` on the CPU (the global RNG is restored)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -185,14 +185,14 @@ def _build(recipe: VictimRecipe, sample: torch.Tensor, num_classes: int, seed: i
     return model.train()
 
 
-def _optimizer(recipe: VictimRecipe, model: nn.Module) -> torch.optim.Optimizer:
+def _optimizer(recipe: VictimSettings, model: nn.Module) -> torch.optim.Optimizer:
     if recipe.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     return torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                            weight_decay=recipe.weight_decay, nesterov=recipe.nesterov)
 
 
-def _scheduler(recipe: VictimRecipe, optimizer: torch.optim.Optimizer,
+def _scheduler(recipe: VictimSettings, optimizer: torch.optim.Optimizer,
                total_steps: int) -> torch.optim.lr_scheduler.LRScheduler | None:
     if recipe.schedule == "constant":
         return None
@@ -215,14 +215,14 @@ def train_victim(
     labels: torch.Tensor,
     *,
     num_classes: int = 10,
-    recipe: VictimRecipe | str = RECIPE,
+    recipe: VictimSettings | str = RECIPE,
     epochs: int | None = None,
     seed: int = 0,
     device: str | torch.device = "cpu",
 ) -> nn.Module:
     """Train a victim on (possibly poisoned or purified) images; returns it in eval mode on ``device``.
 
-    ``recipe`` is a :class:`VictimRecipe` or a name in :data:`VICTIMS`; ``epochs`` overrides its epochs.
+    ``recipe`` is a :class:`VictimSettings` or a name in :data:`VICTIMS`; ``epochs`` overrides its epochs.
     """
     if isinstance(recipe, str):
         recipe = VICTIMS[check_choice(recipe, "recipe", VICTIMS)]

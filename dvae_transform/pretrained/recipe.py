@@ -91,7 +91,7 @@ class MeasuredEffect:
 
 
 @dataclass(frozen=True)
-class PretrainedCheckpoint:
+class PretrainedRecipe:
     """One official D-VAE checkpoint: where it is published, what ships with the package, how it is fitted.
 
     Attributes:
@@ -177,11 +177,11 @@ class PretrainedCheckpoint:
         return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
 
 
-def read_recipe(path: str | os.PathLike) -> PretrainedCheckpoint:
+def read_recipe(path: str | os.PathLike) -> PretrainedRecipe:
     """The recipe in the JSON file ``path``, checked; every error names the file."""
     path = Path(path)
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ValueError(f"{path} is not valid JSON: {error}") from None
-    return from_mapping(PretrainedCheckpoint, raw, str(path))
+    return from_mapping(PretrainedRecipe, raw, str(path))

@@ -2,7 +2,7 @@
 
 A registry folder holds::
 
-    recipes/<name>.json      the recipe of each checkpoint (:class:`~.recipe.PretrainedCheckpoint`)
+    recipes/<name>.json      the recipe of each checkpoint (:class:`~.recipe.PretrainedRecipe`)
     bundled/<name>/...       its bundled copy, a saved purifier (the files listed in the recipe's ``bundle``)
 
 The package's own folder (``dvae_transform/pretrained/``, :data:`PACKAGE_FOLDER`) is :data:`REGISTRY`, the
@@ -25,7 +25,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..files import atomic_write, replace_folder
-from .recipe import MeasuredEffect, PretrainedCheckpoint, read_recipe
+from .recipe import MeasuredEffect, PretrainedRecipe, read_recipe
 
 PACKAGE_FOLDER = Path(str(resources.files(__package__)))
 RECIPES = "recipes"
@@ -52,7 +52,7 @@ def folder_bytes(folder: Path) -> int:
     return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
 
 
-class Registry(Mapping[str, PretrainedCheckpoint]):
+class Registry(Mapping[str, PretrainedRecipe]):
     """The checkpoints of one registry folder, by name (a read-only mapping of their recipes).
 
     Args:
@@ -64,14 +64,14 @@ class Registry(Mapping[str, PretrainedCheckpoint]):
         recipes = self.folder / RECIPES
         if not recipes.is_dir():
             raise FileNotFoundError(f"{recipes} not found: a registry folder holds recipes/<name>.json")
-        self._entries: dict[str, PretrainedCheckpoint] = {}
+        self._entries: dict[str, PretrainedRecipe] = {}
         for path in sorted(recipes.glob("*.json")):
             recipe = read_recipe(path)
             if path.name != f"{recipe.name}.json":
                 raise ValueError(f"{path}: the recipe named {recipe.name!r} must be stored as {recipe.name}.json")
             self._entries[recipe.name] = recipe
 
-    def __getitem__(self, name: str) -> PretrainedCheckpoint:
+    def __getitem__(self, name: str) -> PretrainedRecipe:
         return self._entries[name]
 
     def __iter__(self) -> Iterator[str]:
@@ -98,7 +98,7 @@ class Registry(Mapping[str, PretrainedCheckpoint]):
         hint = f"; did you mean {close[0]!r}?" if close else ""
         return f"unknown pretrained checkpoint {name!r}{hint} known: {', '.join(self.names()) or 'none'}"
 
-    def info(self, name: str) -> PretrainedCheckpoint:
+    def info(self, name: str) -> PretrainedRecipe:
         """The recipe of checkpoint ``name``; an unknown name raises ``ValueError`` listing the known ones."""
         if name not in self._entries:
             raise ValueError(self.unknown_name_message(name))
@@ -138,7 +138,7 @@ class Registry(Mapping[str, PretrainedCheckpoint]):
         """The size of every bundled copy together."""
         return folder_bytes(self.folder / BUNDLES)
 
-    def write_bundle(self, name: str, saved: str | os.PathLike, measured: MeasuredEffect) -> PretrainedCheckpoint:
+    def write_bundle(self, name: str, saved: str | os.PathLike, measured: MeasuredEffect) -> PretrainedRecipe:
         """Make the purifier saved in folder ``saved`` the bundled copy of ``name``; record its files and effect.
 
         The folder's files replace the old bundled copy as a whole, and the recipe file gains their sha256s
@@ -175,6 +175,6 @@ def list_pretrained(pattern: str = "*", *, source: str = "available") -> list[st
     return REGISTRY.names(pattern, source=source)
 
 
-def pretrained_info(name: str) -> PretrainedCheckpoint:
+def pretrained_info(name: str) -> PretrainedRecipe:
     """The recipe of an official checkpoint: repo, pinned revision, data, attacks, bundled files, measured effect."""
     return REGISTRY.info(name)

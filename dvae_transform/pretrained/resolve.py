@@ -25,7 +25,7 @@ loaded, with a warning saying how to load the folder: ``./name``).
 A bundled copy is loaded only after every file's sha256 matches its recipe (a mismatch raises ``ValueError``,
 nothing is loaded). The copy used is logged (``logging``, logger ``dvae_transform.pretrained.resolve``: INFO,
 or WARNING when the Hub copy failed and the bundled one is used instead) and returned as a
-:class:`CheckpointSource` (``DVAEPurify.source``).
+:class:`LoadedFrom` (``DVAEPurify.source``).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ _HUB_UNAVAILABLE = (HfHubHTTPError, LocalEntryNotFoundError)
 
 
 @dataclass(frozen=True)
-class CheckpointSource:
+class LoadedFrom:
     """Where a purifier was loaded from.
 
     Attributes:
@@ -79,7 +79,7 @@ class CheckpointSource:
 
 def plan_sources(
     name_or_path: str | os.PathLike, revision: str | None, *, registry: Registry, local_files_only: bool = False
-) -> list[CheckpointSource]:
+) -> list[LoadedFrom]:
     """The copies to try, in order (see the module's table); only a Hub copy may be followed by another.
 
     An unknown name raises ``ValueError`` listing the known ones; a path that is not a folder ``FileNotFoundError``.
@@ -92,7 +92,7 @@ def plan_sources(
                            "working directory (load that one as %r)", text, os.path.abspath(text), f"./{text}")
         return _official_sources(text, revision, registry, local_files_only)
     if os.path.isdir(text):
-        return [CheckpointSource(FOLDER, text, revision)]
+        return [LoadedFrom(FOLDER, text, revision)]
     if is_path or os.path.exists(text):
         raise FileNotFoundError(f"{text} is not a folder holding a saved purifier")
     if text.count("/") != 1:
@@ -100,21 +100,21 @@ def plan_sources(
             f"{text!r} is neither a local folder, an official checkpoint nor a Hub repo id of the form 'org/name': "
             + registry.unknown_name_message(text)
         )
-    return [CheckpointSource(HUB, text, revision)]
+    return [LoadedFrom(HUB, text, revision)]
 
 
-def _official_sources(name: str, revision: str | None, registry: Registry, local_only: bool) -> list[CheckpointSource]:
+def _official_sources(name: str, revision: str | None, registry: Registry, local_only: bool) -> list[LoadedFrom]:
     entry = registry.info(name)
     if revision is not None:
-        return [CheckpointSource(HUB, entry.repo_id, revision, name, "revision given")]
-    hub = CheckpointSource(HUB, entry.repo_id, entry.revision, name, "its pinned revision")
+        return [LoadedFrom(HUB, entry.repo_id, revision, name, "revision given")]
+    hub = LoadedFrom(HUB, entry.repo_id, entry.revision, name, "its pinned revision")
     if entry.bundle is None:
         if entry.revision is None:
             logger.warning("%s: no revision is pinned and no copy is bundled; using the main branch of %s",
                            name, entry.repo_id)
             return [dataclasses.replace(hub, reason="not published (no pinned revision) and not bundled")]
         return [hub]
-    bundled = CheckpointSource(BUNDLED, str(registry.bundle_folder(name)), None, name)
+    bundled = LoadedFrom(BUNDLED, str(registry.bundle_folder(name)), None, name)
     if local_only:
         why = "offline mode (HF_HUB_OFFLINE=1)" if is_offline_mode() else "local_files_only=True"
         return [dataclasses.replace(bundled, reason=why)]
@@ -124,7 +124,7 @@ def _official_sources(name: str, revision: str | None, registry: Registry, local
 
 
 def _not_cached_message(
-    source: CheckpointSource, error: Exception, registry: Registry, local_files_only: bool,
+    source: LoadedFrom, error: Exception, registry: Registry, local_files_only: bool,
     cache_dir: str | os.PathLike | None,
 ) -> str:
     cache = os.fspath(cache_dir) if cache_dir is not None else constants.HF_HUB_CACHE
@@ -141,7 +141,7 @@ def _not_cached_message(
     return f"{missing}, and {why}"
 
 
-def load_checkpoint(
+def load_pretrained(
     name_or_path: str | os.PathLike,
     load: Callable[..., T],
     *,
@@ -149,7 +149,7 @@ def load_checkpoint(
     registry: Registry | None = None,
     local_files_only: bool = False,
     cache_dir: str | os.PathLike | None = None,
-) -> tuple[T, CheckpointSource]:
+) -> tuple[T, LoadedFrom]:
     """``load(location, revision=...)`` applied to the first copy of ``name_or_path`` that loads, and that copy.
 
     ``load`` reads a folder or a Hub repo id. A bundled copy is verified (sha256) first. When no copy is

@@ -36,7 +36,7 @@ from ..model import DVAE
 from ..validation import check_type
 from ..workers import worker_errors
 from .losses import dvae_loss, psnr
-from .resume import CheckpointError, StageCheckpoint, check_record
+from .resume import ResumeError, ResumeState, check_record
 from .sets import TensorSet, TrainingSet, epoch_plan
 
 METRICS = ("loss", "kl", "psnr", "psnr_combined", "perturbation_power")
@@ -117,7 +117,7 @@ def train_stage(
     stage: int,
     config: FitConfig,
     accelerator: Accelerator,
-    checkpoint_dir: Path | None = None,
+    resume_dir: Path | None = None,
     progress: bool = True,
     perturbation_branch: bool = True,
     compile: bool = False,
@@ -129,7 +129,7 @@ def train_stage(
     """
     if isinstance(data, torch.Tensor):
         data = TensorSet(data, labels)
-    checkpoint = StageCheckpoint(checkpoint_dir, stage)
+    checkpoint = ResumeState(resume_dir, stage)
     device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
     kl_bound = config.kl_bounds[stage - 1]
     warmup_epochs = round(config.epochs * config.warmup_fraction)
@@ -273,11 +273,11 @@ def _check_record(root: Path, data: TrainingSet, config: FitConfig, num_classes:
         }
         try:
             check_record(root, record)
-        except CheckpointError as error:
+        except ResumeError as error:
             problem = str(error)
     problem = broadcast(accelerator, problem)
     if problem is not None:
-        raise CheckpointError(problem)
+        raise ResumeError(problem)
 
 
 def fit_two_stage(
@@ -288,7 +288,7 @@ def fit_two_stage(
     config: FitConfig,
     accelerator: Accelerator | None = None,
     init: tuple[DVAE, DVAE] | None = None,
-    checkpoint_dir: str | os.PathLike | None = None,
+    resume_dir: str | os.PathLike | None = None,
     progress: bool = True,
     compile: bool = False,
 ) -> FitResult:
@@ -298,7 +298,7 @@ def fit_two_stage(
     NCHW images in [0, 1] / uint8 with int64 ``labels``. ``num_classes`` defaults to ``init``'s, else to
     the largest label + 1. ``init`` warm-starts both stages from existing models (their architecture
     wins over ``config``'s width/latent settings; channels, size and classes must match the data).
-    ``checkpoint_dir`` saves every epoch and resumes a killed fit where it stopped; it records the
+    ``resume_dir`` saves every epoch and resumes a killed fit where it stopped; it records the
     data's fingerprint and the warm start, and refuses to resume a fit of other data or settings.
     ``compile=True`` runs the models through ``torch.compile``. The stage-1 output is kept like the
     data: in memory, or written to disk in shards (see :mod:`dvae_transform.training.streamed`).
@@ -307,18 +307,18 @@ def fit_two_stage(
     if isinstance(data, torch.Tensor):
         data = TensorSet(data, labels)
     with accelerator_for(config, accelerator) as accelerator:
-        return _fit_two_stage(data, num_classes, config, accelerator, init, checkpoint_dir, progress, compile)
+        return _fit_two_stage(data, num_classes, config, accelerator, init, resume_dir, progress, compile)
 
 
 def _fit_two_stage(data: TrainingSet, num_classes: int | None, config: FitConfig, accelerator: Accelerator,
-                   init: tuple[DVAE, DVAE] | None, checkpoint_dir: str | os.PathLike | None, progress: bool,
+                   init: tuple[DVAE, DVAE] | None, resume_dir: str | os.PathLike | None, progress: bool,
                    compile: bool) -> FitResult:
     """:func:`fit_two_stage` with its accelerator."""
     if num_classes is None:
         num_classes = init[0].num_classes if init is not None else inferred_classes(data.labels)
     _check_shapes(data, num_classes, init)
     to_labels(data.labels, len(data), num_classes)  # labels in [0, num_classes), or an error naming them
-    root = None if checkpoint_dir is None else Path(checkpoint_dir)
+    root = None if resume_dir is None else Path(resume_dir)
     if root is not None:
         _check_record(root, data, config, num_classes, init, accelerator)
     channels, size, _ = data.item_shape
@@ -335,12 +335,12 @@ def _fit_two_stage(data: TrainingSet, num_classes: int | None, config: FitConfig
                 model.load_state_dict(init[stage - 1].state_dict())
             trained, stage_history = train_stage(
                 model, stage_data, stage=stage, config=config, accelerator=accelerator,
-                checkpoint_dir=root, progress=progress, compile=compile,
+                resume_dir=root, progress=progress, compile=compile,
             )
             history.extend(stage_history)
             models.append(trained)
-            if stage == 1 and StageCheckpoint(root, 2).finished_epochs() < config.epochs:
-                stage_data = data.purified(trained, accelerator, config.subtract)
+            if stage == 1 and ResumeState(root, 2).finished_epochs() < config.epochs:
+                stage_data = data.stage1_output(trained, accelerator, config.subtract)
     finally:
         if stage_data is not data:
             stage_data.close()

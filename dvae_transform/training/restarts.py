@@ -36,28 +36,28 @@ class FittedPurifier(Protocol):
     def purify(self, images: Any, labels: Any = None) -> Any: ...
 
 
-def restart_folder(checkpoint_dir: str | os.PathLike | None, attempt: int) -> Path | None:
+def restart_folder(resume_dir: str | os.PathLike | None, attempt: int) -> Path | None:
     """Where attempt ``attempt`` of a fit keeps its resume state: the folder itself, then a sub-folder per restart."""
-    if checkpoint_dir is None:
+    if resume_dir is None:
         return None
-    return Path(checkpoint_dir) if attempt == 0 else Path(checkpoint_dir) / f"restart-{attempt}"
+    return Path(resume_dir) if attempt == 0 else Path(resume_dir) / f"restart-{attempt}"
 
 
 class Attempts:
     """The attempts of one fit: same data, settings and start, one seed each."""
 
     def __init__(self, train_set: Any, config: FitConfig, accelerator: Accelerator, *, num_classes: int | None,
-                 init: tuple[DVAE, DVAE] | None, checkpoint_dir: str | os.PathLike | None, progress: bool,
+                 init: tuple[DVAE, DVAE] | None, resume_dir: str | os.PathLike | None, progress: bool,
                  compile: bool) -> None:
         self.train_set, self.config, self.accelerator = train_set, config, accelerator
         self.options = {"num_classes": num_classes, "init": init, "progress": progress, "compile": compile}
-        self.checkpoint_dir = checkpoint_dir
+        self.resume_dir = resume_dir
 
     def fit(self, build: Any, attempt: int) -> FittedPurifier:
         """Attempt ``attempt``: a two-stage fit at its own seed, made into a purifier by ``build``."""
         config = self.config.replace(seed=self.config.seed + attempt * RESTART_SEED_STRIDE)
         result = fit_two_stage(self.train_set, config=config, accelerator=self.accelerator,
-                               checkpoint_dir=restart_folder(self.checkpoint_dir, attempt), **self.options)
+                               resume_dir=restart_folder(self.resume_dir, attempt), **self.options)
         purifier = build(result.stage1, result.stage2, subtract=config.subtract,
                          device=result.stage1.to_mu.weight.device)
         purifier.history, purifier.fit_config, purifier.checks = result.history, config, {}

@@ -1,6 +1,6 @@
-"""Fit checkpoints: one atomic safetensors file per stage, and the record of what a checkpoint_dir fits.
+"""Fit checkpoints: one atomic safetensors file per stage, and the record of what a resume_dir fits.
 
-``checkpoint_dir/fit.json`` records the settings, the class count, the data's fingerprint and the
+``resume_dir/fit.json`` records the settings, the class count, the data's fingerprint and the
 warm-start weights' hash; a later fit into the same folder must match it. ``stage<k>/last.safetensors``
 holds everything needed to resume stage ``k`` after its last finished epoch, written in one
 :func:`~dvae_transform.files.atomic_write`: the model's tensors, the optimizer's state tensors and the
@@ -26,15 +26,15 @@ RECORD = "fit.json"
 STATE = "last.safetensors"
 
 
-class CheckpointError(ValueError):
-    """A checkpoint_dir that cannot be resumed: unreadable files, or a fit of other data or settings."""
+class ResumeError(ValueError):
+    """A resume_dir that cannot be resumed: unreadable files, or a fit of other data or settings."""
 
 
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as error:
-        raise CheckpointError(
+        raise ResumeError(
             f"{path} is not a readable fit record ({error}); delete the checkpoint folder {path.parent} to start over"
         ) from None
 
@@ -43,25 +43,25 @@ def check_record(root: Path, record: dict[str, Any]) -> None:
     """Write ``record`` as ``root/fit.json``, or check it against the one already there.
 
     Raises:
-        CheckpointError: naming the first entry (settings, classes, data, warm start, processes) that differs.
+        ResumeError: naming the first entry (settings, classes, data, warm start, processes) that differs.
     """
     path = root / RECORD
     if not path.is_file():
         if (root / "fit_config.json").is_file():
-            raise CheckpointError(f"checkpoint_dir {root} was written by an older version; use a new folder")
+            raise ResumeError(f"resume_dir {root} was written by an older version; use a new folder")
         root.mkdir(parents=True, exist_ok=True)
         atomic_write(path, json.dumps({"format": FORMAT, **record}, indent=2).encode())
         return
     stored = _read_json(path)
     if not isinstance(stored, dict) or stored.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a fit record of this version; use a new checkpoint_dir")
+        raise ResumeError(f"{path} is not a fit record of this version; use a new resume_dir")
     wanted = json.loads(json.dumps(record))
     names = {"config": "other settings", "num_classes": "another class count", "data": "other data",
              "init": "another warm start", "processes": "another number of processes"}
     for key, what in names.items():
         if stored.get(key) != wanted.get(key):
-            raise CheckpointError(
-                f"checkpoint_dir {root} holds a fit of {what} ({key}: {stored.get(key)!r}, this fit: "
+            raise ResumeError(
+                f"resume_dir {root} holds a fit of {what} ({key}: {stored.get(key)!r}, this fit: "
                 f"{wanted.get(key)!r}); use a new directory, or the same data, settings and number of processes"
             )
 
@@ -95,7 +95,7 @@ def _match_parameter_layout(optimizer: torch.optim.Optimizer) -> None:
                     state[name] = torch.empty_like(parameter, dtype=value.dtype).copy_(value)
 
 
-class StageCheckpoint:
+class ResumeState:
     """The per-epoch checkpoint of one stage under ``root/stage<k>/`` (no checkpoint when ``root`` is None)."""
 
     def __init__(self, root: Path | None, stage: int) -> None:
@@ -126,7 +126,7 @@ class StageCheckpoint:
                 raise ValueError(f"format {metadata.get('format')!r}, expected {FORMAT!r}")
             int(metadata["epoch"]), json.loads(metadata["optimizer"]), json.loads(metadata["scheduler"])
         except (OSError, SafetensorError, ValueError, KeyError) as error:
-            raise CheckpointError(
+            raise ResumeError(
                 f"{self.path} is not a readable fit checkpoint ({error}); delete it to restart this stage"
             ) from None
         return tensors, metadata
@@ -147,7 +147,7 @@ class StageCheckpoint:
         weights = {key[len("model."):]: value for key, value in tensors.items() if key.startswith("model.")}
         if f"rng.{rank}" not in tensors:
             saved = sum(key.startswith("rng.") for key in tensors)
-            raise CheckpointError(f"{self.path} was written by {saved} process(es); resume it with as many")
+            raise ResumeError(f"{self.path} was written by {saved} process(es); resume it with as many")
         try:
             model.load_state_dict(weights)
             optimizer.load_state_dict(_optimizer_state(tensors, json.loads(metadata["optimizer"])))
@@ -155,5 +155,5 @@ class StageCheckpoint:
             scheduler.load_state_dict(json.loads(metadata["scheduler"]))
             generator.set_state(tensors[f"rng.{rank}"])
         except (RuntimeError, KeyError, ValueError) as error:
-            raise CheckpointError(f"{self.path} does not fit this model ({error}); use a new checkpoint_dir") from None
+            raise ResumeError(f"{self.path} does not fit this model ({error}); use a new resume_dir") from None
         return int(metadata["epoch"]) + 1

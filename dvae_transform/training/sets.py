@@ -41,7 +41,7 @@ class TrainingSet(Protocol):
         """For each index tensor of ``plan``: (float32 NCHW images in [0, 1], int64 labels) on ``device``."""
         ...
 
-    def purified(self, model: DVAE, accelerator: Accelerator, subtract: str) -> TrainingSet:
+    def stage1_output(self, model: DVAE, accelerator: Accelerator, subtract: str) -> TrainingSet:
         """The stage-1 output ``clamp(x - p(x, y))`` at 8-bit levels (``p`` by rule ``subtract``), as the next
         stage's training set."""
         ...
@@ -110,7 +110,7 @@ class TensorSet:
             x = images.index_select(0, indices).to(device, non_blocking=True)
             yield decode(x), labels.index_select(0, indices).to(device, non_blocking=True)
 
-    def purified(self, model: DVAE, accelerator: Accelerator, subtract: str) -> TensorSet:
+    def stage1_output(self, model: DVAE, accelerator: Accelerator, subtract: str) -> TensorSet:
         out = torch.empty(self.images.shape, dtype=torch.uint8)
         micro = default_batch_size(model)
         step = PURIFY_CHUNK_BATCHES * micro

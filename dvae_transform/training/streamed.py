@@ -11,7 +11,7 @@ written to disk (:mod:`~dvae_transform.data.spool`).
 A streamed fit also keeps the stage-1 output (stage 2's training set) on disk: computed in the micro-batches
 of :func:`~dvae_transform.purify.default_batch_size` (as in memory), written shard by shard, as uint8
 levels, in a :class:`~dvae_transform.cache.store.TensorCache` named after the stage-1 weights, read back
-item by item. Everything a fit writes goes to ``checkpoint_dir/data`` (kept, so a resumed fit reuses it;
+item by item. Everything a fit writes goes to ``resume_dir/data`` (kept, so a resumed fit reuses it;
 with several processes it must be a shared folder), or else to a temporary folder under the cache root
 that is removed when the fit ends.
 """
@@ -83,7 +83,7 @@ class StreamedSet:
         for images, labels in read_batches(self.source, plan, num_workers=self.num_workers, pin_memory=pin):
             yield decode(images.to(device, non_blocking=True)), labels.to(device, non_blocking=True)
 
-    def purified(self, model: DVAE, accelerator: Accelerator, subtract: str) -> StreamedSet:
+    def stage1_output(self, model: DVAE, accelerator: Accelerator, subtract: str) -> StreamedSet:
         cache = TensorCache(f"stage1-{subtract}-{weights_hash(model)}", num_items=len(self), item_shape=self.item_shape,
                             shard_size=OUTPUT_SHARD, dtype="uint8", root=self.folder.path)
         todo = broadcast(accelerator, cache.missing_shards() if is_main_process(accelerator) else None)
@@ -121,21 +121,21 @@ def training_set(
     stream: bool | None = None,
     num_workers: int | None = None,
     accelerator: Accelerator | None = None,
-    checkpoint_dir: str | os.PathLike | None = None,
+    resume_dir: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> TrainingSet:
     """``data`` as a training set, in memory or streamed by the rule of this module.
 
     ``data``: the pair form, a torch ``Dataset`` or ``IterableDataset`` of ``(image, label)`` items, or a
     Hugging Face ``datasets.Dataset`` / ``IterableDataset`` (columns by name). ``num_workers``: DataLoader
-    workers (default :func:`~dvae_transform.data.loader.default_workers`). ``checkpoint_dir``: where a
+    workers (default :func:`~dvae_transform.data.loader.default_workers`). ``resume_dir``: where a
     streamed fit keeps its data (see the module docstring).
     """
     check_type(stream, "stream", bool, type(None))
     if num_workers is not None:
         check_int(num_workers, "num_workers", low=0)
     workers = default_workers() if num_workers is None else num_workers
-    folder = WorkFolder(checkpoint_dir, accelerator)
+    folder = WorkFolder(resume_dir, accelerator)
     if is_iterable(data):
         reader = spool(data, folder.path / "spool", image_column=image_column, label_column=label_column,
                        accelerator=accelerator, num_workers=workers, progress=progress)
