@@ -248,8 +248,9 @@ def test_cuda_grayscale_option_averages_the_channels_before_normalising() -> Non
     mean = colour.mean(dim=1)
     torch.testing.assert_close(gray[:, 0], mean / mean.amax(dim=(1, 2), keepdim=True))
     replicated = images[:, :1].expand_as(images)  # a grayscale image stays gray even without the option
-    torch.testing.assert_close(attacks.convolution_poison(replicated, labels), attacks.convolution_poison(replicated, labels, grayscale=True))
-    assert torch.equal(attacks.convolution_poison(images[:, :1], labels, grayscale=True), attacks.convolution_poison(images[:, :1], labels))
+    poison = attacks.convolution_poison
+    torch.testing.assert_close(poison(replicated, labels), poison(replicated, labels, grayscale=True))
+    assert torch.equal(poison(images[:, :1], labels, grayscale=True), poison(images[:, :1], labels))
 
 
 def test_classwise_noise_default_is_the_published_linf_budget() -> None:

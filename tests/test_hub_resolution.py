@@ -136,7 +136,8 @@ def test_a_published_name_loads_the_hub_copy_at_its_pinned_revision(
     purifier = DVAEPurify.from_pretrained(NAME, registry=registry)
 
     assert which(purifier, tiny_data, expected) == "hub"
-    assert (purifier.loaded_from.kind, purifier.loaded_from.location, purifier.loaded_from.revision) == ("hub", REPO, sha)
+    loaded = purifier.loaded_from
+    assert (loaded.kind, loaded.location, loaded.revision) == ("hub", REPO, sha)
     assert any(f"/{REPO}/resolve/{sha}/" in path for _, path in fake_hub.request_log)
 
 

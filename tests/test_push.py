@@ -170,7 +170,8 @@ def test_one_publish_run_pushes_and_bundles_the_same_files_and_the_pin_then_load
     from_hub = DVAEPurify.from_pretrained("tiny-pushed", registry=pinned)
     from_bundle = DVAEPurify.from_pretrained("tiny-pushed", registry=pinned, local_files_only=True)
 
-    assert (from_hub.loaded_from.kind, from_hub.loaded_from.revision, from_bundle.loaded_from.kind) == ("hub", sha, "bundled")
+    hub_copy, bundled_copy = from_hub.loaded_from, from_bundle.loaded_from
+    assert (hub_copy.kind, hub_copy.revision, bundled_copy.kind) == ("hub", sha, "bundled")
     images = torch.rand(8, 1, 32, 32, generator=torch.Generator().manual_seed(0))
     labels = torch.arange(8)
     assert torch.equal(from_hub.purify(images, labels), from_bundle.purify(images, labels))
