@@ -22,7 +22,7 @@ MAX_FUNCTION_LINES = 60  # lines of code: blank lines, comments and the docstrin
 FLOORS: list[tuple[str, list[str]]] = [
     ("foundations", [
         "metadata", "validation", "files", "precision", "fingerprint", "images", "distributed", "workers", "log",
-        "labels",
+        "labels", "deprecation",
     ]),
     ("weights", ["weights"]),  # safetensors-only loading, the network's Hub mixin
     ("network", ["config", "model"]),
@@ -260,3 +260,12 @@ def test_checks_catch_a_cycle_and_an_upward_import(tmp_path: Path) -> None:
     nested.parent.mkdir()
     nested.write_text("from . import store\nfrom ..transforms import DVAEPurify\n")
     assert imports_of("cache", nested, known) == {"cache.store", "transforms"}
+
+
+def test_readme_says_where_every_module_and_package_is() -> None:
+    readme = (ROOT.parent / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Where things are") :]
+    section = section[: section.find("\n## ", 5) if "\n## " in section[5:] else len(section)]
+    units = {package_of(name) for name in package_modules() if name != "__init__"}
+    homes = {unit: f"`{unit}/`" if unit in SUBPACKAGES else f"`{unit}.py`" for unit in units}
+    assert sorted(unit for unit, home in homes.items() if home not in section) == []
