@@ -103,7 +103,7 @@ def _add_purify_parser(commands: argparse._SubParsersAction) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--weights", metavar="REPO_OR_DIR",
                         help="purifier weights: a folder written by DVAEPurify.save_pretrained, a Hugging Face "
-                             "Hub repo id (org/name) or an official checkpoint name "
+                             "Hub repo id (org/name) or an official pretrained name "
                              "(dvae_transform.list_pretrained())")
     source.add_argument("--fit", action="store_true", help="fit a purifier on the input data first")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="fast",

@@ -1,4 +1,4 @@
-"""Small file helpers shared by the cache, the fit checkpoints, saved purifiers, the command line and the benchmark."""
+"""Small file helpers shared by the cache, the resume state, saved purifiers, the command line and the benchmark."""
 
 from __future__ import annotations
 

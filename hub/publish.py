@@ -1,4 +1,4 @@
-"""Fit an official D-VAE checkpoint from its recipe, bundle it with the package and/or publish it on the Hub.
+"""Fit an official pretrained D-VAE purifier from its recipe, bundle it with the package and/or publish it on the Hub.
 
     python hub/publish.py mnist32-lsp-fast --dry-run            # fit, evaluate, write the folder
     python hub/publish.py mnist32-lsp-fast --dry-run --bundle   # ... and make it the package's bundled copy
@@ -58,7 +58,7 @@ TRIAL_OPTIONS = ("max_images", "settings", "victim_epochs", "no_eval")  # change
 
 
 def load_recipe(name_or_path: str, registry: Registry = REGISTRY) -> PretrainedRecipe:
-    """A recipe by checkpoint name (of ``registry``) or by file, whose dataset and attacks this script knows."""
+    """A recipe by pretrained name (of ``registry``) or by file, whose dataset and attacks this script knows."""
     recipe = read_recipe(name_or_path) if Path(name_or_path).is_file() else registry.info(name_or_path)
     if recipe.data.name not in DATASETS:
         raise ValueError(f"{name_or_path}: unknown dataset {recipe.data.name!r}; known: {sorted(DATASETS)}")
@@ -80,14 +80,14 @@ def _parse_setting(text: str) -> tuple[str, Any]:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("recipe", help="an official checkpoint name (e.g. mnist32-lsp-fast) or a recipe file")
+    parser.add_argument("recipe", help="an official pretrained name (e.g. mnist32-lsp-fast) or a recipe file")
     parser.add_argument("--dry-run", action="store_true", help="push nothing (no network)")
     parser.add_argument("--bundle", action="store_true",
                         help="make the fitted purifier the bundled copy of the name in the registry folder and record "
                         "its files' sha256 and measured effect in the recipe (exactly as the recipe says: no trial "
                         "options)")
     parser.add_argument("--registry", type=Path, help="registry folder holding recipes/ and bundled/ "
-                        "(default: the package's, dvae_transform/checkpoints)")
+                        "(default: the package's, dvae_transform/pretrained)")
     parser.add_argument("--data-root", type=Path, metavar="DIR",
                         help="where the recipe's data is (replaces the recipe's data root; needed when it has none)")
     parser.add_argument("--output", type=Path, help="folder to write (new or empty; default: a new temporary one)")
@@ -128,7 +128,7 @@ def estimated_bundle_bytes(recipe: PretrainedRecipe) -> int:
 def _check_bundle_request(args: argparse.Namespace, registry: Registry, recipe: PretrainedRecipe) -> None:
     """A bundle is fitted exactly as its registry recipe says, so that the recipe describes it truthfully."""
     if args.recipe not in registry:
-        raise SystemExit(f"--bundle needs a checkpoint name of the registry {registry.folder}, got {args.recipe!r}")
+        raise SystemExit(f"--bundle needs a pretrained name of the registry {registry.folder}, got {args.recipe!r}")
     size = estimated_bundle_bytes(recipe)
     if size > BUNDLE_BUDGET_BYTES:
         raise SystemExit(f"{recipe.name} cannot be bundled: its weights alone take {size:,} bytes, over the budget "
@@ -219,7 +219,7 @@ def _bundle(registry: Registry, recipe: PretrainedRecipe, folder: Path, measured
     others = registry.bundled_bytes() - folder_bytes(registry.bundle_folder(recipe.name))
     if others + size > BUNDLE_BUDGET_BYTES:
         raise SystemExit(f"bundling {recipe.name} ({size:,} bytes) would make the bundled copies {others + size:,} "
-                         f"bytes, over the budget of {BUNDLE_BUDGET_BYTES:,}; bundle fewer checkpoints")
+                         f"bytes, over the budget of {BUNDLE_BUDGET_BYTES:,}; bundle fewer purifiers")
     registry.write_bundle(recipe.name, folder, measured)
     print(f"bundled {recipe.name} in {registry.bundle_folder(recipe.name)} ({size:,} bytes); "
           f"recorded its sha256s and measured effect in {registry.recipe_file(recipe.name)}")

@@ -1,10 +1,10 @@
-"""Check batches: a few images purified when a checkpoint was written, to check any copy of it on any machine.
+"""Check batches: a few images purified when a purifier was saved, to check any copy of it on any machine.
 
 A check batch is a safetensors file of ``images``, ``labels`` and ``purified`` (the fitted purifier's output,
 written by ``hub/publish.py --check-batch``). On the machine that wrote it a copy purifies it bit for bit;
 another CPU sums in another order, so two things differ:
 
-* every float32 value, by its accumulation error: at most 1.6e-6 was seen on the bundled 32 px checkpoints
+* every float32 value, by its accumulation error: at most 1.6e-6 was seen on the bundled 32 px purifiers
   between the machine that wrote them and another CPU, so :data:`FLOAT32_SPREAD` (1e-5) bounds it with room
   to spare;
 * a stage-1 value that lies within that spread of an 8-bit rounding boundary may round to the other
@@ -14,7 +14,7 @@ another CPU sums in another order, so two things differ:
 :func:`check_tolerance` measures the second effect where it can happen: it purifies the images shifted by
 ``+-FLOAT32_SPREAD``, which moves the stage-1 values by about as much, so those that close to a boundary
 round the other way, and allows each output value ``FLOAT32_SPREAD`` plus how far either shift moved it.
-Values far from a boundary keep the tight bound, so a changed checkpoint (a weight scaled by 1.01, one bias
+Values far from a boundary keep the tight bound, so changed weights (a weight scaled by 1.01, one bias
 moved by 1e-4) still fails.
 """
 
@@ -67,7 +67,7 @@ def verify_check_batch(purifier: DVAEPurify, path: str | os.PathLike) -> float:
     if outside:
         raise ValueError(
             f"{path}: {outside} of {ratio.numel()} purified values differ from the stored ones by more than "
-            f"their tolerance (up to {ratio.max():.3g} times it): the checkpoint, or the purification code, "
+            f"their tolerance (up to {ratio.max():.3g} times it): the weights, or the purification code, "
             "is not the one that wrote it"
         )
     return float(ratio.max())

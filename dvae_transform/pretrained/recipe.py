@@ -1,4 +1,4 @@
-"""An official checkpoint's recipe: one JSON file that says what it is, how it is fitted and where it lives.
+"""An official pretrained purifier's recipe: one JSON file that says what it is, how it is fitted and where it lives.
 
 A recipe (``recipes/<name>.json`` of a registry folder, see :mod:`.registry`) names the Hub repo and its
 pinned revision, the training data, the poison(s) applied to it, the fit settings and the seed; once
@@ -42,7 +42,8 @@ def _nested(value: Any, cls: type, name: str) -> Any:
 
 @dataclass(frozen=True)
 class TrainingData:
-    """The images a checkpoint is fitted and evaluated on: ``load_bench_data(name, root, train=, test=, seed=)``.
+    """The images a pretrained purifier is fitted and evaluated on:
+    ``load_bench_data(name, root, train=, test=, seed=)``.
 
     ``name`` is a dataset of ``dvae_transform.evaluation.datasets`` (``"mnist"``: the embedded digits;
     ``"fashion-mnist"``: its idx files, by default from the Debian package path; ``"imagefolder"``: class
@@ -71,7 +72,7 @@ class MeasuredEffect:
     """Clean-test accuracies of the victim classifier, written by ``hub/publish.py``.
 
     ``clean``: trained on the clean training images; ``attacks[name]``: ``{"poisoned": ..., "purified": ...}``,
-    trained on the images poisoned by that attack, without a defense and after purification by the checkpoint.
+    trained on the images poisoned by that attack, without a defense and after purification by the purifier.
     """
 
     victim_epochs: int
@@ -92,7 +93,7 @@ class MeasuredEffect:
 
 @dataclass(frozen=True)
 class PretrainedRecipe:
-    """One official D-VAE checkpoint: where it is published, what ships with the package, how it is fitted.
+    """One official pretrained D-VAE purifier: where it is published, what ships with the package, how it is fitted.
 
     Attributes:
         name: the short name ``DVAEPurify.from_pretrained`` accepts (and the recipe's file name).
@@ -169,7 +170,7 @@ class PretrainedRecipe:
 
     @property
     def sources(self) -> tuple[str, ...]:
-        """Where the checkpoint can come from: ``"hub"`` (a pinned revision) and/or ``"bundled"``."""
+        """Where the pretrained purifier can come from: ``"hub"`` (a pinned revision) and/or ``"bundled"``."""
         return tuple(name for name, present in (("hub", self.revision), ("bundled", self.bundle)) if present)
 
     def to_json(self) -> str:

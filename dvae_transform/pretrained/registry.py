@@ -1,13 +1,13 @@
-"""The official D-VAE checkpoints: a registry folder of recipes and of the copies bundled with the package.
+"""The official pretrained D-VAE purifiers: a registry folder of recipes and of the copies bundled with the package.
 
 A registry folder holds::
 
-    recipes/<name>.json      the recipe of each checkpoint (:class:`~.recipe.PretrainedRecipe`)
+    recipes/<name>.json      the recipe of each pretrained purifier (:class:`~.recipe.PretrainedRecipe`)
     bundled/<name>/...       its bundled copy, a saved purifier (the files listed in the recipe's ``bundle``)
 
 The package's own folder (``dvae_transform/pretrained/``, :data:`PACKAGE_FOLDER`) is :data:`REGISTRY`, the
 one ``list_pretrained()``, ``pretrained_info()`` and ``DVAEPurify.from_pretrained(name)`` read by default.
-``Registry(folder)`` reads another one: an organisation's own checkpoints, or a copy to regenerate bundles
+``Registry(folder)`` reads another one: an organisation's own pretrained purifiers, or a copy to regenerate bundles
 into (``hub/publish.py --registry FOLDER --bundle``). A bundled copy is loaded only after the sha256 of each
 of its files matches the recipe.
 """
@@ -53,7 +53,7 @@ def folder_bytes(folder: Path) -> int:
 
 
 class Registry(Mapping[str, PretrainedRecipe]):
-    """The checkpoints of one registry folder, by name (a read-only mapping of their recipes).
+    """The pretrained purifiers of one registry folder, by name (a read-only mapping of their recipes).
 
     Args:
         folder: holds ``recipes/<name>.json`` and ``bundled/<name>/``; default: the package's own.
@@ -81,7 +81,7 @@ class Registry(Mapping[str, PretrainedRecipe]):
         return len(self._entries)
 
     def __repr__(self) -> str:
-        return f"Registry({str(self.folder)!r}: {', '.join(self.names()) or 'no checkpoints'})"
+        return f"Registry({str(self.folder)!r}: {', '.join(self.names()) or 'none'})"
 
     def names(self, pattern: str = "*", *, source: str | None = None) -> list[str]:
         """Sorted names matching the shell-style ``pattern``; ``source="hub"`` / ``"bundled"`` keeps those it offers."""
@@ -96,10 +96,10 @@ class Registry(Mapping[str, PretrainedRecipe]):
         """Why ``name`` is not found: the known names, and the closest one."""
         close = difflib.get_close_matches(name, self.names(), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        return f"unknown pretrained checkpoint {name!r}{hint} known: {', '.join(self.names()) or 'none'}"
+        return f"unknown pretrained purifier {name!r}{hint} known: {', '.join(self.names()) or 'none'}"
 
     def info(self, name: str) -> PretrainedRecipe:
-        """The recipe of checkpoint ``name``; an unknown name raises ``ValueError`` listing the known ones."""
+        """The recipe of pretrained purifier ``name``; an unknown name raises ``ValueError`` listing the known ones."""
         if name not in self._entries:
             raise ValueError(self.unknown_name_message(name))
         return self._entries[name]
@@ -162,7 +162,7 @@ REGISTRY = Registry()
 
 
 def list_pretrained(pattern: str = "*", *, source: str = "available") -> list[str]:
-    """Sorted names of the official checkpoints matching the shell-style ``pattern``.
+    """Sorted names of the official pretrained purifiers matching the shell-style ``pattern``.
 
     ``source="available"`` (default): those that load somewhere, bundled or published; ``"bundled"``: those
     whose copy ships with the package (they load offline); ``"hub"``: those published on the Hub at a pinned
@@ -176,5 +176,6 @@ def list_pretrained(pattern: str = "*", *, source: str = "available") -> list[st
 
 
 def pretrained_info(name: str) -> PretrainedRecipe:
-    """The recipe of an official checkpoint: repo, pinned revision, data, attacks, bundled files, measured effect."""
+    """The recipe of an official pretrained purifier: repo, pinned revision, data, attacks, bundled files, measured
+    effect."""
     return REGISTRY.info(name)
