@@ -11,9 +11,10 @@ written to disk (:mod:`~dvae_transform.data.spool`).
 A streamed fit also keeps the stage-1 output (stage 2's training set) on disk: computed in the micro-batches
 of :func:`~dvae_transform.purify.default_batch_size` (as in memory), written shard by shard, as uint8
 levels, in a :class:`~dvae_transform.cache.store.TensorCache` named after the stage-1 weights, read back
-item by item. Everything a fit writes goes to ``resume_dir/data`` (kept, so a resumed fit reuses it;
-with several processes it must be a shared folder), or else to a temporary folder under the cache root
-that is removed when the fit ends.
+item by item. It is filled like a purified dataset's cache (:mod:`~dvae_transform.cache.fill`): with several
+processes the main process writes what all of them compute. Everything a fit writes goes to
+``resume_dir/data`` (kept, so a resumed fit reuses it; with several processes it must be a shared folder), or
+else to a temporary folder under the cache root that is removed when the fit ends.
 """
 
 from __future__ import annotations
