@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import tempfile
@@ -12,16 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
-from .cache.store import (
-    CacheMissError,
-    CacheUnavailableError,
-    TensorCache,
-    cache_root,
-    open_cache,
-    shard_name,
-)
+from .cache.fill import fill_shards
+from .cache.store import CacheMissError, TensorCache, cache_root, open_cache
 from .cache.work_folder import IN_MEMORY_BYTES, WorkFolder
 from .data.formats import replace_hf_images
 from .data.loader import default_workers, read_batches
@@ -29,15 +21,14 @@ from .data.shards import ShardReader, ShardReadError
 from .data.sources import Source, is_iterable, is_pair
 from .data.spool import spool
 from .deprecation import renamed_attribute, renamed_keywords
-from .distributed import broadcast, gather, is_main_process, share, wait_for_everyone
+from .distributed import broadcast, is_main_process, wait_for_everyone
 from .files import refuse_link
 from .fingerprint import purification_key, weights_hash
 from .images import to_labels
-from .log import bar_options, datasets_bars, logger, warn
+from .log import datasets_bars, warn
 from .precision import STORAGE_DTYPES, decode, encode
 from .transforms import DVAEPurify
 from .validation import InputTypeError, check_choice, check_int, check_type, item_index
-from .workers import worker_errors
 
 if TYPE_CHECKING:
     import datasets
@@ -227,32 +218,19 @@ class PurifiedDataset(Dataset):
             self.purifier.to(accelerator.device)
         if self.cache:  # the main process reads the data for the key; the others get it
             self._key = broadcast(accelerator, self.fingerprint if is_main_process(accelerator) else None)
-        cache = self._open_cache() if self.cache and is_main_process(accelerator) else None
-        kept: dict[int, torch.Tensor] = {}
-        with cache.lock() if cache is not None else contextlib.nullcontext():
-            todo = broadcast(accelerator, cache.missing_shards() if cache is not None else range(self.num_shards))
-            if cache is not None:
-                logger.info("cache %s: %d of %d shards cached, %d to purify", self._key,
-                            self.num_shards - len(todo), self.num_shards, len(todo))
-            self._fill(list(todo), labels, cache, kept)
-        cached = broadcast(accelerator, cache is not None)
-        wait_for_everyone(accelerator)
-        if cached and cache is None:  # the other processes read what the main process wrote
-            cache = self._open_cache()
-        valid = _valid_shards(cache)
-        parts = [
-            kept[index] if index in kept
-            else cache.path / shard_name(index) if index in valid
-            else self._purify_shard(*self._read_shard(index), index)  # not stored where this process looks
-            for index in range(self.num_shards)
-        ]
-        counts = [len(self._shard_range(index)) for index in range(self.num_shards)]
-        signatures = [cache.verified_signature(index) if index in valid else None for index in range(self.num_shards)]
-        self._store = ShardReader(parts, counts, labels, signatures=signatures)
+        ranges = [self._shard_range(index) for index in range(self.num_shards)]
+        filled = fill_shards(
+            ranges, self._open_cache if self.cache else None,
+            lambda index, batch: self._purify_shard(batch[0], labels[ranges[index].start : ranges[index].stop], index),
+            lambda chunks: read_batches(self.source, chunks, num_workers=self.num_workers),
+            accelerator=accelerator, label="purifying", verb="purify", progress=self.progress,
+        )
+        parts = filled.parts(lambda index: self._purify_shard(*self._read_shard(index), index))  # not seen here
+        self._store = ShardReader(parts, filled.counts, labels, signatures=filled.signatures())
         if len(self) * math.prod(self._item_shape) * STORAGE_DTYPES[self.cache_dtype].itemsize <= IN_MEMORY_BYTES:
             self._memory = torch.cat([self._stored_shard(index) for index in range(self.num_shards)])
         wait_for_everyone(accelerator)
-        if self._spool is not None and broadcast(accelerator, not kept and len(valid) == self.num_shards):
+        if self._spool is not None and broadcast(accelerator, filled.all_cached):
             self._spool.cleanup()  # everything is served from the cache: the spooled input is no longer needed
             self._spool = None
         return self
@@ -288,31 +266,6 @@ class PurifiedDataset(Dataset):
         items = self._shard_range(index)
         images = self.purifier.check_images(images, name=f"dataset items {items.start}-{items.stop - 1}")
         return encode(self.purifier.purify(images, labels), self.cache_dtype)
-
-    def _fill(self, todo: list[int], labels: torch.Tensor, cache: TensorCache | None,
-              kept: dict[int, torch.Tensor]) -> None:
-        """Purify the shards ``todo``, shared between the processes a round at a time; the main process
-        writes each round to ``cache`` until a write fails; the shards not written are ``kept``."""
-        accelerator = self.accelerator
-        mine = share(accelerator, todo)
-        rounds = math.ceil(len(todo) / (1 if accelerator is None else accelerator.num_processes))
-        reads = read_batches(self.source, [self._shard_range(index) for index in mine], num_workers=self.num_workers)
-        show = self.progress and is_main_process(accelerator)
-        total = sum(len(self._shard_range(index)) for index in todo)
-        with tqdm(total=total, desc="purifying", unit="img", **bar_options(show)) as bar, worker_errors(), \
-                contextlib.closing(reads):
-            for step in range(rounds):
-                done = []
-                if step < len(mine):
-                    images, _ = next(reads)
-                    index = mine[step]
-                    items = self._shard_range(index)
-                    done.append((index, self._purify_shard(images, labels[items.start : items.stop], index)))
-                results = gather(accelerator, done)
-                cache = _write(cache, results)
-                if not broadcast(accelerator, cache is not None):
-                    kept.update(results)
-                bar.update(sum(len(self._shard_range(index)) for index, _ in results))
 
     def _stored_shard(self, index: int) -> torch.Tensor:
         return self._read_store(index, 0, len(self._shard_range(index)))
@@ -361,28 +314,3 @@ class PurifiedDataset(Dataset):
             return None
         return folder / f"{self.fingerprint}.arrow"
 
-
-def _valid_shards(cache: TensorCache | None) -> set[int]:
-    """The shards ``cache`` holds validly (none without a cache, or when a full disk keeps it from checking)."""
-    if cache is None:
-        return set()
-    try:
-        return set(range(cache.num_shards)) - set(cache.missing_shards())
-    except CacheUnavailableError:
-        return set()
-
-
-def _write(cache: TensorCache | None, results: list[tuple[int, torch.Tensor]]) -> TensorCache | None:
-    """Write purified shards to ``cache``; when it fails (a full disk), warn once and go on without it (None)."""
-    if cache is None:
-        return None
-    try:
-        for index, stored in results:
-            cache.write_shard(index, stored)
-    except CacheUnavailableError as error:
-        warn(
-            f"dvae_transform: {error}; continuing without a cache (shards not cached are kept in memory)",
-            RuntimeWarning,
-        )
-        return None
-    return cache

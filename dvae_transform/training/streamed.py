@@ -11,9 +11,10 @@ written to disk (:mod:`~dvae_transform.data.spool`).
 A streamed fit also keeps the stage-1 output (stage 2's training set) on disk: computed in the micro-batches
 of :func:`~dvae_transform.purify.default_batch_size` (as in memory), written shard by shard, as uint8
 levels, in a :class:`~dvae_transform.cache.store.TensorCache` named after the stage-1 weights, read back
-item by item. Everything a fit writes goes to ``resume_dir/data`` (kept, so a resumed fit reuses it;
-with several processes it must be a shared folder), or else to a temporary folder under the cache root
-that is removed when the fit ends.
+item by item. It is filled like a purified dataset's cache (:mod:`~dvae_transform.cache.fill`): with several
+processes the main process writes what all of them compute. Everything a fit writes goes to
+``resume_dir/data`` (kept, so a resumed fit reuses it; with several processes it must be a shared folder), or
+else to a temporary folder under the cache root that is removed when the fit ends.
 """
 
 from __future__ import annotations
@@ -23,21 +24,18 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import torch
-from tqdm.auto import tqdm
 
-from ..cache.store import TensorCache, shard_name
+from ..cache.fill import Batch, fill_shards, shard_ranges
+from ..cache.store import TensorCache, open_cache
 from ..cache.work_folder import IN_MEMORY_BYTES, WorkFolder
 from ..data.loader import default_workers, read_batches
 from ..data.shards import ShardReader
 from ..data.sources import Source, is_iterable
 from ..data.spool import spool
-from ..distributed import broadcast, is_main_process, share, wait_for_everyone
 from ..fingerprint import weights_hash
-from ..log import bar_options
 from ..precision import decode, encode
 from ..purify import remove_perturbation
 from ..validation import check_int, check_type
-from ..workers import worker_errors
 from .sets import TensorSet, TrainingSet
 
 if TYPE_CHECKING:
@@ -84,27 +82,25 @@ class StreamedSet:
             yield decode(images.to(device, non_blocking=True)), labels.to(device, non_blocking=True)
 
     def stage1_output(self, model: DVAE, accelerator: Accelerator, subtract: str) -> StreamedSet:
-        cache = TensorCache(f"stage1-{subtract}-{weights_hash(model)}", num_items=len(self), item_shape=self.item_shape,
-                            shard_size=OUTPUT_SHARD, dtype="uint8", root=self.folder.path)
-        todo = broadcast(accelerator, cache.missing_shards() if is_main_process(accelerator) else None)
-        self._write_outputs(model, subtract, cache, share(accelerator, todo), accelerator)
-        wait_for_everyone(accelerator)
-        self._write_outputs(model, subtract, cache, cache.missing_shards(), None)  # shards this process cannot see
-        parts = [cache.path / shard_name(index) for index in range(cache.num_shards)]
-        counts = [len(cache.shard_range(index)) for index in range(cache.num_shards)]
-        return StreamedSet(Source(ShardReader(parts, counts, self.labels)), self.folder, self.num_workers,
-                           self.progress)
+        ranges = shard_ranges(len(self), OUTPUT_SHARD)
 
-    def _write_outputs(self, model: DVAE, subtract: str, cache: TensorCache, indices: list[int],
-                       accelerator: Any) -> None:
-        ranges = [cache.shard_range(index) for index in indices]
-        batches = read_batches(self.source, ranges, num_workers=self.num_workers, pin_memory=True)
-        show = self.progress and is_main_process(accelerator) and bool(indices)
-        with tqdm(total=sum(map(len, ranges)), desc="stage-1 output", unit="img", **bar_options(show)) as bar, \
-                worker_errors():
-            for index, (images, labels) in zip(indices, batches):
-                cache.write_shard(index, encode(remove_perturbation(model, decode(images), labels, subtract=subtract)))
-                bar.update(len(labels))
+        def compute(index: int, batch: Batch) -> torch.Tensor:
+            images, labels = batch
+            return encode(remove_perturbation(model, decode(images), labels, subtract=subtract))
+
+        def open_entry() -> TensorCache | None:
+            return open_cache(f"stage1-{subtract}-{weights_hash(model)}", num_items=len(self),
+                              item_shape=self.item_shape, shard_size=OUTPUT_SHARD, dtype="uint8",
+                              root=self.folder.path)
+
+        filled = fill_shards(
+            ranges, open_entry, compute,
+            lambda chunks: read_batches(self.source, chunks, num_workers=self.num_workers, pin_memory=True),
+            accelerator=accelerator, label="stage-1 output", verb="compute", progress=self.progress,
+        )
+        parts = filled.parts(lambda index: compute(index, self.source.read_items(ranges[index])))  # not seen here
+        reader = ShardReader(parts, filled.counts, self.labels, signatures=filled.signatures())
+        return StreamedSet(Source(reader), self.folder, self.num_workers, self.progress)
 
     def identity(self) -> object:
         return self.source.identity(SCAN_CHUNK)
