@@ -391,7 +391,7 @@ def test_grayscale_into_rgb_model_asks_for_conversion(data):
 def test_labels_out_of_range_and_bad_settings(purifier, data):
     wrong = TensorDataset(data.tensors[0], data.tensors[1] + 4)
     assert "labels must lie in [0, 4)" in _error(wrong, purifier)
-    assert "batch_size must be positive" in _error(data, purifier, batch_size=0)
+    assert "shard_size must be positive" in _error(data, purifier, shard_size=0)
     assert "cache_dtype must be 'float16' or 'uint8'" in _error(data, purifier, cache_dtype="int8")
     with pytest.raises(TypeError, match="purifier must be a DVAEPurify"):
         PurifiedDataset(data, purifier.stage1)
