@@ -37,10 +37,11 @@ from .cache.store import default_cache_dir
 from .config import PRESETS
 from .data.formats import FORMATS, output_path, read_dataset, write_dataset
 from .data.output import check_apart
+from .deprecation import warn_renamed
 from .distributed import is_main_process, state_kept
-from .log import datasets_bars
+from .log import datasets_bars, warn
 from .metadata import __version__
-from .purified_dataset import PurifiedDataset
+from .purified_dataset import SHARD_SIZE, PurifiedDataset
 from .shortcut import CANNOT_TELL, SHORTCUT, check_shortcut
 from .transforms import DVAEPurify
 from .validation import InputTypeError, positive_int
@@ -62,60 +63,73 @@ def _device(value: str) -> torch.device:
         raise argparse.ArgumentTypeError(f"not a torch device: {value!r} ({error})") from error
 
 
+# The FitConfig fields that --fit-epochs, --fit-width, --fit-latent-dim and --fit-batch-size set, and their help
+FIT_SETTINGS = {"epochs": "epochs per stage", "width": "network stem width", "latent_dim": "latent channels",
+                "batch_size": "images per training step"}
+
+
 def add_purifier_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--weights REPO_OR_DIR | --fit`` and the ``--fit-*`` settings, for training scripts (see ``examples/``)."""
-    fast = PRESETS["fast"]
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--weights", help="purifier weights: a save_pretrained folder, a Hub repo id or a name")
-    source.add_argument("--fit", action="store_true", help="fit the purifier on the training data first")
-    parser.add_argument("--fit-epochs", type=positive_int, default=fast.epochs,
-                        help="D-VAE epochs per stage with --fit")
-    parser.add_argument("--fit-width", type=positive_int, default=fast.width, help="D-VAE width with --fit")
-    parser.add_argument("--fit-latent-dim", type=positive_int, default=fast.latent_dim,
-                        help="D-VAE latent channels with --fit")
+    """The purifier's options, shared by ``dvae-purify purify`` and the training scripts of ``examples/``:
+    ``--weights REPO_OR_DIR | --fit``, ``--preset`` and the ``--fit-*`` settings (:func:`purifier_from_args`)."""
+    group = parser.add_argument_group("purifier", "saved weights (--weights), or a D-VAE fitted on the data (--fit)")
+    source = group.add_mutually_exclusive_group(required=True)
+    source.add_argument("--weights", metavar="REPO_OR_DIR",
+                        help="purifier weights: a folder written by DVAEPurify.save_pretrained, a Hugging Face "
+                             "Hub repo id (org/name) or an official pretrained name "
+                             "(dvae_transform.list_pretrained())")
+    source.add_argument("--fit", action="store_true", help="fit a purifier on the data (--data) first")
+    group.add_argument("--preset", choices=sorted(PRESETS), default="fast",
+                       help="training recipe for --fit: 'fast' (CPU-friendly) or 'paper' (published settings); "
+                            "default: fast")
+    for field, meaning in FIT_SETTINGS.items():
+        group.add_argument(f"--fit-{field.replace('_', '-')}", type=positive_int, metavar="N",
+                           help=f"--fit: {meaning} (default: the preset's)")
 
 
 def purifier_from_args(args: argparse.Namespace, data: object, **fit_options: object) -> DVAEPurify:
-    """The purifier that :func:`add_purifier_arguments`' options ask for: loaded, or fitted on ``data``."""
+    """The purifier that :func:`add_purifier_arguments`' options ask for: loaded, or fitted on ``data`` (with
+    ``fit_options``, e.g. ``seed=``, passed to :meth:`DVAEPurify.fit`)."""
     if args.weights is not None:
         return DVAEPurify.from_pretrained(args.weights)
-    return DVAEPurify.fit(data, preset="fast", epochs=args.fit_epochs, width=args.fit_width,
-                          latent_dim=args.fit_latent_dim, **fit_options)
+    settings = {field: value for field in FIT_SETTINGS if (value := getattr(args, f"fit_{field}")) is not None}
+    return DVAEPurify.fit(data, preset=args.preset, **settings, **fit_options)
+
+
+def script_parser(description: str, *, data: str, epochs: int, batch_size: int) -> argparse.ArgumentParser:
+    """A training script's options (see ``examples/``): ``--data`` (``data`` is its help), the purifier's
+    (:func:`add_purifier_arguments`), the classifier's ``--epochs`` and ``--batch-size`` (defaults) and ``--seed``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--data", help=data)
+    add_purifier_arguments(parser)
+    parser.add_argument("--epochs", type=positive_int, default=epochs, help=f"classifier epochs (default: {epochs})")
+    parser.add_argument("--batch-size", type=positive_int, default=batch_size,
+                        help=f"classifier batch size (default: {batch_size})")
+    parser.add_argument("--seed", type=int, default=0, help="seed for fitting and training (default: 0)")
+    return parser
 
 
 def _add_purify_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
-        "purify",
-        help="purify a dataset and write it in the same format",
-        description=(
-            "Read a dataset, remove unlearnable perturbations with D-VAE and write the purified copy in the "
-            f"input's format ({', '.join(FORMATS)}): an image folder gets the same class sub-folders and file "
-            "names as PNG, a save_to_disk dataset gets its image column replaced, an .npz gets uint8 images in "
-            "the input layout and the labels."
-        ),
-    )
+        "purify", help="purify a dataset and write it in the same format",
+        description="Read a dataset, remove unlearnable perturbations with D-VAE and write the purified copy in the "
+                    f"input's format ({', '.join(FORMATS)}): an image folder gets the same class sub-folders and "
+                    "file names as PNG, a save_to_disk dataset gets its image column replaced, an .npz gets uint8 "
+                    "images in the input layout and the labels.")
     parser.add_argument("--data", required=True, type=Path,
                         help="input: an image folder (one sub-folder per class), a folder written by "
                              "datasets' save_to_disk, or an .npz with 'images' (NCHW/NHWC/NHW, uint8 or float "
                              "in [0, 1]) and 'labels'")
     parser.add_argument("--out", required=True, type=Path,
                         help="output folder (for an .npz input it may also name the output .npz file)")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--weights", metavar="REPO_OR_DIR",
-                        help="purifier weights: a folder written by DVAEPurify.save_pretrained, a Hugging Face "
-                             "Hub repo id (org/name) or an official pretrained name "
-                             "(dvae_transform.list_pretrained())")
-    source.add_argument("--fit", action="store_true", help="fit a purifier on the input data first")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="fast",
-                        help="training recipe for --fit: 'fast' (CPU-friendly) or 'paper' (published settings); "
-                             "default: fast")
-    parser.add_argument("--epochs", type=positive_int, help="--fit: epochs per stage (default: the preset's)")
-    parser.add_argument("--width", type=positive_int, help="--fit: network stem width (default: the preset's)")
-    parser.add_argument("--latent-dim", type=positive_int,
-                        help="--fit: latent channels (default: the preset's)")
-    parser.add_argument("--batch-size", type=positive_int,
-                        help="images per purification batch, and per training step with --fit "
-                             "(default: 256 for purification, the preset's for fitting)")
+    add_purifier_arguments(parser)
+    for old in ("--epochs", "--width", "--latent-dim"):  # renamed --fit-*: see _old_spellings
+        parser.add_argument(old, type=positive_int, help=argparse.SUPPRESS)
+    parser.add_argument("--batch-size", type=positive_int, metavar="N",
+                        help="images per purification micro-batch (default: about 1 GiB of activations, 256 at "
+                             "32 px; dvae_transform.purify.default_batch_size)")
+    parser.add_argument("--shard-size", type=positive_int, default=SHARD_SIZE, metavar="N",
+                        help=f"images per cache shard: a killed run resumes from its finished shards "
+                             f"(default: {SHARD_SIZE})")
     parser.add_argument("--image-column", help="image column of a save_to_disk dataset (default: image/img/...)")
     parser.add_argument("--label-column", help="label column of a save_to_disk dataset (default: label/labels/...)")
     parser.add_argument("--split", help="split of a saved DatasetDict to purify (default: train); "
@@ -125,8 +139,7 @@ def _add_purify_parser(commands: argparse._SubParsersAction) -> None:
                              "ClassLabel, or max(label) + 1)")
     parser.add_argument("--device", type=_device, default="cuda" if torch.cuda.is_available() else "cpu",
                         help="a torch device: cpu, cuda, cuda:1, mps, ... (default: cuda when available, else cpu)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed for fitting and for latent sampling (default: 0)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for fitting and for latent sampling (default: 0)")
     parser.add_argument("--sample", action="store_true",
                         help="sample the latent when purifying (as the authors do) instead of using its mean")
     parser.add_argument("--save-weights", type=Path, metavar="DIR",
@@ -139,11 +152,8 @@ def _add_purify_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _add_cache_parser(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
-        "cache",
-        help="list or clear the cache of purified tensors",
-        description="List the entries of the on-disk cache of purified tensors, or remove them.",
-    )
+    summary = "List the entries of the on-disk cache of purified tensors, or remove them."
+    parser = commands.add_parser("cache", help="list or clear the cache of purified tensors", description=summary)
     parser.add_argument("action", nargs="?", choices=("info", "clear"), default="info",
                         help="'info' prints a table of entries (default); 'clear' removes them and prints "
                              "the bytes freed")
@@ -155,14 +165,10 @@ def _add_cache_parser(commands: argparse._SubParsersAction) -> None:
 
 def _add_check_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
-        "check",
-        help="say whether a labelled dataset still carries a learnable class shortcut",
-        description=(
-            "Train a tiny probe on the dataset and say whether its labels can be learned from a shortcut "
-            "(dvae_transform.check_shortcut). Exit status: 0 no shortcut found, 1 shortcut found, 2 cannot tell "
-            "(too few images per class, one class, or an unreadable input)."
-        ),
-    )
+        "check", help="say whether a labelled dataset still carries a learnable class shortcut",
+        description="Train a tiny probe on the dataset and say whether its labels can be learned from a shortcut "
+                    "(dvae_transform.check_shortcut). Exit status: 0 no shortcut found, 1 shortcut found, 2 cannot "
+                    "tell (too few images per class, one class, or an unreadable input).")
     parser.add_argument("data", type=Path, help="an image folder (one sub-folder per class), a folder written by "
                                                 "datasets' save_to_disk, or an .npz with 'images' and 'labels'")
     parser.add_argument("--clean", type=Path, help="a clean labelled dataset of the same kind (e.g. a validation "
@@ -182,11 +188,9 @@ def _add_plugin_parser(commands: argparse._SubParsersAction, name: str, summary:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``dvae-purify`` argument parser."""
-    parser = argparse.ArgumentParser(
-        prog="dvae-purify",
-        description="Remove unlearnable-example perturbations from image datasets with D-VAE "
-                    "(Yu et al., ICML 2024). Run 'dvae-purify COMMAND --help' for a command's options.",
-    )
+    parser = argparse.ArgumentParser(prog="dvae-purify", description="Remove unlearnable-example perturbations "
+                                     "from image datasets with D-VAE (Yu et al., ICML 2024). Run "
+                                     "'dvae-purify COMMAND --help' for a command's options.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_purify_parser(commands)
@@ -207,8 +211,9 @@ def _seconds(start: float) -> str:
 def _get_purifier(args: argparse.Namespace, images: torch.Tensor, labels: torch.Tensor,
                   num_classes: int | None, accelerator: Accelerator) -> DVAEPurify:
     start = time.perf_counter()
+    purifier = purifier_from_args(args, (images, labels), num_classes=args.num_classes or num_classes,
+                                  accelerator=accelerator, progress=args.progress, seed=args.seed)
     if args.weights is not None:
-        purifier = DVAEPurify.from_pretrained(args.weights)
         if args.num_classes is not None and args.num_classes != purifier.num_classes:
             raise ValueError(f"--num-classes {args.num_classes} does not match the weights' {purifier.num_classes}")
         if num_classes is not None and num_classes > purifier.num_classes:
@@ -216,17 +221,6 @@ def _get_purifier(args: argparse.Namespace, images: torch.Tensor, labels: torch.
                              f"for {purifier.num_classes}; use weights for these classes, or --fit")
         _report(accelerator, f"loaded purifier from {args.weights} in {_seconds(start)}")
     else:
-        overrides = {name: getattr(args, name) for name in ("epochs", "width", "latent_dim", "batch_size")}
-        overrides = {name: value for name, value in overrides.items() if value is not None}
-        purifier = DVAEPurify.fit(
-            (images, labels),
-            num_classes=args.num_classes or num_classes,
-            preset=args.preset,
-            accelerator=accelerator,
-            progress=args.progress,
-            seed=args.seed,
-            **overrides,
-        )
         _report(accelerator, f"fitted purifier ({args.preset} preset) in {_seconds(start)}")
     if args.save_weights is not None:
         purifier.save_pretrained(args.save_weights)
@@ -240,7 +234,23 @@ def _report(accelerator: Accelerator, message: str) -> None:
         print(message)
 
 
+def _old_spellings(args: argparse.Namespace) -> None:
+    """``purify --epochs/--width/--latent-dim``, and ``--batch-size`` as the training batch: until the next release."""
+    for field in ("epochs", "width", "latent_dim"):
+        old, new = f"--{field.replace('_', '-')}", f"--fit-{field.replace('_', '-')}"
+        if getattr(args, field) is not None:
+            if getattr(args, f"fit_{field}") is not None:
+                raise ValueError(f"{old} is the old name of {new}: give {new} only")
+            warn_renamed("dvae-purify purify", old, new)
+            setattr(args, f"fit_{field}", getattr(args, field))
+    if args.fit and args.batch_size is not None and args.fit_batch_size is None:
+        warn("dvae-purify purify: --batch-size is the purification micro-batch; with --fit it also sets the training "
+             "batch, until the next release: pass --fit-batch-size", FutureWarning)
+        args.fit_batch_size = args.batch_size
+
+
 def _purify_command(args: argparse.Namespace) -> int:
+    _old_spellings(args)
     device = args.device
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
         raise ValueError(f"--device {device}: no such CUDA device ({torch.cuda.device_count()} available)")
@@ -256,13 +266,13 @@ def _purify_command(args: argparse.Namespace) -> int:
         check_apart(args.save_weights, "--save-weights", written)
 
     purifier = _get_purifier(args, images, labels, meta.num_classes, accelerator)
-    batch_size = {} if args.batch_size is None else {"batch_size": args.batch_size}
+    micro_batch = {} if args.batch_size is None else {"batch_size": args.batch_size}
     device = device if accelerator.num_processes == 1 else accelerator.device
-    purifier = purifier.replace(device=device, seed=args.seed, sample=args.sample, **batch_size)
+    purifier = purifier.replace(device=device, seed=args.seed, sample=args.sample, **micro_batch)
 
     start = time.perf_counter()
     purified = PurifiedDataset((images, labels), purifier, accelerator=accelerator, progress=args.progress,
-                               **batch_size).prepare()
+                               shard_size=args.shard_size).prepare()
     seconds = time.perf_counter() - start
     rate = len(images) / max(seconds, 1e-9)
     _report(accelerator, f"purified {len(images)} images in {seconds:.2f} s ({rate:.0f} images/s)")

@@ -11,7 +11,8 @@ from .log import warn
 Function = TypeVar("Function", bound=Callable[..., Any])
 
 
-def _renamed(owner: str, old: str, new: str) -> None:
+def warn_renamed(owner: str, old: str, new: str) -> None:
+    """Warn that ``owner``'s ``old`` is now called ``new``."""
     warn(f"{owner}: {old!r} is renamed {new!r}; the old name goes in the next release", FutureWarning)
 
 
@@ -28,7 +29,7 @@ def renamed_keywords(**renames: str) -> Callable[[Function], Function]:
                 if old in kwargs:
                     if new in kwargs:
                         raise TypeError(f"{function.__qualname__}() got both {old!r} and its new name {new!r}")
-                    _renamed(f"{function.__qualname__}()", old, new)
+                    warn_renamed(f"{function.__qualname__}()", old, new)
                     kwargs[new] = kwargs.pop(old)
             return function(*args, **kwargs)
 
@@ -41,11 +42,11 @@ def renamed_attribute(old: str, new: str) -> property:
     """A property ``old`` that reads and writes attribute ``new``, with a warning."""
 
     def get(self: Any) -> Any:
-        _renamed(type(self).__name__, old, new)
+        warn_renamed(type(self).__name__, old, new)
         return getattr(self, new)
 
     def set_(self: Any, value: Any) -> None:
-        _renamed(type(self).__name__, old, new)
+        warn_renamed(type(self).__name__, old, new)
         setattr(self, new, value)
 
     return property(get, set_, doc=f"Deprecated: use ``{new}``.")

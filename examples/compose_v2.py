@@ -28,7 +28,7 @@ from torchvision.datasets import CIFAR10
 from torchvision.transforms import v2
 
 from dvae_transform import DVAEPurify
-from dvae_transform.cli import add_purifier_arguments, purifier_from_args
+from dvae_transform.cli import purifier_from_args, script_parser
 from dvae_transform.data.formats import read_dataset
 from dvae_transform.evaluation.victims import small_cnn
 
@@ -57,14 +57,10 @@ def build_pipeline(purifier: DVAEPurify) -> v2.Compose:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", help="training data: .npz, image folder or save_to_disk folder "
-                                       "(default: CIFAR-10 train, downloaded to --root)")
+    parser = script_parser(__doc__.split("\n\n")[0], epochs=1, batch_size=64,
+                           data="training data: .npz, image folder or save_to_disk folder "
+                                "(default: CIFAR-10 train, downloaded to --root)")
     parser.add_argument("--root", default="./data", help="download folder for CIFAR-10 (default: ./data)")
-    add_purifier_arguments(parser)
-    parser.add_argument("--epochs", type=int, default=1, help="epochs of the small classifier (default: 1)")
-    parser.add_argument("--batch-size", type=int, default=64, help="classifier batch size (default: 64)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for fitting and training (default: 0)")
     return parser.parse_args(argv)
 
 

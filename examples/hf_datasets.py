@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from dvae_transform import PurifiedDataset
-from dvae_transform.cli import add_purifier_arguments, purifier_from_args
+from dvae_transform.cli import purifier_from_args, script_parser
 from dvae_transform.data.sources import hf_columns
 from dvae_transform.evaluation.victims import small_cnn
 
@@ -33,16 +33,12 @@ def load_train_split(args: argparse.Namespace) -> datasets.Dataset:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", help="a save_to_disk folder (default: uoft-cs/cifar10 from the Hub)")
+    parser = script_parser(__doc__.split("\n\n")[0], epochs=2, batch_size=64,
+                           data="a save_to_disk folder (default: uoft-cs/cifar10 from the Hub)")
     parser.add_argument("--limit", type=int, default=5000, help="CIFAR-10 images to use from the Hub (default: 5000)")
     parser.add_argument("--image-column", help="image column (default: image/img/pixel_values)")
     parser.add_argument("--label-column", help="label column (default: label/labels/fine_label)")
-    add_purifier_arguments(parser)
     parser.add_argument("--save-to", help="also save the purified dataset here with save_to_disk")
-    parser.add_argument("--epochs", type=int, default=2, help="epochs of the small classifier (default: 2)")
-    parser.add_argument("--batch-size", type=int, default=64, help="classifier batch size (default: 64)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for fitting and training (default: 0)")
     return parser.parse_args(argv)
 
 

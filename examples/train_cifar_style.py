@@ -23,7 +23,7 @@ from torchvision.datasets import CIFAR10
 from torchvision.transforms import v2
 
 from dvae_transform import PurifiedDataset
-from dvae_transform.cli import add_purifier_arguments, purifier_from_args
+from dvae_transform.cli import purifier_from_args, script_parser
 from dvae_transform.data.formats import read_dataset
 from dvae_transform.data.sources import load_images_and_labels
 
@@ -105,21 +105,17 @@ def train(model: nn.Module, loader: DataLoader, *, epochs: int, lr: float, devic
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", help="training data: .npz, image folder or save_to_disk folder "
-                                       "(default: CIFAR-10 train, downloaded)")
+    parser = script_parser(__doc__.split("\n\n")[0], epochs=30, batch_size=128,
+                           data="training data: .npz, image folder or save_to_disk folder "
+                                "(default: CIFAR-10 train, downloaded)")
     parser.add_argument("--test-data", help="clean test data in the same formats (default: CIFAR-10 test "
                                             "when --data is not given, else no evaluation)")
     parser.add_argument("--root", default="./data", help="download folder for CIFAR-10 (default: ./data)")
-    add_purifier_arguments(parser)
-    parser.add_argument("--epochs", type=int, default=30, help="classifier epochs (default: 30)")
     parser.add_argument("--width", type=int, default=32, help="classifier width (default: 32)")
-    parser.add_argument("--batch-size", type=int, default=128, help="classifier batch size (default: 128)")
     parser.add_argument("--lr", type=float, default=0.1, help="peak learning rate (default: 0.1)")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers (default: 2)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="where to train (default: cuda when available)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for fitting and training (default: 0)")
     return parser.parse_args(argv)
 
 

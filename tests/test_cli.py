@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import datasets
@@ -21,9 +22,11 @@ from dvae_transform.cache.store import TensorCache
 from dvae_transform.cli import build_parser, main
 from dvae_transform.data.formats import read_dataset
 from dvae_transform.precision import encode
+from dvae_transform.purified_dataset import SHARD_SIZE, PurifiedDataset
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["ant", "bee", "cat", "dog"]
+TINY_FIT = ["--fit", "--fit-epochs", "1", "--fit-width", "8", "--fit-latent-dim", "8"]
 
 
 def as_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -231,31 +234,79 @@ def test_save_to_disk_array_column_with_named_columns(tmp_path, data_u8, tiny_pu
 # ----------------------------------------------------------------------------- purifier sources
 
 
+def fit_settings(weights: Path) -> dict[str, int]:
+    """The training settings that a fit saved with ``--save-weights`` records (its ``FitConfig``)."""
+    config = json.loads((weights / "training.json").read_text())["config"]
+    return {name: config[name] for name in ("epochs", "width", "latent_dim", "batch_size")}
+
+
+def assert_cached_as(images: torch.Tensor, labels: torch.Tensor, purifier: DVAEPurify, shard_size: int) -> None:
+    """The cache holds one entry: ``(images, labels)`` purified by ``purifier`` (its micro-batch included) in shards
+    of ``shard_size``."""
+    expected = PurifiedDataset((images, labels), purifier, shard_size=shard_size, lazy=True)
+    [entry] = cache_info()
+    assert entry["key"] == expected.fingerprint
+    assert json.loads((Path(entry["path"]) / "manifest.json").read_text())["shard_size"] == shard_size
+
+
+def our_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
+    return [str(warning.message) for warning in caught if str(warning.message).startswith("dvae-purify")]
+
+
 def test_fit_saves_weights_that_reproduce_the_output(tmp_path, data_u8, capsys):
     images, labels = data_u8
     np.savez(tmp_path / "in.npz", images=images.numpy(), labels=labels.numpy())
-    args = ["purify", "--data", str(tmp_path / "in.npz"), "--out", str(tmp_path / "out"), "--fit", "--epochs", "1",
-            "--width", "8", "--latent-dim", "8", "--batch-size", "32", "--save-weights", str(tmp_path / "w"),
+    args = ["purify", "--data", str(tmp_path / "in.npz"), "--out", str(tmp_path / "out"), *TINY_FIT,
+            "--fit-batch-size", "16", "--batch-size", "8", "--shard-size", "24", "--save-weights", str(tmp_path / "w"),
             "--device", "cpu", "--no-progress"]
 
-    assert main(args) == 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(args) == 0
 
+    assert our_warnings(caught) == []
     printed = capsys.readouterr().out
     assert "fitted purifier" in printed and "purified 64 images" in printed
     fitted = DVAEPurify.from_pretrained(tmp_path / "w")
     assert fitted.num_classes == 4 and fitted.stage1.config["width"] == 8
+    # three batch sizes, three places: the training step, the purification micro-batch, the cache shard
+    assert fit_settings(tmp_path / "w") == {"epochs": 1, "width": 8, "latent_dim": 8, "batch_size": 16}
+    assert_cached_as(images, labels, fitted.replace(batch_size=8, seed=0), shard_size=24)  # --seed: 0
     with np.load(tmp_path / "out" / "in.npz") as archive:
         out = torch.from_numpy(archive["images"])
     assert_within_one_level(out, expected_output(fitted, images, labels))
+
+
+def test_the_old_fit_options_warn_and_still_work(tmp_path, npz_path, data_u8):
+    args = ["purify", "--data", str(npz_path), "--out", str(tmp_path / "o"), "--fit", "--epochs", "1", "--width", "8",
+            "--latent-dim", "8", "--batch-size", "32", "--save-weights", str(tmp_path / "w"), "--device", "cpu",
+            "--no-progress"]
+
+    with pytest.warns(FutureWarning) as caught:
+        assert main(args) == 0
+
+    renamed = [f"dvae-purify purify: '--{old}' is renamed '--fit-{old}'; the old name goes in the next release"
+               for old in ("epochs", "width", "latent-dim")]
+    assert our_warnings(caught)[:3] == renamed
+    assert our_warnings(caught)[3:] == ["dvae-purify purify: --batch-size is the purification micro-batch; with "
+                                        "--fit it also sets the training batch, until the next release: pass "
+                                        "--fit-batch-size"]
+    assert fit_settings(tmp_path / "w") == {"epochs": 1, "width": 8, "latent_dim": 8, "batch_size": 32}
+    assert_cached_as(*data_u8, DVAEPurify.from_pretrained(tmp_path / "w").replace(batch_size=32, seed=0), SHARD_SIZE)
+
+
+def test_an_old_and_a_new_fit_option_together_are_refused(tmp_path, capsys):
+    err = run_error(["purify", "--data", str(tmp_path), "--out", str(tmp_path / "o"), *TINY_FIT, "--epochs", "2"],
+                    capsys)
+    assert "--epochs is the old name of --fit-epochs: give --fit-epochs only" in err
 
 
 @pytest.mark.parametrize("where", ["data", "data/w", "out", "out/w"])
 def test_save_weights_into_the_input_or_the_output_is_refused_before_any_work(tmp_path, data_u8, capsys, where):
     write_image_folder(tmp_path / "data", *data_u8)
     before = sorted(path.as_posix() for path in (tmp_path / "data").rglob("*"))
-    args = ["purify", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--fit", "--epochs", "1",
-            "--width", "8", "--latent-dim", "8", "--save-weights", str(tmp_path / where), "--device", "cpu",
-            "--no-progress"]
+    args = ["purify", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "out"), *TINY_FIT,
+            "--save-weights", str(tmp_path / where), "--device", "cpu", "--no-progress"]
     assert main(args) == 1
     printed, error = capsys.readouterr()
     what = "the input (--data)" if where.startswith("data") else "the output (--out)"
@@ -289,11 +340,16 @@ def test_weights_from_a_hub_repo(npz_path, tmp_path, data_u8, tiny_purifier, wei
         assert_within_one_level(torch.from_numpy(archive["images"]), expected_output(tiny_purifier, *data_u8))
 
 
-def test_batch_size_does_not_change_the_output(tmp_path, data_u8, tiny_purifier, weights_dir):
+def test_batch_and_shard_size_reach_the_purifier_and_the_cache_not_the_output(tmp_path, data_u8, tiny_purifier,
+                                                                             weights_dir):
     images, labels = data_u8
     np.savez(tmp_path / "in.npz", images=images.numpy(), labels=labels.numpy())
-    assert purify(["--data", str(tmp_path / "in.npz"), "--out", str(tmp_path / "o"), "--batch-size", "5"],
-                  weights_dir) == 0
+    args = ["--data", str(tmp_path / "in.npz"), "--out", str(tmp_path / "o"), "--batch-size", "5", "--shard-size", "16"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert purify(args, weights_dir) == 0
+    assert our_warnings(caught) == []
+    assert_cached_as(images, labels, tiny_purifier.replace(batch_size=5, seed=0), shard_size=16)  # --seed: 0
     with np.load(tmp_path / "o" / "in.npz") as archive:
         assert_within_one_level(torch.from_numpy(archive["images"]), expected_output(tiny_purifier, images, labels))
 
@@ -498,8 +554,9 @@ def test_help_in_a_subprocess():
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     command = [sys.executable, "-m", "dvae_transform.cli", "purify", "--help"]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, check=True)
-    for option in ("--data", "--out", "--weights", "--fit", "--preset", "--epochs", "--batch-size",
-                   "--image-column", "--label-column", "--num-classes", "--device", "--seed", "--save-weights"):
+    for option in ("--data", "--out", "--weights", "--fit", "--preset", "--fit-epochs", "--fit-width",
+                   "--fit-latent-dim", "--fit-batch-size", "--batch-size", "--shard-size", "--image-column",
+                   "--label-column", "--num-classes", "--device", "--seed", "--save-weights"):
         assert option in result.stdout
 
 

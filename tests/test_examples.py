@@ -16,9 +16,12 @@ from torchvision.transforms import v2
 
 from dvae_transform import DVAEPurify
 from dvae_transform.cache.maintenance import cache_info
+from dvae_transform.cli import purifier_from_args
+from dvae_transform.config import PRESETS
 from dvae_transform.purified_dataset import PurifiedDataset
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+NAMES = ["compose_v2", "hf_datasets", "train_cifar_style"]
 TINY_FIT = ["--fit", "--fit-epochs", "1", "--fit-width", "8", "--fit-latent-dim", "8"]
 
 
@@ -53,6 +56,24 @@ def weights_dir(tiny_purifier: DVAEPurify, tmp_path_factory: pytest.TempPathFact
 
 def assert_finite_losses(losses: list[float], epochs: int) -> None:
     assert len(losses) == epochs and all(math.isfinite(loss) and loss > 0 for loss in losses)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_examples_share_the_command_line_options(name):
+    args = load_example(name).parse_args(["--data", "d", *TINY_FIT, "--preset", "paper", "--fit-batch-size", "16",
+                                          "--batch-size", "8", "--epochs", "3", "--seed", "5"])
+    assert (args.data, args.fit, args.weights, args.preset) == ("d", True, None, "paper")
+    assert (args.fit_epochs, args.fit_width, args.fit_latent_dim, args.fit_batch_size) == (1, 8, 8, 16)  # the D-VAE's
+    assert (args.batch_size, args.epochs, args.seed) == (8, 3, 5)  # the classifier's, and the seed of both
+    assert load_example(name).parse_args(["--weights", "w"]).weights == "w"
+    with pytest.raises(SystemExit):
+        load_example(name).parse_args(["--fit", "--weights", "w"])
+
+
+def test_the_fit_options_reach_the_fit_and_the_classifier_batch_does_not(tiny_data):
+    args = load_example("compose_v2").parse_args([*TINY_FIT, "--preset", "paper", "--batch-size", "8"])
+    purifier = purifier_from_args(args, tiny_data, seed=args.seed, progress=False, check=False)
+    assert purifier.fit_config == PRESETS["paper"].replace(epochs=1, width=8, latent_dim=8, seed=0)  # batch: 128
 
 
 def test_train_cifar_style_with_fit(npz_data, cache_dir):
