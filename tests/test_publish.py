@@ -168,7 +168,7 @@ def test_bundle_fits_exactly_as_the_recipe_says(tmp_path: Path, args: list[str],
     registry = make_registry(tmp_path, official_tiny("tiny"))
     with pytest.raises(SystemExit, match=message):
         publish.main(["tiny", "--registry", str(tmp_path), "--dry-run", "--bundle", *args])
-    with pytest.raises(SystemExit, match="--bundle needs a checkpoint name of the registry"):
+    with pytest.raises(SystemExit, match="--bundle needs a pretrained name of the registry"):
         publish.main([str(registry.recipe_file("tiny")), "--registry", str(tmp_path), "--dry-run", "--bundle"])
     assert not (tmp_path / "bundled").exists()
 
@@ -181,7 +181,7 @@ def test_bundles_stay_within_the_package_data_budget(tmp_path: Path, tiny_purifi
     (filler / "weights.bin").write_bytes(bytes(publish.BUNDLE_BUDGET_BYTES - 1000))
     registry.write_bundle("a", filler, MEASURED)
 
-    with pytest.raises(SystemExit, match=r"over the budget of 5,000,000; bundle fewer checkpoints"):
+    with pytest.raises(SystemExit, match=r"over the budget of 5,000,000; bundle fewer purifiers"):
         publish._bundle(registry, registry["b"], tmp_path / "saved", MEASURED)
     assert registry["b"].bundle is None and not registry.bundle_folder("b").exists()
     registry.write_bundle("a", tmp_path / "saved", MEASURED)  # replacing a's copy frees its share

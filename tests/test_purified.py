@@ -69,7 +69,7 @@ def purification_fingerprint(dataset, purifier, **kwargs) -> str:
 
 
 def purified(dataset, purifier, root: Path | None, **kwargs) -> PurifiedDataset:
-    kwargs.setdefault("batch_size", 8)
+    kwargs.setdefault("shard_size", 8)
     return PurifiedDataset(dataset, purifier, cache_dir=root, cache=root is not None, progress=False, **kwargs)
 
 
@@ -173,7 +173,7 @@ def test_cache_key_follows_data_weights_and_settings(purifier, data):
     assert purification_fingerprint(data, sampling) != key
     assert purification_fingerprint(data, purifier.replace(subtract="effect")) != key
     assert purification_fingerprint(data, purifier, cache_dtype="float16") != key
-    assert purification_fingerprint(data, purifier, batch_size=8) != key
+    assert purification_fingerprint(data, purifier, shard_size=8) != key
 
 
 def test_corrupt_shard_is_recomputed(purifier, data, tmp_path, monkeypatch):
@@ -253,7 +253,7 @@ def test_killed_run_resumes_from_finished_shards(purifier, saved_purifier, tmp_p
     _wait(_start_worker(saved_purifier, cache, tmp_path / "resumed.safetensors", log, delay=0))
     assert len(_calls(log)) == num_shards - finished
     resumed = load_file(tmp_path / "resumed.safetensors")
-    uninterrupted = purified(make_dataset(purifier), purifier, None, batch_size=SHARD_SIZE).images
+    uninterrupted = purified(make_dataset(purifier), purifier, None, shard_size=SHARD_SIZE).images
     assert torch.equal(resumed["images"], uninterrupted)
 
 
@@ -266,7 +266,7 @@ def test_concurrent_processes_compute_each_shard_once(purifier, saved_purifier, 
     assert len(_calls(log)) == NUM_ITEMS // SHARD_SIZE
     results = [load_file(out)["images"] for out in outs]
     assert torch.equal(results[0], results[1])
-    assert torch.equal(results[0], purified(make_dataset(purifier), purifier, None, batch_size=SHARD_SIZE).images)
+    assert torch.equal(results[0], purified(make_dataset(purifier), purifier, None, shard_size=SHARD_SIZE).images)
     assert len(cache_info(cache)) == 1
 
 
@@ -375,7 +375,7 @@ def test_items_must_be_pairs(purifier):
 def test_mixed_image_sizes_are_rejected(purifier):
     items = [(torch.rand(1, 16, 16), 0)] * 3 + [(torch.rand(1, 18, 18), 1)]
     assert "dataset item 3 has shape (1, 18, 18), not item 0's (1, 16, 16)" in _error(_Items(items), purifier)
-    assert "expected 16x16 images, got 18x18" in _error(_Items(items), purifier, batch_size=3)
+    assert "expected 16x16 images, got 18x18" in _error(_Items(items), purifier, shard_size=3)
 
 
 def test_missing_hf_column_lists_the_columns(purifier, hf_images):
