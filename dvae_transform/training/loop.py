@@ -312,8 +312,7 @@ def _check_record(root: Path, data: TrainingSet, config: FitConfig, num_classes:
 
 
 def fit_two_stage(
-    data: TrainingSet | torch.Tensor,
-    labels: torch.Tensor | None = None,
+    data: TrainingSet,
     *,
     num_classes: int | None = None,
     config: FitConfig,
@@ -325,9 +324,9 @@ def fit_two_stage(
 ) -> FitResult:
     """Train stage 1 on ``data``, purify it, train stage 2 on the result.
 
-    ``data`` is a training set (:mod:`dvae_transform.training.streamed` builds one from any input), or float
-    NCHW images in [0, 1] / uint8 with int64 ``labels``. ``num_classes`` defaults to ``init``'s, else to
-    the largest label + 1. ``init`` warm-starts both stages from existing models (their architecture
+    ``data`` is a training set: :mod:`dvae_transform.training.streamed` builds one from any input,
+    :class:`~dvae_transform.training.sets.TensorSet` holds tensors. ``num_classes`` defaults to ``init``'s, else
+    to the largest label + 1. ``init`` warm-starts both stages from existing models (their architecture
     wins over ``config``'s width/latent settings; channels, size and classes must match the data).
     ``resume_dir`` saves every epoch and resumes a killed fit where it stopped; it records the
     data's fingerprint and the warm start, and refuses to resume a fit of other data or settings.
@@ -335,8 +334,6 @@ def fit_two_stage(
     data: in memory, or written to disk in shards (see :mod:`dvae_transform.training.streamed`).
     """
     check_type(compile, "compile", bool)
-    if isinstance(data, torch.Tensor):
-        data = TensorSet(data, labels)
     with accelerator_for(config, accelerator) as accelerator:
         return _fit_two_stage(data, num_classes, config, accelerator, init, resume_dir, progress, compile)
 
