@@ -1,6 +1,7 @@
 """The D-VAE network: a rate-constrained VAE with a class-conditioned perturbation branch.
 
-Layout follows Yu et al. (ICML 2024), see ``METHOD.md``: a ResNet-18 stem encodes the
+Layout follows Yu et al., "Purify Unlearnable Examples via Rate-Constrained Variational
+Autoencoders" (ICML 2024, :data:`~dvae_transform.metadata.PAPER_URL`): a ResNet-18 stem encodes the
 image to a spatial latent, an image decoder reconstructs the content, and a second
 decoder, fed the projected latent plus a learnable per-class spatial embedding,
 explains what the reconstruction leaves out (the unlearnable perturbation).
@@ -169,7 +170,7 @@ class Conv3x3(nn.Conv2d):
 
 
 def _decoder(in_channels: int, width: int, out_channels: int, upsamplings: int, final: nn.Module) -> nn.Sequential:
-    """METHOD.md's decoder, with ``upsamplings - 1`` more stride-2 stages after its first 3x3 conv."""
+    """The paper's decoder, with ``upsamplings - 1`` more stride-2 stages after its first 3x3 conv."""
     extra = [
         layer
         for _ in range(upsamplings - 1)

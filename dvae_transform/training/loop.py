@@ -2,7 +2,8 @@
 
 Stage 1 fits a D-VAE with a tight KL bound on the poisoned images; its
 perturbation branch is subtracted (``x1 = clamp(x - p)``). Stage 2 fits a fresh
-D-VAE with a looser bound on ``x1``. See ``METHOD.md`` for the recipe.
+D-VAE with a looser bound on ``x1``: the recipe of Yu et al. (ICML 2024,
+:data:`~dvae_transform.metadata.PAPER_URL`), whose settings README.md lists under "Training presets".
 
 The loop reads a :class:`~dvae_transform.training.sets.TrainingSet` (data in memory or streamed) in
 the batches of :func:`~dvae_transform.training.sets.epoch_plan`, keeps the epoch's metrics on the device
