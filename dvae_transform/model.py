@@ -21,7 +21,7 @@ embedding being smaller), and the published 32 px layout unchanged. Inputs must 
 resize them first (``torchvision.transforms.v2.Resize(S)`` then ``v2.CenterCrop(S)``).
 
 **Decoder convolutions.** The published decoders use stride-1 ``ConvTranspose2d(k=3, p=1)``
-layers; here they are the equivalent ``Conv2d`` (:class:`Conv3x3`, about twice as fast on CPUs).
+layers; here they are the equivalent ``Conv2d`` (:class:`Conv3x3`, faster on CPUs: BENCHMARKS.md, "Speed").
 Weights saved in the old layout (``decoder_layout: "transposed"``) are converted when loaded.
 """
 
