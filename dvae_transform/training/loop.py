@@ -1,14 +1,11 @@
 """The two-stage D-VAE training loop, run through Accelerate.
 
-Stage 1 fits a D-VAE with a tight KL bound on the poisoned images; its
-perturbation branch is subtracted (``x1 = clamp(x - p)``). Stage 2 fits a fresh
-D-VAE with a looser bound on ``x1``: the recipe of Yu et al. (ICML 2024,
-:data:`~dvae_transform.metadata.PAPER_URL`), whose settings README.md lists under "Training presets".
-
-The loop reads a :class:`~dvae_transform.training.sets.TrainingSet` (data in memory or streamed) in
-the batches of :func:`~dvae_transform.training.sets.epoch_plan`, keeps the epoch's metrics on the device
-(one synchronisation per epoch), and uses Adam's fused or multi-tensor kernels where the device has
-them. Same seed, same device and process count: the same weights, bit for bit.
+Stage 1 fits a D-VAE with a tight KL bound on the poisoned images and subtracts its perturbation branch
+(``x1 = clamp(x - p)``); stage 2 fits a fresh D-VAE with a looser bound on ``x1``. The recipe is Yu et al.'s
+(ICML 2024, :data:`~dvae_transform.metadata.PAPER_URL`); README.md, "Training presets", lists its settings.
+Each stage reads a :class:`~dvae_transform.training.sets.TrainingSet` in the batches of
+:func:`~dvae_transform.training.sets.epoch_plan` and synchronises once per epoch. Same seed, same device and
+process count: the same weights, bit for bit.
 """
 
 from __future__ import annotations
