@@ -79,7 +79,7 @@ class FitConfig:
 
 
 PRESETS: dict[str, FitConfig] = {
-    # METHOD.md's published CIFAR-10 settings.
+    # The paper's CIFAR-10 settings (Yu et al., ICML 2024; README.md, "Training presets").
     "paper": FitConfig(),
     # The cheapest recipe found that still purifies: a quarter of the width, 8 epochs per stage
     # (sweep in BENCHMARKS.md). Same losses, bounds, optimiser, schedule and start as "paper"; the zero start of

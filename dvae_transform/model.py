@@ -1,6 +1,7 @@
 """The D-VAE network: a rate-constrained VAE with a class-conditioned perturbation branch.
 
-Layout follows Yu et al. (ICML 2024), see ``METHOD.md``: a ResNet-18 stem encodes the
+Layout follows Yu et al., "Purify Unlearnable Examples via Rate-Constrained Variational
+Autoencoders" (ICML 2024, :data:`~dvae_transform.metadata.PAPER_URL`): a ResNet-18 stem encodes the
 image to a spatial latent, an image decoder reconstructs the content, and a second
 decoder, fed the projected latent plus a learnable per-class spatial embedding,
 explains what the reconstruction leaves out (the unlearnable perturbation).
@@ -20,7 +21,7 @@ embedding being smaller), and the published 32 px layout unchanged. Inputs must 
 resize them first (``torchvision.transforms.v2.Resize(S)`` then ``v2.CenterCrop(S)``).
 
 **Decoder convolutions.** The published decoders use stride-1 ``ConvTranspose2d(k=3, p=1)``
-layers; here they are the equivalent ``Conv2d`` (:class:`Conv3x3`, about twice as fast on CPUs).
+layers; here they are the equivalent ``Conv2d`` (:class:`Conv3x3`, faster on CPUs: BENCHMARKS.md, "Speed").
 Weights saved in the old layout (``decoder_layout: "transposed"``) are converted when loaded.
 """
 
@@ -169,7 +170,7 @@ class Conv3x3(nn.Conv2d):
 
 
 def _decoder(in_channels: int, width: int, out_channels: int, upsamplings: int, final: nn.Module) -> nn.Sequential:
-    """METHOD.md's decoder, with ``upsamplings - 1`` more stride-2 stages after its first 3x3 conv."""
+    """The paper's decoder, with ``upsamplings - 1`` more stride-2 stages after its first 3x3 conv."""
     extra = [
         layer
         for _ in range(upsamplings - 1)

@@ -57,7 +57,8 @@ def default_batch_size(*models: DVAE, budget: int = MICRO_BATCH_BYTES) -> int:
 @contextlib.contextmanager
 def _prepared(models: tuple[DVAE, ...], device: torch.device) -> Iterator[None]:
     """The models in ``eval()`` mode and, on the CPU, with channels-last weights (oneDNN runs these
-    convolutions 1.2-1.5x faster so); their mode and weights are put back afterwards (no copy back)."""
+    convolutions faster so: BENCHMARKS.md, "Speed"); their mode and weights are put back afterwards
+    (no copy back)."""
     states = [model.training for model in models]
     weights = [{name: parameter.data for name, parameter in model.named_parameters()} for model in models]
     for model in models:

@@ -127,7 +127,7 @@ def test_conv3x3_draws_its_initial_weights_as_the_transposed_layer_did() -> None
 
 
 def test_published_32px_layout() -> None:
-    """METHOD.md's CIFAR network, tensor by tensor (the 3x3 decoder kernels in Conv2d layout)."""
+    """The paper's CIFAR network, tensor by tensor (the 3x3 decoder kernels in Conv2d layout)."""
     with torch.device("meta"):
         model = DVAE(in_channels=3, image_size=32, num_classes=10)
     shapes = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items() if name.endswith("weight")}

@@ -324,7 +324,7 @@ def error_minimizing(
     (default ``eps / 10``), as published: 20 steps of 0.8/255 and 10 training steps per round. It stops once
     the CNN's accuracy on the poisoned images exceeds ``stop_accuracy`` (0.99, as
     published) or after ``max_rounds`` rounds (10, to bound CPU time). Runs on the
-    images' device; 4,000 1x32x32 images take about 7 s per round on two CPU cores.
+    images' device (the time a round takes: BENCHMARKS.md, "Speed").
     """
     eps = check_number(eps, "eps", positive=True)
     step_size = eps / 10 if step_size is None else check_number(step_size, "step_size", positive=True)

@@ -34,10 +34,8 @@ settings, and computes only the cells still missing)::
     python -m dvae_transform.evaluation.bench --data fashion-mnist --train 20000 --test 5000 \\
         --victim resnet18 --seeds 0 1 --resume --merge r/* --out merged
 
-A killed process resumes with the same command plus ``--resume``. Measured on an H200 (torch 2.11): the
-ResNet-18 victim trains 12 epochs on 20,000 Fashion-MNIST images in 19 s (about 12,000 images/s,
-0.928 clean-test accuracy); two such processes, on 4,000 images with 4 victim epochs and the ``fast``
-preset at 2 epochs per stage, ran 20 cells in 77 s wall.
+A killed process resumes with the same command plus ``--resume``. How fast such a split run goes on a GPU:
+BENCHMARKS.md, "Speed".
 """
 
 from __future__ import annotations

@@ -9,9 +9,9 @@ augmentation that :func:`train_victim` follows, and the words a report prints ab
   schedule, random crop and flip; meant for GPUs.
 - ``resnet18_cpu``: the same recipe (ResNet-18 block layout, SGD with Nesterov momentum, one-cycle,
   per-image crop and flip) at base width 16 instead of 64 and 10 epochs: the attacks hurt it as they
-  hurt the paper's victim (LSP takes Fashion-MNIST from 0.84 to about 0.2), and it trains 4,000
-  images in about a minute on two CPU cores. The default victim of ``bench --data fashion-mnist``
-  on the CPU. Its width is a setting (``width``, ``bench --victim-width``).
+  hurt the paper's victim (LSP takes Fashion-MNIST from 0.84 to about 0.2), and it is quick enough to
+  train on a CPU (BENCHMARKS.md, "Speed"). The default victim of ``bench --data fashion-mnist`` on the
+  CPU. Its width is a setting (``width``, ``bench --victim-width``).
 
 Training keeps the whole set on ``device``. On CUDA the ResNet-18 runs in channels_last layout
 with deterministic cuDNN kernels, and its crop and flip are drawn per image on the device,

@@ -1,13 +1,11 @@
 """The two-stage D-VAE training loop, run through Accelerate.
 
-Stage 1 fits a D-VAE with a tight KL bound on the poisoned images; its
-perturbation branch is subtracted (``x1 = clamp(x - p)``). Stage 2 fits a fresh
-D-VAE with a looser bound on ``x1``. See ``METHOD.md`` for the recipe.
-
-The loop reads a :class:`~dvae_transform.training.sets.TrainingSet` (data in memory or streamed) in
-the batches of :func:`~dvae_transform.training.sets.epoch_plan`, keeps the epoch's metrics on the device
-(one synchronisation per epoch), and uses Adam's fused or multi-tensor kernels where the device has
-them. Same seed, same device and process count: the same weights, bit for bit.
+Stage 1 fits a D-VAE with a tight KL bound on the poisoned images and subtracts its perturbation branch
+(``x1 = clamp(x - p)``); stage 2 fits a fresh D-VAE with a looser bound on ``x1``. The recipe is Yu et al.'s
+(ICML 2024, :data:`~dvae_transform.metadata.PAPER_URL`); README.md, "Training presets", lists its settings.
+Each stage reads a :class:`~dvae_transform.training.sets.TrainingSet` in the batches of
+:func:`~dvae_transform.training.sets.epoch_plan` and synchronises once per epoch. Same seed, same device and
+process count: the same weights, bit for bit.
 """
 
 from __future__ import annotations
@@ -109,6 +107,95 @@ def check_finite(model: torch.nn.Module, *, stage: int, epoch: int, config: FitC
             )
 
 
+class _StageTraining:
+    """One stage's training, set up once (model, optimizer, schedule, sampling generator, resume state), then
+    run one epoch at a time (:meth:`epoch`) and handed back by :meth:`finish`."""
+
+    def __init__(self, model: DVAE, data: TrainingSet, *, stage: int, config: FitConfig, accelerator: Accelerator,
+                 resume_dir: Path | None, perturbation_branch: bool, compile: bool) -> None:
+        self.data, self.stage, self.config, self.accelerator = data, stage, config, accelerator
+        self.perturbation_branch = perturbation_branch
+        self.checkpoint = ResumeState(resume_dir, stage)
+        device, rank = accelerator.device, accelerator.process_index
+        self.memory_format = _memory_format(device)
+        model = model.to(device, memory_format=self.memory_format)
+        self.model, self.optimizer = accelerator.prepare(model, _adam(model, config.lr, device))
+        total_steps = config.epochs * len(self.plan(0))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+        )
+        self.generator = torch.Generator(device).manual_seed(config.seed * 7 + stage + RANK_SEED_STRIDE * rank)
+        self.first_epoch = self.checkpoint.restore(accelerator.unwrap_model(self.model), self.optimizer,
+                                                   self.scheduler, self.generator, rank)
+        self.step_model = torch.compile(self.model) if compile else self.model
+        self.model.train()
+
+    def plan(self, epoch: int) -> list[torch.Tensor]:
+        """This process's batches of ``epoch`` (:func:`~dvae_transform.training.sets.epoch_plan`)."""
+        return epoch_plan(len(self.data), self.config.batch_size, seed=self.config.seed + self.stage, epoch=epoch,
+                          rank=self.accelerator.process_index, world=self.accelerator.num_processes)
+
+    def epoch(self, epoch: int, progress: bool) -> dict[str, float]:
+        """Train epoch ``epoch`` (0-based), then close it (:meth:`_end_epoch`); returns its metrics record."""
+        steps = self.plan(epoch)
+        device = self.accelerator.device
+        sums = torch.zeros(len(METRICS) + 1, device=device, dtype=torch.float64 if device.type != "mps" else None)
+        started = time.perf_counter()
+        show = progress and self.accelerator.is_local_main_process
+        bar = tqdm(total=len(steps), desc=f"stage {self.stage} epoch {epoch + 1}/{self.config.epochs}",
+                   **bar_options(show), leave=False)
+        self._train(steps, epoch, sums, bar)
+        bar.close()
+        return self._end_epoch(epoch, sums, started)
+
+    def _train(self, steps: list[torch.Tensor], epoch: int, sums: torch.Tensor, bar: tqdm) -> None:
+        """One optimizer step per batch of ``steps``, adding the batch's metrics and image count to ``sums``."""
+        config, accelerator = self.config, self.accelerator
+        kl_bound = config.kl_bounds[self.stage - 1]
+        penalize_perturbation = epoch >= round(config.epochs * config.warmup_fraction)  # after the warm-up
+        with worker_errors():
+            for x, y in self.data.batches(steps, accelerator.device):
+                x = x.contiguous(memory_format=self.memory_format)
+                output = self.step_model(x, y, sample=True, generator=self.generator)
+                terms = dvae_loss(output, x, kl_bound=kl_bound, penalize_perturbation=penalize_perturbation,
+                                  perturbation_branch=self.perturbation_branch)
+                self.optimizer.zero_grad(set_to_none=True)
+                accelerator.backward(terms.total)
+                accelerator.clip_grad_norm_(self.model.parameters(), config.grad_clip)
+                self.optimizer.step()
+                self.scheduler.step()
+                with torch.no_grad():
+                    sums[:-1] += _batch_metrics(terms, output, x).to(sums.dtype)
+                    sums[-1] += len(x)
+                bar.update()
+
+    def _end_epoch(self, epoch: int, sums: torch.Tensor, started: float) -> dict[str, float]:
+        """The epoch's metrics over all processes, logged; the weights checked finite, then checkpointed."""
+        accelerator, stage = self.accelerator, self.stage
+        *totals, count = accelerator.reduce(sums, reduction="sum").tolist()  # the epoch's one synchronisation
+        seconds = time.perf_counter() - started
+        record = {key: value / count for key, value in zip(METRICS, totals)}
+        record.update(stage=stage, epoch=epoch + 1, seconds=seconds, images_per_s=count / seconds)
+        if accelerator.is_main_process:
+            logger.info("stage %d epoch %d/%d: loss %.4f kl %.2f psnr %.2f dB (%.0f img/s)", stage, epoch + 1,
+                        self.config.epochs, record["loss"], record["kl"], record["psnr"], record["images_per_s"])
+        check_finite(accelerator.unwrap_model(self.model), stage=stage, epoch=epoch, config=self.config)
+        states = gather(accelerator, [self.generator.get_state()]) if self.checkpoint.path is not None else []
+        if accelerator.is_main_process:
+            self.checkpoint.save(accelerator.unwrap_model(self.model), self.optimizer, self.scheduler, states, epoch)
+        accelerator.wait_for_everyone()
+        return record
+
+    def finish(self) -> DVAE:
+        """The trained model, unwrapped, contiguous and in eval mode, with the main process's buffers everywhere."""
+        accelerator = self.accelerator
+        trained = accelerator.unwrap_model(self.model, keep_fp32_wrapper=False)
+        trained = trained.to(memory_format=torch.contiguous_format)
+        sync_buffers(accelerator, trained)  # batch-norm statistics: the main process's, in every process
+        release(accelerator, self.model, self.optimizer)
+        return trained.eval()
+
+
 def train_stage(
     model: DVAE,
     data: TrainingSet | torch.Tensor,
@@ -129,68 +216,10 @@ def train_stage(
     """
     if isinstance(data, torch.Tensor):
         data = TensorSet(data, labels)
-    checkpoint = ResumeState(resume_dir, stage)
-    device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
-    kl_bound = config.kl_bounds[stage - 1]
-    warmup_epochs = round(config.epochs * config.warmup_fraction)
-    shuffle_seed = config.seed + stage
-
-    def plan(epoch: int) -> list[torch.Tensor]:
-        return epoch_plan(len(data), config.batch_size, seed=shuffle_seed, epoch=epoch, rank=rank, world=world)
-
-    memory_format = _memory_format(device)
-    model = model.to(device, memory_format=memory_format)
-    optimizer = _adam(model, config.lr, device)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    total_steps = config.epochs * len(plan(0))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
-    )
-    generator = torch.Generator(device).manual_seed(config.seed * 7 + stage + RANK_SEED_STRIDE * rank)
-    first_epoch = checkpoint.restore(accelerator.unwrap_model(model), optimizer, scheduler, generator, rank)
-    step_model = torch.compile(model) if compile else model
-    history = []
-    model.train()
-    for epoch in range(first_epoch, config.epochs):
-        steps = plan(epoch)
-        sums = torch.zeros(len(METRICS) + 1, device=device, dtype=torch.float64 if device.type != "mps" else None)
-        started = time.perf_counter()
-        show = progress and accelerator.is_local_main_process
-        bar = tqdm(total=len(steps), desc=f"stage {stage} epoch {epoch + 1}/{config.epochs}", **bar_options(show),
-                   leave=False)
-        with worker_errors():
-            for x, y in data.batches(steps, device):
-                x = x.contiguous(memory_format=memory_format)
-                output = step_model(x, y, sample=True, generator=generator)
-                terms = dvae_loss(output, x, kl_bound=kl_bound, penalize_perturbation=epoch >= warmup_epochs,
-                                  perturbation_branch=perturbation_branch)
-                optimizer.zero_grad(set_to_none=True)
-                accelerator.backward(terms.total)
-                accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                with torch.no_grad():
-                    sums[:-1] += _batch_metrics(terms, output, x).to(sums.dtype)
-                    sums[-1] += len(x)
-                bar.update()
-        bar.close()
-        *totals, count = accelerator.reduce(sums, reduction="sum").tolist()  # the epoch's one synchronisation
-        seconds = time.perf_counter() - started
-        record = {key: value / count for key, value in zip(METRICS, totals)}
-        record.update(stage=stage, epoch=epoch + 1, seconds=seconds, images_per_s=count / seconds)
-        history.append(record)
-        if accelerator.is_main_process:
-            logger.info("stage %d epoch %d/%d: loss %.4f kl %.2f psnr %.2f dB (%.0f img/s)", stage, epoch + 1,
-                        config.epochs, record["loss"], record["kl"], record["psnr"], record["images_per_s"])
-        check_finite(accelerator.unwrap_model(model), stage=stage, epoch=epoch, config=config)
-        states = gather(accelerator, [generator.get_state()]) if checkpoint.path is not None else []
-        if accelerator.is_main_process:
-            checkpoint.save(accelerator.unwrap_model(model), optimizer, scheduler, states, epoch)
-        accelerator.wait_for_everyone()
-    trained = accelerator.unwrap_model(model, keep_fp32_wrapper=False).to(memory_format=torch.contiguous_format)
-    sync_buffers(accelerator, trained)  # batch-norm statistics: the main process's, in every process
-    release(accelerator, model, optimizer)
-    return trained.eval(), history
+    training = _StageTraining(model, data, stage=stage, config=config, accelerator=accelerator,
+                              resume_dir=resume_dir, perturbation_branch=perturbation_branch, compile=compile)
+    history = [training.epoch(epoch, progress) for epoch in range(training.first_epoch, config.epochs)]
+    return training.finish(), history
 
 
 def _cpu_launch() -> bool:
@@ -281,8 +310,7 @@ def _check_record(root: Path, data: TrainingSet, config: FitConfig, num_classes:
 
 
 def fit_two_stage(
-    data: TrainingSet | torch.Tensor,
-    labels: torch.Tensor | None = None,
+    data: TrainingSet,
     *,
     num_classes: int | None = None,
     config: FitConfig,
@@ -294,9 +322,9 @@ def fit_two_stage(
 ) -> FitResult:
     """Train stage 1 on ``data``, purify it, train stage 2 on the result.
 
-    ``data`` is a training set (:mod:`dvae_transform.training.streamed` builds one from any input), or float
-    NCHW images in [0, 1] / uint8 with int64 ``labels``. ``num_classes`` defaults to ``init``'s, else to
-    the largest label + 1. ``init`` warm-starts both stages from existing models (their architecture
+    ``data`` is a training set: :mod:`dvae_transform.training.streamed` builds one from any input,
+    :class:`~dvae_transform.training.sets.TensorSet` holds tensors. ``num_classes`` defaults to ``init``'s, else
+    to the largest label + 1. ``init`` warm-starts both stages from existing models (their architecture
     wins over ``config``'s width/latent settings; channels, size and classes must match the data).
     ``resume_dir`` saves every epoch and resumes a killed fit where it stopped; it records the
     data's fingerprint and the warm start, and refuses to resume a fit of other data or settings.
@@ -304,8 +332,6 @@ def fit_two_stage(
     data: in memory, or written to disk in shards (see :mod:`dvae_transform.training.streamed`).
     """
     check_type(compile, "compile", bool)
-    if isinstance(data, torch.Tensor):
-        data = TensorSet(data, labels)
     with accelerator_for(config, accelerator) as accelerator:
         return _fit_two_stage(data, num_classes, config, accelerator, init, resume_dir, progress, compile)
 

@@ -1,4 +1,4 @@
-"""The D-VAE objective as pure functions (``METHOD.md``, "Loss")."""
+"""The D-VAE objective of Yu et al. (ICML 2024, :data:`~dvae_transform.metadata.PAPER_URL`) as pure functions."""
 
 from __future__ import annotations
 

@@ -1,12 +1,11 @@
 """Fit checkpoints: one atomic safetensors file per stage, and the record of what a resume_dir fits.
 
-``resume_dir/fit.json`` records the settings, the class count, the data's fingerprint and the
-warm-start weights' hash; a later fit into the same folder must match it. ``stage<k>/last.safetensors``
-holds everything needed to resume stage ``k`` after its last finished epoch, written in one
-:func:`~dvae_transform.files.atomic_write`: the model's tensors, the optimizer's state tensors and the
-random generators' states (one per process) as tensors, the epoch, the optimizer's hyper-parameters and the scheduler's
-state as JSON metadata. A kill leaves either the previous epoch's file or the new one, never a mix.
-A stage whose file holds its last epoch is finished. Nothing is ever unpickled.
+``resume_dir/fit.json`` records what was fitted (settings, class count, data fingerprint, warm start,
+process count); a later fit into the same folder must match it. ``stage<k>/last.safetensors`` holds all a
+resume of stage ``k`` needs after its last finished epoch (weights, optimizer and scheduler state, each
+process's generator state, the epoch), written in one :func:`~dvae_transform.files.atomic_write`, so a kill
+leaves the previous epoch's file or the new one. A stage whose file holds its last epoch is finished.
+Nothing is ever unpickled.
 """
 
 from __future__ import annotations

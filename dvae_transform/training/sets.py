@@ -1,14 +1,10 @@
 """A stage's training data, read in batches: the epoch plan and the in-memory set.
 
 :class:`TrainingSet` is what :func:`~dvae_transform.training.loop.train_stage` reads: items in a fixed order,
-each an image (uint8 levels or float32 in [0, 1], decoded on the device) and an int64 label. Every
-epoch a permutation that depends only on ``(seed, epoch)`` is cut into global batches of the recipe's
-batch size; with several processes, process ``r`` of ``N`` reads the ``r``-th of ``N`` contiguous parts of
-every global batch (:func:`epoch_plan`), so the global batches do not depend on the number of processes.
-
-:class:`TensorSet` holds the images in memory: on the accelerator when they take at most a quarter of
-its free memory (else in pinned host memory), batches indexed there, with no per-step DataLoader.
-:mod:`dvae_transform.training.streamed` implements the same protocol for data read from disk.
+each an image (uint8 levels or float32 in [0, 1], decoded on the device) and an int64 label, in the batches
+of :func:`epoch_plan`, which do not depend on the number of processes. :class:`TensorSet` holds the images
+in memory (on the accelerator when they fit, else in pinned host memory) and indexes its batches there, with
+no DataLoader; :mod:`dvae_transform.training.streamed` implements the same protocol for data read from disk.
 """
 
 from __future__ import annotations
