@@ -23,6 +23,7 @@ from ..model import DVAE
 from ..precision import decode, encode
 from ..purify import reconstruct
 from ..training.loop import accelerator_for, build_model, train_stage
+from ..training.sets import TensorSet
 from ..validation import check_int
 
 
@@ -124,7 +125,7 @@ class PlainVAE(Baseline):
                             seed=config.seed)
         with accelerator_for(config) as accelerator:
             trained, history = train_stage(
-                model, batch, torch.zeros(batch.shape[0], dtype=torch.long), stage=1, config=config,
+                model, TensorSet(batch, torch.zeros(batch.shape[0], dtype=torch.long)), stage=1, config=config,
                 accelerator=accelerator, progress=progress, perturbation_branch=False,
             )
         purifier = cls(trained)

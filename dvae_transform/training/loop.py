@@ -35,7 +35,7 @@ from ..validation import check_type
 from ..workers import worker_errors
 from .losses import dvae_loss, psnr
 from .resume import ResumeError, ResumeState, check_record
-from .sets import TensorSet, TrainingSet, epoch_plan
+from .sets import TrainingSet, epoch_plan
 
 METRICS = ("loss", "kl", "psnr", "psnr_combined", "perturbation_power")
 RANK_SEED_STRIDE = 1_000_003  # process r draws its latent noise from seed + r * stride
@@ -198,8 +198,7 @@ class _StageTraining:
 
 def train_stage(
     model: DVAE,
-    data: TrainingSet | torch.Tensor,
-    labels: torch.Tensor | None = None,
+    data: TrainingSet,
     *,
     stage: int,
     config: FitConfig,
@@ -209,13 +208,11 @@ def train_stage(
     perturbation_branch: bool = True,
     compile: bool = False,
 ) -> tuple[DVAE, list[dict[str, float]]]:
-    """Fit one D-VAE stage on ``data`` (a training set, or images with ``labels``); returns the model and metrics.
+    """Fit one D-VAE stage on the training set ``data`` (:mod:`.sets`, :mod:`.streamed`); returns the model and metrics.
 
     ``perturbation_branch=False`` trains the image path alone (a plain rate-constrained VAE).
     ``compile=True`` runs the model through ``torch.compile``.
     """
-    if isinstance(data, torch.Tensor):
-        data = TensorSet(data, labels)
     training = _StageTraining(model, data, stage=stage, config=config, accelerator=accelerator,
                               resume_dir=resume_dir, perturbation_branch=perturbation_branch, compile=compile)
     history = [training.epoch(epoch, progress) for epoch in range(training.first_epoch, config.epochs)]
