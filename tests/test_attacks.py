@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from dvae_transform.evaluation import attacks
 
@@ -194,63 +193,6 @@ def test_error_minimizing_linf_budget() -> None:
     assert delta.abs().max() > 2 / 255
     default = attacks.error_minimizing(images, labels, **CHEAP_EM) - images  # Huang et al.: 8/255
     assert 6 / 255 < default.abs().max() <= 8 / 255 + 1e-6
-
-
-def _cuda_filters(channels: int, **kwargs) -> torch.Tensor:
-    """Each class's filter, shape (K, k, k), read off the poisoned delta image (a unit pixel in the centre)."""
-    deltas = torch.zeros(NUM_CLASSES, channels, 16, 16)
-    deltas[:, :, 8, 8] = 1.0
-    poisoned = attacks.convolution_poison(deltas, torch.arange(NUM_CLASSES), **kwargs)
-    assert torch.equal(poisoned, poisoned[:, :1].expand_as(poisoned))  # one filter for all channels
-    half = kwargs.get("kernel_size", 3) // 2
-    response = poisoned[:, 0]
-    patch = response[:, 8 - half : 9 + half, 8 - half : 9 + half].clone()
-    response[:, 8 - half : 9 + half, 8 - half : 9 + half] = 0.0
-    assert not response.any()  # nothing outside the filter's support
-    return patch.flip(-2, -1)  # conv2d correlates, so the delta's response is the flipped filter
-
-
-@pytest.mark.parametrize("channels", [1, 3])
-@pytest.mark.parametrize(
-    ("kwargs", "blur", "size"), [({}, 0.3, 3), ({"blur_parameter": 0.1, "kernel_size": 5}, 0.1, 5)]
-)
-def test_cuda_is_one_real_convolution_per_class(channels: int, kwargs: dict, blur: float, size: int) -> None:
-    images, labels = _data(channels=channels)
-    filters = _cuda_filters(channels, **kwargs)
-    assert filters.shape == (NUM_CLASSES, size, size)
-    flat = filters.flatten(1)
-    assert ((flat == 1.0).sum(dim=1) == 1).all()  # one entry set to 1 (Sadasivan et al.'s code) ...
-    assert ((flat == 1.0) | ((flat >= 0) & (flat <= blur))).all()  # ... the others uniform in [0, blur]
-    assert len({tuple(row.tolist()) for row in flat}) == NUM_CLASSES
-    poisoned = attacks.convolution_poison(images, labels, **kwargs)
-    for label in range(NUM_CLASSES):
-        weight = filters[label].expand(channels, 1, size, size)
-        blurred = F.conv2d(images[labels == label], weight, padding=size // 2, groups=channels)
-        expected = blurred / blurred.amax(dim=(1, 2, 3), keepdim=True)  # each image over its own maximum
-        torch.testing.assert_close(poisoned[labels == label], expected, atol=1e-6, rtol=1e-5)
-
-
-def test_cuda_gives_a_constant_image_one_look_per_class() -> None:
-    labels = torch.arange(12) % NUM_CLASSES
-    poisoned = attacks.convolution_poison(torch.full((12, 3, 8, 8), 0.5), labels)
-    for label in range(NUM_CLASSES):
-        members = poisoned[labels == label]
-        assert torch.equal(members, members[:1].expand_as(members))
-    assert len({tuple(image.flatten().tolist()) for image in poisoned[:NUM_CLASSES]}) == NUM_CLASSES
-    torch.testing.assert_close(poisoned[:, :, 1:-1, 1:-1], torch.ones(12, 3, 6, 6))  # the padding darkens only the rim
-
-
-def test_cuda_grayscale_option_averages_the_channels_before_normalising() -> None:
-    images, labels = _data(channels=3)
-    colour = attacks.convolution_poison(images, labels)
-    gray = attacks.convolution_poison(images, labels, grayscale=True)
-    assert torch.equal(gray, gray[:, :1].expand_as(gray))
-    mean = colour.mean(dim=1)
-    torch.testing.assert_close(gray[:, 0], mean / mean.amax(dim=(1, 2), keepdim=True))
-    replicated = images[:, :1].expand_as(images)  # a grayscale image stays gray even without the option
-    poison = attacks.convolution_poison
-    torch.testing.assert_close(poison(replicated, labels), poison(replicated, labels, grayscale=True))
-    assert torch.equal(poison(images[:, :1], labels, grayscale=True), poison(images[:, :1], labels))
 
 
 def test_classwise_noise_default_is_the_published_linf_budget() -> None:

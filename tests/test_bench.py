@@ -115,15 +115,3 @@ def test_warm_start_and_zero_shot_defenses_use_a_saved_purifier(tmp_path, monkey
 def test_weight_based_defenses_need_a_warm_start(tmp_path, defense, capsys):
     assert bench.main(["--quick", "--defenses", defense, "--out", str(tmp_path)]) == 2
     assert f"the {defense} defense needs --warm-start PATH" in capsys.readouterr().err
-
-
-def test_write_block_creates_appends_and_rejects_broken_markers(tmp_path):
-    path = tmp_path / "B.md"
-    report.write_block(path, "first")
-    assert path.read_text().count("first") == 1
-    path.write_text("# Kept\n")
-    report.write_block(path, "second")
-    assert path.read_text() == f"# Kept\n\n{report.START_MARKER}\nsecond\n{report.END_MARKER}\n"
-    path.write_text(f"{report.START_MARKER}\nno end\n")
-    with pytest.raises(ValueError, match="markers"):
-        report.write_block(path, "third")

@@ -104,21 +104,6 @@ def test_cli_check_exit_status_says_the_verdict(digits, tmp_path, capsys):
     assert "error" in capsys.readouterr().err
 
 
-def test_fit_checks_its_output_and_refits_when_a_shortcut_is_left(digits):
-    images, labels, test_images, test_labels = digits
-    # A class-wise brightness offset is image content to a VAE: every reconstruction keeps it.
-    poisoned = images[:400] * 0.5 + 0.5 * labels[:400, None, None, None] / 9
-    small = {"epochs": 2, "width": 8, "latent_dim": 16, "lr": 2e-2}
-    with pytest.warns(RuntimeWarning, match="shortcut"):
-        purifier = DVAEPurify.fit((poisoned, labels[:400]), progress=False, restarts=1,
-                                  validation=(test_images, test_labels), **small)
-    assert purifier.attempts == 2
-    assert purifier.checks["input"].found and purifier.checks["output"].found
-    assert purifier.checks["output"].clean_accuracy is not None
-    unchecked = DVAEPurify.fit((poisoned, labels[:400]), progress=False, check=False, **small)
-    assert unchecked.attempts == 1 and unchecked.checks == {}
-
-
 def test_a_purification_fails_when_its_output_is_flagged_or_cannot_be_cleared_after_a_flagged_input():
     def report(verdict, statistic=0.5):
         return ShortcutReport(verdict, statistic, 0.8, "reason")
