@@ -145,7 +145,7 @@ def purify_two_stage_from(x1):
 for v in a.victims:
     t = time.time()
     imgs = variants[v]()
-    m = train_victim(imgs, y, recipe="resnet18_cpu", seed=a.seed)
+    m = train_victim(imgs, y, victim="resnet18_cpu", seed=a.seed)
     acc = accuracy(m, data.test_images, data.test_labels)
     r = {**res, "variant": v, "acc": acc, "psnr_out": psnr(imgs, x0).item(), "victim_s": time.time() - t}
     print(f"{a.tag} {a.attack} s{a.seed} {v}: acc {acc:.3f} psnr {r['psnr_out']:.2f}", flush=True)

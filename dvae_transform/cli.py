@@ -79,7 +79,7 @@ def add_purifier_arguments(parser: argparse.ArgumentParser) -> None:
                              "(dvae_transform.list_pretrained())")
     source.add_argument("--fit", action="store_true", help="fit a purifier on the data (--data) first")
     group.add_argument("--preset", choices=sorted(PRESETS), default="fast",
-                       help="training recipe for --fit: 'fast' (CPU-friendly) or 'paper' (published settings); "
+                       help="training preset for --fit: 'fast' (CPU-friendly) or 'paper' (published settings); "
                             "default: fast")
     for field, meaning in FIT_SETTINGS.items():
         group.add_argument(f"--fit-{field.replace('_', '-')}", type=positive_int, metavar="N",

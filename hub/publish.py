@@ -39,7 +39,7 @@ from dvae_transform.config import resolve_config
 from dvae_transform.evaluation.attacks import ATTACKS, make_poison
 from dvae_transform.evaluation.check_batch import write_check_batch
 from dvae_transform.evaluation.datasets import BenchData, describe, load_bench_data, needs_root
-from dvae_transform.evaluation.victims import RECIPE, accuracy, train_victim
+from dvae_transform.evaluation.victims import DEFAULT_SETTINGS, accuracy, train_victim
 from dvae_transform.pretrained.recipe import MeasuredEffect, PretrainedRecipe, read_recipe
 from dvae_transform.pretrained.registry import REGISTRY, Registry, folder_bytes, relative_files
 from dvae_transform.saved.card import AttackResult
@@ -265,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     measured = None
     if not args.no_eval:
         start = time.perf_counter()
-        epochs = args.victim_epochs or recipe.evaluate.get("victim_epochs", RECIPE.epochs)
+        epochs = args.victim_epochs or recipe.evaluate.get("victim_epochs", DEFAULT_SETTINGS.epochs)
         measured = evaluate(purifier, recipe, data, epochs, progress)
         print(f"evaluation: {time.perf_counter() - start:.1f} s")
         print_measured(recipe, measured)

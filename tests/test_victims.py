@@ -1,4 +1,4 @@
-"""The benchmark's victims: their recipes, the CIFAR-style ResNet-18, per-image augmentation, seeded training."""
+"""The benchmark's victims: their settings, the CIFAR-style ResNet-18, per-image augmentation, seeded training."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def test_resnet18_layout_is_resnet18_cifar_at_a_chosen_width() -> None:
     assert narrow(torch.rand(2, 1, 32, 32)).shape == (2, 10)
 
 
-def test_the_cpu_victim_is_the_paper_recipe_narrower_and_the_fashion_mnist_cpu_default() -> None:
+def test_the_cpu_victim_is_the_paper_settings_narrower_and_the_fashion_mnist_cpu_default() -> None:
     cpu, paper = VICTIMS["resnet18_cpu"], VICTIMS["resnet18"]
     assert (cpu.optimizer, cpu.lr, cpu.momentum, cpu.weight_decay, cpu.schedule, cpu.augmentation) == (
         paper.optimizer, paper.lr, paper.momentum, paper.weight_decay, paper.schedule, paper.augmentation)
@@ -79,7 +79,7 @@ def test_crop_flip_crops_the_padded_image_per_sample_and_sometimes_flips() -> No
     assert torch.equal(out, again)
 
 
-def test_recipes_are_data_the_report_prints() -> None:
+def test_victim_settings_are_data_the_report_prints() -> None:
     small, resnet = VICTIMS["small"], VICTIMS["resnet18"]
     assert (small.optimizer, small.lr, small.epochs) == ("adam", 1e-3, 8)
     assert (resnet.optimizer, resnet.lr, resnet.momentum, resnet.weight_decay) == ("sgd", 0.1, 0.9, 5e-4)
@@ -95,7 +95,7 @@ def test_recipes_are_data_the_report_prints() -> None:
 def test_victims_learn_and_leave_the_global_rng_alone(victim: str, epochs: int) -> None:
     images, labels = _easy_task()
     state = torch.get_rng_state()
-    model = train_victim(images, labels, num_classes=2, recipe=victim, epochs=epochs, seed=0)
+    model = train_victim(images, labels, num_classes=2, victim=victim, epochs=epochs, seed=0)
     assert torch.equal(torch.get_rng_state(), state)
     assert not model.training and accuracy(model, images, labels) == 1.0
 
@@ -104,15 +104,15 @@ def test_victims_learn_and_leave_the_global_rng_alone(victim: str, epochs: int) 
 def test_training_is_seeded(victim: str) -> None:
     images, labels = _easy_task(count=16, size=8)
     state = torch.get_rng_state()
-    model = train_victim(images, labels, num_classes=2, recipe=victim, epochs=1, seed=0)
+    model = train_victim(images, labels, num_classes=2, victim=victim, epochs=1, seed=0)
     assert torch.equal(torch.get_rng_state(), state)
-    assert _same_weights(model, train_victim(images, labels, num_classes=2, recipe=victim, epochs=1, seed=0))
-    assert not _same_weights(model, train_victim(images, labels, num_classes=2, recipe=victim, epochs=1, seed=1))
+    assert _same_weights(model, train_victim(images, labels, num_classes=2, victim=victim, epochs=1, seed=0))
+    assert not _same_weights(model, train_victim(images, labels, num_classes=2, victim=victim, epochs=1, seed=1))
 
 
-def test_unknown_recipes_and_bad_epochs_are_named() -> None:
+def test_unknown_victims_and_bad_epochs_are_named() -> None:
     images, labels = _easy_task(count=8)
-    with pytest.raises(ValueError, match="recipe"):
-        train_victim(images, labels, recipe="vgg")
+    with pytest.raises(ValueError, match="victim"):
+        train_victim(images, labels, victim="vgg")
     with pytest.raises(ValueError, match="epochs"):
         train_victim(images, labels, epochs=0)

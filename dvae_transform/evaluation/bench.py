@@ -99,14 +99,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="base width of a victim that has one (resnet18_cpu: 16)")
     data.add_argument("--victim-epochs", type=positive_int, default=None, metavar="N",
                       help="victim training epochs (default: the victim's: "
-                           + ", ".join(f"{name} {recipe.epochs}" for name, recipe in VICTIMS.items()) + ")")
+                           + ", ".join(f"{name} {victim.epochs}" for name, victim in VICTIMS.items()) + ")")
     parser.add_argument("--attacks", nargs="*", choices=list(ATTACKS), default=list(ATTACKS), metavar="ATTACK",
                         help=f"attacks to run (default: all of {', '.join(ATTACKS)}); the clean row runs too, "
                              "unless --no-clean")
     parser.add_argument("--defenses", nargs="+", choices=list(DEFENSES), default=None, metavar="DEFENSE",
                         help=f"defenses to run, from {', '.join(DEFENSES)} (default: all; dvae_warm and dvae_zero_shot "
                              "only with --warm-start)")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="fast", help="D-VAE / plain VAE recipe")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="fast", help="D-VAE / plain VAE training preset")
     parser.add_argument("--epochs", type=positive_int, default=None, help="override the preset's epochs per stage")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="seeds of attack, fit and victim")
     parser.add_argument("--warm-start", type=Path, default=None, metavar="PATH",

@@ -34,7 +34,7 @@ GRID_COLUMNS = 10
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the ``demo`` subcommand."""
     parser.add_argument("--out", type=Path, default=Path("dvae_demo"), help="folder for grid.png and demo.json")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="fast", help="D-VAE training recipe")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="fast", help="D-VAE training preset")
     parser.add_argument("--epochs", type=int, default=None, help="override the preset's epochs per stage")
     parser.add_argument("--seed", type=int, default=0, help="seed of the poison, the fit and the victims")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")

@@ -159,7 +159,7 @@ def run_cells(attacks: list[str], defenses: list[str], seeds: list[int], data: B
             for defense in pending:
                 purified, record = _defend(defense, data, poisoned, seed, context)
                 started = time.perf_counter()
-                model = train_victim(purified, data.train_labels, num_classes=data.num_classes, recipe=victim,
+                model = train_victim(purified, data.train_labels, num_classes=data.num_classes, victim=victim,
                                      epochs=victim_epochs, seed=seed, device=device)
                 record["victim_seconds"] = time.perf_counter() - started
                 record["accuracy"] = accuracy(model, data.test_images, data.test_labels)

@@ -1,13 +1,13 @@
-"""The victim classifiers of the demo and the benchmark, and their training recipes (:data:`VICTIMS`).
+"""The victim classifiers of the demo and the benchmark, and their training settings (:data:`VICTIMS`).
 
 A :class:`VictimSettings` is data: the architecture, optimiser, schedule, batch, epochs and
 augmentation that :func:`train_victim` follows, and the words a report prints about it.
 
-- ``small`` (the default, :data:`RECIPE`): a small CNN trained with Adam, the CPU-quick option.
+- ``small`` (the default, :data:`DEFAULT_SETTINGS`): a small CNN trained with Adam, the CPU-quick option.
   On the embedded MNIST split it stands in for the paper's ResNet-18.
 - ``resnet18``: the paper's victim, a CIFAR-style ResNet-18 trained with SGD and a one-cycle
   schedule, random crop and flip; meant for GPUs.
-- ``resnet18_cpu``: the same recipe (ResNet-18 block layout, SGD with Nesterov momentum, one-cycle,
+- ``resnet18_cpu``: the same settings (ResNet-18 block layout, SGD with Nesterov momentum, one-cycle,
   per-image crop and flip) at base width 16 instead of 64 and 10 epochs: the attacks hurt it as they
   hurt the paper's victim (LSP takes Fashion-MNIST from 0.84 to about 0.2), and it is quick enough to
   train on a CPU (BENCHMARKS.md, "Speed"). The default victim of ``bench --data fashion-mnist`` on the
@@ -63,12 +63,12 @@ class VictimSettings:
             check_int(self.width, "victim width", low=1)
 
     def with_width(self, width: int | None) -> VictimSettings:
-        """This recipe at base ``width`` (``None``: unchanged); only for architectures that take a width."""
+        """This victim at base ``width`` (``None``: unchanged); only for architectures that take a width."""
         if width is None:
             return self
         if self.width is None:
             raise ValueError(f"victim {self.name!r} has no width setting; victims with one: "
-                             + ", ".join(name for name, recipe in VICTIMS.items() if recipe.width is not None))
+                             + ", ".join(name for name, victim in VICTIMS.items() if victim.width is not None))
         return dataclasses.replace(self, width=width)  # __post_init__ checks it
 
     def describe(self, epochs: int | None = None) -> str:
@@ -168,35 +168,35 @@ VICTIMS: dict[str, VictimSettings] = {
 }
 DEFAULT_VICTIM = "small"
 CPU_VICTIM = "resnet18_cpu"  # the default of a Fashion-MNIST benchmark on the CPU
-RECIPE = VICTIMS[DEFAULT_VICTIM]
+DEFAULT_SETTINGS = VICTIMS[DEFAULT_VICTIM]
 
 
 # ----------------------------------------------------------------------------- training
 
 
-def _build(recipe: VictimSettings, sample: torch.Tensor, num_classes: int, seed: int) -> nn.Module:
-    """The recipe's model, initialised under ``seed`` on the CPU (the global RNG is restored)."""
+def _build(victim: VictimSettings, sample: torch.Tensor, num_classes: int, seed: int) -> nn.Module:
+    """The victim's model, initialised under ``seed`` on the CPU (the global RNG is restored)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        width = {} if recipe.width is None else {"width": recipe.width}
-        model = ARCHITECTURES[recipe.architecture](sample.shape[1], num_classes, **width)
+        width = {} if victim.width is None else {"width": victim.width}
+        model = ARCHITECTURES[victim.architecture](sample.shape[1], num_classes, **width)
         with torch.no_grad():
             model.eval()(sample.cpu())  # materialises lazy layers under the seed, running statistics untouched
     return model.train()
 
 
-def _optimizer(recipe: VictimSettings, model: nn.Module) -> torch.optim.Optimizer:
-    if recipe.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
-                           weight_decay=recipe.weight_decay, nesterov=recipe.nesterov)
+def _optimizer(victim: VictimSettings, model: nn.Module) -> torch.optim.Optimizer:
+    if victim.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=victim.lr, weight_decay=victim.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=victim.lr, momentum=victim.momentum,
+                           weight_decay=victim.weight_decay, nesterov=victim.nesterov)
 
 
-def _scheduler(recipe: VictimSettings, optimizer: torch.optim.Optimizer,
+def _scheduler(victim: VictimSettings, optimizer: torch.optim.Optimizer,
                total_steps: int) -> torch.optim.lr_scheduler.LRScheduler | None:
-    if recipe.schedule == "constant":
+    if victim.schedule == "constant":
         return None
-    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, total_steps=total_steps,
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=victim.lr, total_steps=total_steps,
                                                cycle_momentum=False)
 
 
@@ -215,37 +215,37 @@ def train_victim(
     labels: torch.Tensor,
     *,
     num_classes: int = 10,
-    recipe: VictimSettings | str = RECIPE,
+    victim: VictimSettings | str = DEFAULT_SETTINGS,
     epochs: int | None = None,
     seed: int = 0,
     device: str | torch.device = "cpu",
 ) -> nn.Module:
     """Train a victim on (possibly poisoned or purified) images; returns it in eval mode on ``device``.
 
-    ``recipe`` is a :class:`VictimSettings` or a name in :data:`VICTIMS`; ``epochs`` overrides its epochs.
+    ``victim`` is a :class:`VictimSettings` or a name in :data:`VICTIMS`; ``epochs`` overrides its epochs.
     """
-    if isinstance(recipe, str):
-        recipe = VICTIMS[check_choice(recipe, "recipe", VICTIMS)]
-    epochs = recipe.epochs if epochs is None else check_int(epochs, "epochs", low=1)
+    if isinstance(victim, str):
+        victim = VICTIMS[check_choice(victim, "victim", VICTIMS)]
+    epochs = victim.epochs if epochs is None else check_int(epochs, "epochs", low=1)
     device = torch.device(device)
     images = to_float_images(images).to(device)
     labels = to_labels(labels, images.shape[0], num_classes).to(device)
-    fast = recipe.cuda_channels_last and device.type == "cuda"
-    model = _build(recipe, images[:1], num_classes, seed).to(device)
+    fast = victim.cuda_channels_last and device.type == "cuda"
+    model = _build(victim, images[:1], num_classes, seed).to(device)
     if fast:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = _optimizer(recipe, model)
-    steps_per_epoch = -(-len(images) // recipe.batch_size)
-    scheduler = _scheduler(recipe, optimizer, epochs * steps_per_epoch)
-    augment = AUGMENTATIONS[recipe.augmentation][1]
+    optimizer = _optimizer(victim, model)
+    steps_per_epoch = -(-len(images) // victim.batch_size)
+    scheduler = _scheduler(victim, optimizer, epochs * steps_per_epoch)
+    augment = AUGMENTATIONS[victim.augmentation][1]
     generator = torch.Generator().manual_seed(seed)  # shuffling (and batch-wise shifts), on the CPU
     device_generator = torch.Generator(device).manual_seed(seed)  # per-image augmentation, on the device
     model.train()
     with _deterministic(fast):
         for _ in range(epochs):
             order = torch.randperm(len(images), generator=generator).to(device)
-            for start in range(0, len(images), recipe.batch_size):
-                index = order[start : start + recipe.batch_size]
+            for start in range(0, len(images), victim.batch_size):
+                index = order[start : start + victim.batch_size]
                 batch = augment(images[index], generator=generator, device_generator=device_generator)
                 if fast:
                     batch = batch.contiguous(memory_format=torch.channels_last)
