@@ -22,11 +22,11 @@ def _images(count: int, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 256, (count, 1, 4, 4), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
 
 
-def _write_parts(folder: Path, images: torch.Tensor, tensor: str = "images") -> list[Path]:
+def _write_parts(folder: Path, images: torch.Tensor) -> list[Path]:
     paths = []
     for index, start in enumerate(range(0, len(images), PER_FILE)):
         paths.append(folder / f"part-{index}.safetensors")
-        save_file({tensor: images[start : start + PER_FILE].contiguous()}, str(paths[-1]))
+        save_file({"images": images[start : start + PER_FILE].contiguous()}, str(paths[-1]))
     return paths
 
 
