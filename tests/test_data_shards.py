@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from dvae_transform.cache.store import file_signature
+from dvae_transform.data.loader import read_batches
 from dvae_transform.data.shards import OPEN_FILES, ShardReader, ShardReadError
 from dvae_transform.precision import decode, encode
 from dvae_transform.validation import InputTypeError
@@ -104,3 +105,12 @@ def test_a_pickled_reader_opens_its_own_files(tmp_path) -> None:
     copy = pickle.loads(pickle.dumps(reader))
     read, labels = copy.read_items([5, 1])
     assert torch.equal(read, images[[5, 1]]) and labels.tolist() == [5, 1]
+
+
+def test_worker_processes_read_a_reader_whose_files_this_process_opened(tmp_path) -> None:
+    images = _images(12)
+    reader = _reader(_write_parts(tmp_path, images), torch.arange(12))
+    reader.read_items(range(12))  # every file open here before the workers start
+    batches = [[11, 0], [5, 6, 7], [3], [10, 1]]
+    for (read, labels), batch in zip(read_batches(reader, batches, num_workers=2), batches):
+        assert torch.equal(read, images[batch]) and labels.tolist() == batch
