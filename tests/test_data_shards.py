@@ -112,5 +112,5 @@ def test_worker_processes_read_a_reader_whose_files_this_process_opened(tmp_path
     reader = _reader(_write_parts(tmp_path, images), torch.arange(12))
     reader.read_items(range(12))  # every file open here before the workers start
     batches = [[11, 0], [5, 6, 7], [3], [10, 1]]
-    for (read, labels), batch in zip(read_batches(reader, batches, num_workers=2), batches):
+    for (read, labels), batch in zip(read_batches(reader, batches, num_workers=2), batches, strict=True):
         assert torch.equal(read, images[batch]) and labels.tolist() == batch
