@@ -7,20 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
+from test_files import listing, write_files
 
 from dvae_transform.data.output import MARKER, check_apart, check_output, write_folder
-
-
-def _write(contents: dict[str, str]):
-    def write(folder: Path) -> None:
-        for name, text in contents.items():
-            (folder / name).parent.mkdir(parents=True, exist_ok=True)
-            (folder / name).write_text(text)
-    return write
-
-
-def _listing(folder: Path) -> dict[str, str]:
-    return {path.relative_to(folder).as_posix(): path.read_text() for path in folder.rglob("*") if path.is_file()}
 
 
 @pytest.fixture
@@ -31,19 +20,19 @@ def source(tmp_path) -> Path:
 
 def test_write_folder_lists_what_it_wrote_and_replaces_an_earlier_output_whole(tmp_path, source) -> None:
     out = tmp_path / "out"
-    write_folder(out, _write({"cat/0.png": "a", "dog/1.png": "b"}))
+    write_folder(out, write_files({"cat/0.png": "a", "dog/1.png": "b"}))
     assert json.loads((out / MARKER).read_text()) == {"tool": "dvae-purify", "files": ["cat/0.png", "dog/1.png"]}
     check_output(out, source, is_file=False, overwrite=True)  # its own output: may be replaced
-    write_folder(out, _write({"cat/0.png": "c"}))
-    assert set(_listing(out)) == {"cat/0.png", MARKER} and _listing(out)["cat/0.png"] == "c"  # no stale class folder
+    write_folder(out, write_files({"cat/0.png": "c"}))
+    assert set(listing(out)) == {"cat/0.png", MARKER} and listing(out)["cat/0.png"] == "c"  # no stale class folder
     assert json.loads((out / MARKER).read_text())["files"] == ["cat/0.png"]
     assert sorted(path.name for path in tmp_path.iterdir()) == ["data", "out"]  # no staging folder left
 
 
 def test_a_failed_write_names_the_output_and_leaves_it_as_it_was(tmp_path) -> None:
     out = tmp_path / "out"
-    write_folder(out, _write({"a.png": "kept"}))
-    before = _listing(out)
+    write_folder(out, write_files({"a.png": "kept"}))
+    before = listing(out)
 
     def full_disk(folder: Path) -> None:
         (folder / "a.png").write_text("half")
@@ -51,7 +40,7 @@ def test_a_failed_write_names_the_output_and_leaves_it_as_it_was(tmp_path) -> No
 
     with pytest.raises(OSError, match=r"writing .*out failed \(No space left on device\); what was there is left as"):
         write_folder(out, full_disk)
-    assert _listing(out) == before and sorted(path.name for path in tmp_path.iterdir()) == ["out"]
+    assert listing(out) == before and sorted(path.name for path in tmp_path.iterdir()) == ["out"]
 
 
 @pytest.mark.parametrize("place", ["data", "data/out", "."])
@@ -112,7 +101,7 @@ def test_overwrite_refuses_a_folder_it_did_not_write(tmp_path, source, marker) -
 
 def test_overwrite_refuses_an_output_holding_files_it_did_not_list(tmp_path, source) -> None:
     out = tmp_path / "out"
-    write_folder(out, _write({"a.png": "x"}))
+    write_folder(out, write_files({"a.png": "x"}))
     for name in ("notes.txt", "b/1.png", "b/2.png", "c.png"):
         (out / name).parent.mkdir(exist_ok=True)
         (out / name).write_text("theirs")

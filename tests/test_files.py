@@ -30,7 +30,8 @@ def _dead_pid() -> int:
     return int(done.stdout)
 
 
-def _write_files(contents: dict[str, str]):
+def write_files(contents: dict[str, str]):
+    """A ``write`` for :func:`replace_folder` that writes ``contents`` (relative path: text)."""
     def write(folder: Path) -> None:
         for name, text in contents.items():
             (folder / name).parent.mkdir(parents=True, exist_ok=True)
@@ -38,7 +39,8 @@ def _write_files(contents: dict[str, str]):
     return write
 
 
-def _listing(folder: Path) -> dict[str, str]:
+def listing(folder: Path) -> dict[str, str]:
+    """Every file under ``folder``: relative path, text."""
     return {path.relative_to(folder).as_posix(): path.read_text() for path in folder.rglob("*") if path.is_file()}
 
 
@@ -84,17 +86,17 @@ def test_refuse_link_names_the_link_and_passes_anything_else(tmp_path) -> None:
 
 def test_replace_folder_swaps_the_whole_content(tmp_path) -> None:
     target = tmp_path / "out"
-    replace_folder(target, _write_files({"a.txt": "1", "old/b.txt": "2"}))
-    assert _listing(target) == {"a.txt": "1", "old/b.txt": "2"}
-    replace_folder(target, _write_files({"a.txt": "3", "c.txt": "4"}))
-    assert _listing(target) == {"a.txt": "3", "c.txt": "4"}  # nothing of the old content survives
+    replace_folder(target, write_files({"a.txt": "1", "old/b.txt": "2"}))
+    assert listing(target) == {"a.txt": "1", "old/b.txt": "2"}
+    replace_folder(target, write_files({"a.txt": "3", "c.txt": "4"}))
+    assert listing(target) == {"a.txt": "3", "c.txt": "4"}  # nothing of the old content survives
     assert [path.name for path in tmp_path.iterdir()] == ["out"]  # no staging folder left
     assert _mode(target) == 0o777 & ~current_umask()
 
 
 def test_a_failed_folder_write_leaves_the_target_as_it_was(tmp_path) -> None:
     target = tmp_path / "out"
-    replace_folder(target, _write_files({"a.txt": "1"}))
+    replace_folder(target, write_files({"a.txt": "1"}))
 
     def half_written(folder: Path) -> None:
         (folder / "a.txt").write_text("partial")
@@ -102,24 +104,24 @@ def test_a_failed_folder_write_leaves_the_target_as_it_was(tmp_path) -> None:
 
     with pytest.raises(OSError, match="No space left"):
         replace_folder(target, half_written)
-    assert _listing(target) == {"a.txt": "1"} and [path.name for path in tmp_path.iterdir()] == ["out"]
+    assert listing(target) == {"a.txt": "1"} and [path.name for path in tmp_path.iterdir()] == ["out"]
 
 
 def test_replace_folder_refuses_a_file_and_a_link(tmp_path) -> None:
     (tmp_path / "file").write_text("kept")
     with pytest.raises(FileExistsError, match="file is a file, not a folder"):
-        replace_folder(tmp_path / "file", _write_files({"a.txt": "1"}))
+        replace_folder(tmp_path / "file", write_files({"a.txt": "1"}))
     (tmp_path / "real").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "real")
     with pytest.raises(LinkError, match="link is a symbolic link"):
-        replace_folder(tmp_path / "link", _write_files({"a.txt": "1"}))
+        replace_folder(tmp_path / "link", write_files({"a.txt": "1"}))
     assert (tmp_path / "file").read_text() == "kept" and not any((tmp_path / "real").iterdir())
 
 
 def test_replace_folder_takes_a_relative_target(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    replace_folder(Path("out"), _write_files({"a.txt": "1"}))
-    assert _listing(tmp_path / "out") == {"a.txt": "1"}
+    replace_folder(Path("out"), write_files({"a.txt": "1"}))
+    assert listing(tmp_path / "out") == {"a.txt": "1"}
 
 
 def test_only_the_staging_of_dead_processes_is_removed(tmp_path) -> None:
