@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,7 @@ def _dead_pid() -> int:
     return int(done.stdout)
 
 
-def write_files(contents: dict[str, str]):
+def write_files(contents: dict[str, str]) -> Callable[[Path], None]:
     """A ``write`` for :func:`replace_folder` that writes ``contents`` (relative path: text)."""
     def write(folder: Path) -> None:
         for name, text in contents.items():
