@@ -1,4 +1,5 @@
-"""The on-disk cache of purified tensors: an entry (``cache/store.py``), listing and clearing (``maintenance.py``)."""
+"""The on-disk cache of purified tensors: one entry (``cache/store.py``); listing and clearing entries are tested in
+``test_cache_maintenance.py``."""
 
 from __future__ import annotations
 
@@ -202,17 +203,6 @@ def test_unreadable_manifest_means_every_shard_is_computed_again(tmp_path, text)
     assert torch.equal(fill(cache), expected) and cache.is_complete()
 
 
-def test_cache_info_of_a_damaged_layout_shows_what_is_valid(tmp_path):
-    fill(make_cache(tmp_path))
-    manifest_path = make_cache(tmp_path).path / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    manifest.update(num_items="10", item_shape=5, dtype=["uint8"], shard_size=0)
-    manifest_path.write_text(json.dumps(manifest))
-    [entry] = cache_info(tmp_path)
-    assert (entry["items"], entry["item_shape"], entry["dtype"], entry["complete"]) == (None, None, None, False)
-    assert clear_cache(tmp_path) == entry["size"] and cache_info(tmp_path) == []
-
-
 def test_changed_layout_under_same_key_starts_over(tmp_path):
     fill(make_cache(tmp_path))
     other = TensorCache("entry", num_items=10, item_shape=SHAPE, shard_size=5, root=tmp_path)
@@ -244,27 +234,6 @@ def test_open_cache_writable_root_does_not_warn(tmp_path):
         warnings.simplefilter("error")
         cache = open_cache("entry", num_items=10, item_shape=SHAPE, root=tmp_path / "new")
     assert isinstance(cache, TensorCache) and cache.missing_shards() == [0]
-
-
-def test_cache_info_and_clear_cache(tmp_path):
-    fill(make_cache(tmp_path, key="full"))
-    partial = make_cache(tmp_path, key="partial", dtype="float16")
-    partial.write_shard(0, values_for(partial, 0))
-    (tmp_path / "unrelated").mkdir()
-
-    info = {entry["key"]: entry for entry in cache_info(tmp_path)}
-    assert sorted(info) == ["full", "partial"]
-    assert info["full"]["complete"] and not info["partial"]["complete"]
-    assert info["full"]["items"] == 10 and info["partial"]["dtype"] == "float16"
-    assert info["full"]["size"] > 0 and Path(info["full"]["path"]) == tmp_path / "full"
-
-    assert clear_cache(tmp_path, key="missing") == 0
-    assert clear_cache(tmp_path, key="partial") == info["partial"]["size"]
-    assert [entry["key"] for entry in cache_info(tmp_path)] == ["full"]
-    assert clear_cache(tmp_path) == info["full"]["size"]
-    assert cache_info(tmp_path) == []
-    assert (tmp_path / "unrelated").is_dir() and not list(tmp_path.glob("*.lock"))
-    assert cache_info(tmp_path / "nowhere") == [] and clear_cache(tmp_path / "nowhere") == 0
 
 
 WORKER = """
@@ -303,8 +272,6 @@ def test_concurrent_processes_compute_each_shard_once(tmp_path):
     assert [worker.returncode for worker in workers] == [0, 0]
     assert sorted((tmp_path / "computed.log").read_text().split()) == ["0", "1", "2"]
     assert outputs[0] == outputs[1] != ""
-
-
 
 
 def test_a_symlinked_entry_is_never_written_deleted_or_followed(tmp_path):

@@ -9,8 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-from multiprocessing import resource_sharer
 from pathlib import Path
 
 import datasets
@@ -22,7 +20,6 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from dvae_transform import purified_dataset as purified_module
 from dvae_transform.cache.store import default_cache_dir
-from dvae_transform.data.loader import read_batches
 from dvae_transform.purified_dataset import PurifiedDataset
 
 WORKER = Path(__file__).with_name("_full_disk_worker.py")
@@ -154,38 +151,6 @@ def test_a_dead_worker_is_reported_and_only_finished_shards_are_reused(purifier,
     resumed = _purified(_Dying(data, kill_at=None, flag=tmp_path / "unused"), purifier, tmp_path).images
     assert 0 < len(calls) <= 3  # the shards finished before the crash were reused
     assert torch.equal(resumed, _purified(data, purifier, None).images)
-
-
-class _LosesItsHandOver:
-    """Three one-item batches; the worker reading batch 2 closes its end of the hand-over of batch 1 (already
-    queued for the main process), touches ``flag`` and waits: the state of a worker killed mid-hand-over before
-    the main process sees it gone, which torch reports as a bare ``multiprocessing`` error."""
-
-    def __init__(self, flag: Path) -> None:
-        self.flag = flag
-
-    def __len__(self) -> int:
-        return 3
-
-    def read_items(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        if indices == [2]:
-            while not resource_sharer._resource_sharer._cache:  # batch 1's tensors are not yet offered
-                time.sleep(0.01)
-            resource_sharer.stop()
-            self.flag.touch()
-            time.sleep(60)
-        return torch.zeros(len(indices), 1, 4, 4), torch.zeros(len(indices), dtype=torch.long)
-
-
-def test_a_batch_lost_in_a_workers_hand_over_is_reported_as_its_death(tmp_path) -> None:
-    flag = tmp_path / "handed-over"
-    batches = read_batches(_LosesItsHandOver(flag), [[0], [1], [2]], num_workers=1)
-    next(batches)  # the worker now reads batch 2 and has queued batch 1
-    while not flag.exists():
-        time.sleep(0.01)
-    with pytest.raises(RuntimeError, match=r"a DataLoader worker process died while reading the dataset \(a batch "
-                                           r"it handed over could not be received: .*Error.*fewer workers"):
-        next(batches)
 
 
 def _tmpfs_available() -> bool:
