@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from .model import EMBEDDING_TARGETS
 from .validation import InputTypeError, check_choice, check_int, check_number, check_type, reported_as
 
 SUBTRACTION_RULES = ("effect", "raw")  # what a stage subtracts: see purify.perturbation_estimate
@@ -74,6 +75,7 @@ class FitConfig:
             check_number(self.warmup_fraction, "warmup_fraction", low=0, high=1)
             check_choice(self.mixed_precision, "mixed_precision", ("no", "fp16", "bf16"))
             check_choice(self.subtract, "subtract", SUBTRACTION_RULES)
+            check_choice(self.embedding_target, "embedding_target", EMBEDDING_TARGETS)
             check_type(self.zero_init_perturbation, "zero_init_perturbation", bool)
             check_type(self.seed, "seed", int)
 
@@ -81,7 +83,7 @@ class FitConfig:
 PRESETS: dict[str, FitConfig] = {
     # The paper's CIFAR-10 settings (Yu et al., ICML 2024; README.md, "Training presets").
     "paper": FitConfig(),
-    # The cheapest recipe found that still purifies: a quarter of the width, 8 epochs per stage
+    # The cheapest settings found that still purify: a quarter of the width, 8 epochs per stage
     # (sweep in BENCHMARKS.md). Same losses, bounds, optimiser, schedule and start as "paper"; the zero start of
     # the perturbation branch (zero_init_perturbation) was measured over seeds and not adopted (BENCHMARKS.md, "Seeds").
     "fast": FitConfig(width=16, latent_dim=64, epochs=8, batch_size=32),

@@ -24,13 +24,18 @@ def default_labels_getter(sample: Any) -> Any:
         label = sample[1]  # to_labels refuses one that is not an integer label
     elif pair or isinstance(sample, Mapping):
         with suppress(ValueError):
-            label = _find_labels_default_heuristic(sample)
+            label = _find_labels_default_heuristic(_named_items(sample[1] if pair else sample))
     if label is None:
         raise ValueError(
             "DVAEPurify found no label in its input; pass (image, label) or a dict with a 'label' key, "
             "labels_getter=<callable> to say where it is, or labels_getter=None for the label-free path"
         )
     return label
+
+
+def _named_items(sample: Mapping) -> dict[str, Any]:
+    """The entries of ``sample`` with text keys, the only ones torchvision's rule can search by name."""
+    return {key: value for key, value in sample.items() if isinstance(key, str)}
 
 
 def check_labels_getter(labels_getter: str | LabelsGetter | None) -> str | LabelsGetter | None:

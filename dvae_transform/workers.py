@@ -11,6 +11,7 @@ exception with its own message, or one ``RuntimeError`` naming the likely cause 
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import multiprocessing
 import traceback
@@ -50,14 +51,25 @@ def _plain(error: Exception) -> Exception | None:
     if _lost_hand_over(error):
         return _died(f"a batch it handed over could not be received: {type(error).__name__}: {message}".rstrip(": "))
     if message.startswith("Caught ") and "Original Traceback" in message:
-        last = message.rstrip().splitlines()[-1]
-        name, _, text = last.partition(": ")
-        original = text if name.split(".")[-1] == type(error).__name__ else last
         try:
-            return type(error)(original)
+            return type(error)(_original_message(message, type(error).__name__))
         except TypeError:  # an exception class that needs other arguments: keep torch's report
             return None
     return None
+
+
+def _original_message(report: str, name: str) -> object:
+    """The message of the worker's exception ``name`` in torch's report of it: every line after ``Name: `` (a message
+    may span lines), a ``KeyError``'s key as itself rather than its printed form."""
+    lines = report.rstrip().splitlines()
+    starts = [index for index, line in enumerate(lines) if line.partition(": ")[0].split(".")[-1] == name]
+    if not starts:
+        return lines[-1]
+    text = "\n".join([lines[starts[-1]].partition(": ")[2], *lines[starts[-1] + 1 :]])
+    if name == "KeyError":
+        with contextlib.suppress(ValueError, SyntaxError):
+            return ast.literal_eval(text)
+    return text
 
 
 @contextlib.contextmanager

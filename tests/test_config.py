@@ -55,8 +55,6 @@ def test_every_setting_is_checked_and_named(setting, error, message) -> None:
         resolve_config("fast", **setting)
 
 
-@pytest.mark.xfail(strict=True, reason="FitConfig.__post_init__ leaves embedding_target unchecked: a wrong one fails "
-                                       "only when the model is built, after the data is read")
 def test_embedding_target_is_checked_with_the_other_settings() -> None:
     with pytest.raises(ValueError, match="fit settings: embedding_target must be 'latent' or 'stem', got 'nowhere'"):
         FitConfig(embedding_target="nowhere")

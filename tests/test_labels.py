@@ -33,8 +33,6 @@ def test_a_sample_without_a_label_names_the_ways_out(sample) -> None:
         default_labels_getter(sample)
 
 
-@pytest.mark.xfail(strict=True, reason="labels.default_labels_getter lets torchvision's key.lower() fail on a non-str "
-                                       "key (AttributeError) instead of reporting no label")
 def test_a_dict_with_other_keys_than_strings_has_no_label() -> None:
     with pytest.raises(ValueError, match=NO_LABEL):
         default_labels_getter({0: IMAGE, 1: 3})

@@ -73,14 +73,12 @@ def test_errors_not_from_workers_pass_unchanged(error) -> None:
     assert raised.value is error
 
 
-@pytest.mark.xfail(strict=True, reason="workers._plain keeps only the last line of the worker's traceback")
 def test_a_worker_s_multi_line_message_is_kept_whole() -> None:
     with pytest.raises(ValueError) as raised:
         _read_in_a_worker(_FailsAt(ValueError("image 2 is broken:\ntruncated file")))
     assert str(raised.value) == "image 2 is broken:\ntruncated file"
 
 
-@pytest.mark.xfail(strict=True, reason="workers._plain rebuilds a KeyError from its printed form: the key quoted again")
 def test_a_worker_s_key_error_keeps_its_key() -> None:
     with pytest.raises(KeyError) as raised:
         _read_in_a_worker(_FailsAt(KeyError("label")))
