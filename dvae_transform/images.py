@@ -30,8 +30,9 @@ mode                                       read as
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeAlias
 
 import numpy as np
 import torch
@@ -40,7 +41,8 @@ from PIL import Image
 from .precision import decode
 from .validation import InputTypeError, check_int
 
-ImageInput = Any  # tensor (CHW / NCHW), PIL image, numpy array, or a sequence of those
+ImageArray: TypeAlias = torch.Tensor | Image.Image | np.ndarray  # one image, or a batch as one tensor or array
+ImageInput: TypeAlias = ImageArray | Sequence[ImageArray]  # what the functions taking images accept
 
 CHANNEL_COUNTS = (1, 3, 4)
 _UNIT_SCALE = {torch.uint8: 255.0, torch.uint16: 65535.0}  # integer dtypes read as images, and their full scale
@@ -173,16 +175,30 @@ def image_to_chw(value: Any, name: str = "image") -> torch.Tensor:
     return torch.from_numpy(np.array(array, order="C"))  # a writable copy (PIL arrays are read-only)
 
 
-def read_image(path: str | os.PathLike) -> torch.Tensor:
-    """The image file at ``path`` as a CHW tensor (see :func:`pil_to_array`); every failure names the file."""
+@contextmanager
+def _opened_image_file(path: str | os.PathLike) -> Iterator[Image.Image]:
+    """The PIL image at ``path``, open; an unreadable file is a ``ValueError`` naming it (a missing one stays an
+    ``OSError``)."""
     try:
         with Image.open(path) as image:
-            image.load()
-            return image_to_chw(image, name=str(path))
+            yield image
     except (OSError, SyntaxError, Image.DecompressionBombError) as error:
         if isinstance(error, (FileNotFoundError, PermissionError)):
             raise
         raise ValueError(f"{path}: not a readable image file ({error})") from None
+
+
+def read_image_file(path: str | os.PathLike) -> torch.Tensor:
+    """The image file at ``path`` as a CHW tensor of its own dtype (see :func:`pil_to_array`); errors name the file."""
+    with _opened_image_file(path) as image:
+        image.load()
+        return image_to_chw(image, name=str(path))
+
+
+def image_file_mode(path: str | os.PathLike) -> str:
+    """The PIL mode of the image file at ``path``, read from its header only."""
+    with _opened_image_file(path) as image:
+        return image.mode
 
 
 def _numeric(array: np.ndarray, name: str) -> np.ndarray:

@@ -232,9 +232,9 @@ def test_imagefolder_missing_folders_and_roots(tmp_path):
     write_folder(tmp_path, {"train": {"a": [np.zeros((8, 8), np.uint8)]}})
     assert "missing test/" in error_of(FileNotFoundError, "imagefolder", tmp_path)
     (tmp_path / "test").mkdir()
-    assert str(tmp_path / "test") in error_of(FileNotFoundError, "imagefolder", tmp_path)  # no class folder
+    assert f"{tmp_path / 'test'}: no class sub-folders found" in error_of(ValueError, "imagefolder", tmp_path)
     (tmp_path / "test" / "a").mkdir()
-    assert "no valid file" in error_of(FileNotFoundError, "imagefolder", tmp_path).lower()
+    assert "the class sub-folders ['a'] hold no image files" in error_of(ValueError, "imagefolder", tmp_path)
 
 
 def test_partial_folders_name_the_missing_files(tmp_path):
@@ -378,7 +378,7 @@ def test_imagefolder_class_mismatch_and_unreadable_images(tmp_path):
     (tmp_path / "test" / "c").rename(tmp_path / "test" / "b")
     (tmp_path / "train" / "b" / "broken.png").write_bytes(b"not a png")
     message = error_of(ValueError, "imagefolder", tmp_path)
-    assert f"cannot read image {tmp_path / 'train' / 'b' / 'broken.png'}" in message
+    assert f"{tmp_path / 'train' / 'b' / 'broken.png'}: not a readable image file" in message
 
 
 def test_sizes_and_roots_are_checked(tmp_path):

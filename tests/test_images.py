@@ -13,7 +13,7 @@ from dvae_transform.images import (
     from_nchw,
     image_layout,
     image_to_chw,
-    read_image,
+    read_image_file,
     to_float_images,
     to_nchw,
 )
@@ -132,7 +132,7 @@ def test_images_of_different_bit_depths_each_get_their_own_scale() -> None:
 def test_sixteen_bit_png_file_is_read_at_sixteen_bits(tmp_path) -> None:
     values = np.linspace(0, 65535, 42).astype(np.uint16).reshape(6, 7)
     Image.fromarray(values).save(tmp_path / "deep.png")
-    chw = read_image(tmp_path / "deep.png")
+    chw = read_image_file(tmp_path / "deep.png")
     assert chw.dtype == torch.uint16 and torch.equal(chw[0].int(), torch.from_numpy(values.astype(np.int32)))
 
 

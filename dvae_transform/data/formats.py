@@ -2,8 +2,8 @@
 
 Three formats, told apart by what is on disk:
 
-* ``folder``: an image folder with one sub-folder per class (read with torchvision's
-  ``ImageFolder``); written back with the same class sub-folders and file names, as PNG.
+* ``folder``: an image folder with one sub-folder per class (read by :mod:`.image_folder`); written
+  back with the same class sub-folders and file names, as PNG.
 * ``hf``: a Hugging Face ``datasets`` folder written by ``save_to_disk`` (a ``Dataset`` or a
   ``DatasetDict``, of which one split is read); written back with the image column replaced
   (:func:`replace_hf_images`, which ``PurifiedDataset.to_hf_dataset`` uses too).
@@ -26,15 +26,15 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from torchvision.datasets import ImageFolder
 from torchvision.transforms.v2 import functional as F
 from tqdm.auto import tqdm
 
 from ..files import atomic_write, remove_stale_staging
 from ..fingerprint import fingerprint
-from ..images import batch_layout, describe, from_nchw, image_layout, read_image, to_float_images, to_nchw
+from ..images import batch_layout, describe, from_nchw, image_layout, to_float_images, to_nchw
 from ..log import bar_options
 from ..precision import as_uint8, decode
+from .image_folder import list_image_folder
 from .output import check_output, write_folder
 from .sources import hf_columns, load_images_and_labels
 
@@ -233,25 +233,12 @@ def _write_npz(target: Path, images: torch.Tensor, labels: torch.Tensor, meta: D
 
 
 def _read_folder(path: Path, progress: bool) -> LoadedDataset:
-    try:
-        folder = ImageFolder(path, loader=read_image, allow_empty=True)
-    except FileNotFoundError as error:
-        raise ValueError(f"{path}: no class sub-folders found; {_EXPECTED}") from error
-    if not folder.samples:
-        raise ValueError(f"{path}: the class sub-folders {folder.classes} hold no image files")
+    folder = list_image_folder(path)
     _check_output_names(folder.samples)
-    tensors, files = [], []
-    for file, label in tqdm(folder.samples, desc="reading images", unit="img", **bar_options(progress)):
-        tensor = read_image(file)
-        if tensor.dtype != torch.uint8:  # 16-bit or float images: scaled and checked here, naming the file
-            tensor = to_float_images(tensor, name=file)[0]
-        tensors.append(tensor)
-        files.append(Path(os.path.relpath(file, path / folder.classes[label])).as_posix())
-    tensors = _one_mode(tensors, [file for file, _ in folder.samples])
+    images = folder.read(progress=progress)
+    files = [Path(os.path.relpath(file, path / folder.classes[label])).as_posix() for file, label in folder.samples]
     meta = DatasetMeta("folder", path, num_classes=len(folder.classes), classes=folder.classes, files=files)
-    same_dtype = len({tensor.dtype for tensor in tensors}) == 1
-    images = torch.stack(tensors) if same_dtype else to_float_images(tensors, name=str(path))
-    return LoadedDataset(images, torch.tensor(folder.targets, dtype=torch.int64), meta)
+    return LoadedDataset(images, folder.labels, meta)
 
 
 def _check_output_names(samples: list[tuple[str, int]]) -> None:
@@ -263,21 +250,6 @@ def _check_output_names(samples: list[tuple[str, int]]) -> None:
     if clashes:
         named = "; ".join(" and ".join(files) for files in clashes[:3])
         raise ValueError(f"input files differing only in their extension would be written to one .png: {named}")
-
-
-def _one_mode(tensors: list[torch.Tensor], files: list[str]) -> list[torch.Tensor]:
-    """The images in one colour mode: gray ones among RGB ones become RGB (as ``ImageFolder`` converts them).
-
-    Images of another size, or of other channel counts, are refused, naming the file.
-    """
-    channels = max(tensor.shape[0] for tensor in tensors)
-    shape = (channels, *tensors[0].shape[1:])
-    converted = [tensor.expand(channels, -1, -1) if tensor.shape[0] == 1 else tensor for tensor in tensors]
-    for tensor, file in zip(converted, files):
-        if tensor.shape != shape:
-            raise ValueError(f"{file}: image has shape {tuple(tensor.shape)}, the others {shape}; "
-                             "all images must share one size and colour mode")
-    return converted
 
 
 def _write_folder(

@@ -11,7 +11,6 @@ checking what it read, and names the file in every error.
   (numpy's ``_reconstruct``, ``ndarray`` and ``dtype``, and ``_codecs.encode`` for latin-1 text) and
   refuses any other global before it can be called.
 - SVHN ``.mat``: read with ``scipy.io.loadmat``, which runs no code.
-- image files (``imagefolder``): read with PIL, converted to one mode and resized.
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 try:  # numpy >= 2
     from numpy._core.multiarray import _reconstruct
@@ -302,32 +300,3 @@ def read_svhn(path: Path) -> Arrays:
             f"{path}: y must lie in 1-10 (10 is the digit 0), got values in [{labels.min()}, {labels.max()}]"
         )
     return images.transpose(3, 2, 0, 1), labels % 10
-
-
-# ---------------------------------------------------------------------------- image files
-
-
-def image_mode(path: str) -> str:
-    """The PIL mode of an image file, read from its header."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:  # reads the header only
-            return image.mode
-    except (OSError, ValueError) as error:
-        raise ValueError(f"imagefolder: cannot read image {path} ({error})") from None
-
-
-def read_image(path: str, mode: str, size: int) -> torch.Tensor:
-    """An image file as a uint8 CHW tensor in PIL ``mode``, resized (antialiased) to ``size`` x ``size``."""
-    from PIL import Image
-    from torchvision.transforms.v2.functional import pil_to_tensor, resize
-
-    try:
-        with Image.open(path) as image:
-            tensor = pil_to_tensor(image.convert(mode))
-    except (OSError, ValueError) as error:
-        raise ValueError(f"imagefolder: cannot read image {path} ({error})") from None
-    if tuple(tensor.shape[-2:]) != (size, size):
-        tensor = resize(tensor, [size, size], antialias=True)
-    return tensor

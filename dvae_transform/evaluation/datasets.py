@@ -10,8 +10,8 @@ labels for a train and a test split, each optionally cut to a fixed, seeded rand
   ``dataset-fashion-mnist`` installs them.
 - ``cifar10`` / ``cifar100``: the python-version batch files (CIFAR-100: the 100 fine labels).
 - ``svhn``: ``train_32x32.mat`` and ``test_32x32.mat`` (label 10 is the digit 0).
-- ``imagefolder``: ``root/train/<class>/*`` and ``root/test/<class>/*``, resized to
-  ``image_size`` (default 32).
+- ``imagefolder``: ``root/train/<class>/*`` and ``root/test/<class>/*``, read as the command line reads an
+  image folder (:mod:`dvae_transform.data.image_folder`), resized to ``image_size`` (default 32).
 
 Files are never trusted. ``download=True`` fetches missing files with torchvision's
 md5-checked downloads (``FashionMNIST(download=True)``, ``download_and_extract_archive`` /
@@ -30,23 +30,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.image_folder import ImageFolderFiles, list_image_folder
 from ..images import to_float_images
 from .dataset_files import (
     DatasetFiles,
     download_cifar,
     download_fashion_mnist,
     download_svhn,
-    image_mode,
     locate,
     read_cifar_batches,
     read_cifar_names,
     read_idx_pair,
-    read_image,
     read_svhn,
 )
 
 FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
-_GRAY_MODES = frozenset({"1", "L", "LA"})
 _DIGITS = tuple(str(digit) for digit in range(10))
 
 
@@ -210,8 +208,6 @@ def _load_svhn(root: Path | None, download: bool, image_size: int | None) -> _Lo
 
 
 def _load_imagefolder(root: Path | None, download: bool, image_size: int | None) -> _Loaded:
-    from torchvision.datasets import ImageFolder
-
     if download:
         raise ValueError("imagefolder: download=True is not possible; point root at your own class folders")
     if root is None:
@@ -222,17 +218,12 @@ def _load_imagefolder(root: Path | None, download: bool, image_size: int | None)
             f"imagefolder: dataset folder {root} does not exist; expected {describe('imagefolder')}"
         )
     size = 32 if image_size is None else image_size
-    folders = {}
     for split in ("train", "test"):
         if not (root / split).is_dir():
             raise FileNotFoundError(
                 f"imagefolder: incomplete dataset folder {root}: missing {split}/ (one folder per class)"
             )
-        try:
-            folders[split] = ImageFolder(str(root / split))  # lists (path, label); we read the images below
-        except FileNotFoundError as error:
-            raise FileNotFoundError(f"imagefolder: {error}") from None
-    train, test = folders["train"], folders["test"]
+    train, test = list_image_folder(root / "train"), list_image_folder(root / "test")
     if train.classes != test.classes:
         only_train = sorted(set(train.classes) - set(test.classes))
         only_test = sorted(set(test.classes) - set(train.classes))
@@ -240,20 +231,16 @@ def _load_imagefolder(root: Path | None, download: bool, image_size: int | None)
             f"imagefolder: {root}/train and {root}/test need the same class folders; "
             f"only in train: {only_train}, only in test: {only_test}"
         )
-    modes = {image_mode(path) for path, _ in train.samples + test.samples}
-    mode = "L" if modes <= _GRAY_MODES else "RGB"
+    channels = max(train.header_channels(), test.header_channels())
 
-    def split_of(folder: ImageFolder) -> _Split:
-        def take(index: torch.Tensor) -> torch.Tensor:
-            return torch.stack([read_image(folder.samples[i][0], mode, size) for i in index.tolist()])
-
-        return _Split(torch.tensor(folder.targets, dtype=torch.int64), take)
+    def split_of(files: ImageFolderFiles) -> _Split:
+        return _Split(files.labels, lambda index: files.read(index.tolist(), channels=channels, size=size))
 
     return _Loaded(
         split_of(train),
         split_of(test),
         tuple(train.classes),
-        f"class folders in {root} ({mode}, resized to {size}x{size})",
+        f"class folders in {root} ({'L' if channels == 1 else 'RGB'}, resized to {size}x{size})",
     )
 
 
