@@ -44,7 +44,7 @@ from .training.loop import accelerator_for
 from .training.restarts import Attempts
 from .training.streamed import training_set
 from .validation import check_choice, check_device, check_int, check_type
-from .weights import AtomicSave
+from .weights import AtomicSave, HubDownload
 
 
 class DVAEPurify(
@@ -269,22 +269,20 @@ class DVAEPurify(
                 ``labels_getter``.
         """
         hub_load = super().from_pretrained  # on the fetched folder, whose configs are checked before it reads them
-        hub = {"cache_dir": cache_dir, "force_download": force_download, "local_files_only": local_files_only,
-               "token": token}
+        hub = HubDownload(revision=revision, cache_dir=cache_dir, force_download=force_download,
+                          local_files_only=local_files_only, token=token)
 
-        def load(location: str, revision: str | None = None) -> DVAEPurify:
-            return hub_load(fetch_purifier(location, revision=revision, **hub), **purifier_kwargs)
+        def load(location: str, download: HubDownload) -> DVAEPurify:
+            return hub_load(fetch_purifier(location, download), **purifier_kwargs)
 
-        purifier, purifier.loaded_from = load_pretrained(repo_id_or_path, load, revision=revision, registry=registry,
-                                                         local_files_only=local_files_only, cache_dir=cache_dir)
+        purifier, purifier.loaded_from = load_pretrained(repo_id_or_path, load, hub, registry=registry)
         return purifier
 
     @classmethod
-    def _from_pretrained(cls, *, model_id: str, revision: str | None, cache_dir: str | os.PathLike | None,
-                         force_download: bool, local_files_only: bool, token: str | bool | None,
-                         **purifier_kwargs: Any) -> DVAEPurify:
-        """The mixin's loading hook, on the folder :meth:`from_pretrained` fetched and checked."""
-        purifier = cls(*load_stages(Path(model_id)), **purifier_kwargs)
+    def _from_pretrained(cls, *, model_id: str, **keywords: Any) -> DVAEPurify:
+        """The mixin's loading hook, on the folder :meth:`from_pretrained` fetched and checked (so its Hub download
+        keywords are spent)."""
+        purifier = cls(*load_stages(Path(model_id)), **HubDownload.split(keywords)[1])
         purifier.history = load_history(Path(model_id))
         return purifier
 

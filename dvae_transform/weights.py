@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -38,35 +39,50 @@ def _missing_weights_message(where: str, folder: Path | None = None) -> str:
     )
 
 
-def repo_file(
-    model_id: str,
-    filename: str,
-    *,
-    revision: str | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    force_download: bool = False,
-    local_files_only: bool = False,
-    token: str | bool | None = None,
-) -> Path | None:
+@dataclass(frozen=True)
+class HubDownload:
+    """How files are fetched from the Hub: the download keywords ``ModelHubMixin`` hands ``_from_pretrained``,
+    kept together and handed on whole (to ``hf_hub_download`` and ``snapshot_download`` as :meth:`keywords`)."""
+
+    revision: str | None = None
+    cache_dir: str | os.PathLike | None = None
+    force_download: bool = False
+    local_files_only: bool = False
+    token: str | bool | None = None
+
+    @classmethod
+    def split(cls, keywords: Mapping[str, Any]) -> tuple[HubDownload, dict[str, Any]]:
+        """The Hub download keywords among ``keywords`` (what ``_from_pretrained`` receives), and the others."""
+        names = {field.name for field in dataclasses.fields(cls)}
+        return (cls(**{name: value for name, value in keywords.items() if name in names}),
+                {name: value for name, value in keywords.items() if name not in names})
+
+    def keywords(self) -> dict[str, Any]:
+        """The keywords of ``hf_hub_download`` / ``snapshot_download`` (and ``from_pretrained``)."""
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+
+    def at(self, revision: str | None) -> HubDownload:
+        """The same download, of ``revision``."""
+        return dataclasses.replace(self, revision=revision)
+
+
+def repo_file(model_id: str, filename: str, hub: HubDownload) -> Path | None:
     """``filename`` of a local folder or a Hub repo (downloaded through the Hugging Face cache); None if absent."""
     if os.path.isdir(model_id):
         path = Path(model_id) / filename
         return path if path.is_file() else None
     try:
-        return Path(hf_hub_download(
-            model_id, filename, revision=revision, cache_dir=cache_dir, force_download=force_download,
-            token=token, local_files_only=local_files_only,
-        ))
+        return Path(hf_hub_download(model_id, filename, **hub.keywords()))
     except RemoteEntryNotFoundError:
         return None
 
 
-def weights_file(model_id: str, **hub: Any) -> Path:
-    """The ``model.safetensors`` of :func:`repo_file` (``hub``: its Hub options).
+def weights_file(model_id: str, hub: HubDownload) -> Path:
+    """The ``model.safetensors`` of :func:`repo_file`.
 
     Raises ``FileNotFoundError`` when there is none, naming any pickle files found instead.
     """
-    path = repo_file(model_id, WEIGHTS_NAME, **hub)
+    path = repo_file(model_id, WEIGHTS_NAME, hub)
     if path is None:
         folder = Path(model_id) if os.path.isdir(model_id) else None
         where = str(folder / WEIGHTS_NAME) if folder is not None else f"{model_id}/{WEIGHTS_NAME}"
@@ -110,11 +126,6 @@ def read_weights(
 def load_safetensors(model: nn.Module, path: str | os.PathLike, *, device: str | torch.device = "cpu") -> None:
     """Load a safetensors file into ``model`` after :func:`read_weights` checked it; ``model`` is untouched on error."""
     model.load_state_dict(read_weights(path, model.state_dict(), device=device))
-
-
-def save_weights(model: nn.Module, folder: Path) -> None:
-    """Write ``model``'s tensors to ``folder/model.safetensors``."""
-    save_model(model, str(folder / WEIGHTS_NAME))
 
 
 class AtomicSave:
@@ -189,37 +200,28 @@ class SafetensorsHubMixin(AtomicSave, PyTorchModelHubMixin):
                         local_files_only: bool = False, token: str | bool | None = None, **model_kwargs: Any) -> Any:
         """The mixin's ``from_pretrained``, its ``config.json`` checked first (:func:`~..validation.read_config`)."""
         model_id = os.fspath(pretrained_model_name_or_path)
-        hub = {"revision": revision, "cache_dir": cache_dir, "force_download": force_download,
-               "local_files_only": local_files_only, "token": token}
+        hub = HubDownload(revision=revision, cache_dir=cache_dir, force_download=force_download,
+                          local_files_only=local_files_only, token=token)
         source = os.path.join(model_id, constants.CONFIG_NAME)
-        path = repo_file(model_id, constants.CONFIG_NAME, **hub)
+        path = repo_file(model_id, constants.CONFIG_NAME, hub)
         if path is None:
             raise FileNotFoundError(f"{source} not found: the network settings are needed to build the model")
         read_config(cls.config_class, path, source)
-        return super().from_pretrained(model_id, **hub, **model_kwargs)
+        return super().from_pretrained(model_id, **hub.keywords(), **model_kwargs)
 
     @classmethod
     def _from_pretrained(
-        cls,
-        *,
-        model_id: str,
-        revision: str | None,
-        cache_dir: str | Path | None,
-        force_download: bool,
-        local_files_only: bool,
-        token: str | bool | None,
-        config: dict[str, Any] | None = None,
-        map_location: str = "cpu",
-        **model_kwargs: Any,
+        cls, *, model_id: str, config: dict[str, Any] | None = None, map_location: str = "cpu", **keywords: Any
     ) -> Any:
+        """The mixin's loading hook; ``keywords``: its Hub download keywords (:class:`HubDownload`) and the model's."""
+        hub, model_kwargs = HubDownload.split(keywords)
         source = os.path.join(model_id, constants.CONFIG_NAME)
         checked = from_mapping(cls.config_class, config, source)  # read_config checked the file already
         overrides = sorted(name for name, value in model_kwargs.items() if config.get(name) != value)
         if overrides:
             raise InputTypeError(f"{cls.__name__}.from_pretrained takes the network settings from {source}; "
                                  f"unexpected argument(s) {overrides}")
-        weights = weights_file(model_id, revision=revision, cache_dir=cache_dir, force_download=force_download,
-                               local_files_only=local_files_only, token=token)
+        weights = weights_file(model_id, hub)
         with torch.device("meta"):
             model = cls._from_config(checked)
         tensors = read_weights(weights, model._to_stored_layout(model.state_dict(), checked), device=map_location)
@@ -227,5 +229,6 @@ class SafetensorsHubMixin(AtomicSave, PyTorchModelHubMixin):
         return model.eval()
 
     def _save_pretrained(self, save_directory: Path) -> None:
-        save_weights(self, save_directory)
+        """Write ``model.safetensors`` and ``config.json`` (what ``self.config`` holds) into ``save_directory``."""
+        save_model(self, str(save_directory / WEIGHTS_NAME))
         (save_directory / constants.CONFIG_NAME).write_text(json.dumps(self.config, indent=2, sort_keys=True))

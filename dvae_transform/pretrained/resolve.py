@@ -40,6 +40,7 @@ from typing import TypeVar
 from huggingface_hub import constants, is_offline_mode
 from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
+from ..weights import HubDownload
 from .registry import REGISTRY, Registry
 
 logger = logging.getLogger(__name__)
@@ -123,18 +124,15 @@ def _official_sources(name: str, revision: str | None, registry: Registry, local
     return [hub, bundled]
 
 
-def _not_cached_message(
-    source: LoadedFrom, error: Exception, registry: Registry, local_files_only: bool,
-    cache_dir: str | os.PathLike | None,
-) -> str:
-    cache = os.fspath(cache_dir) if cache_dir is not None else constants.HF_HUB_CACHE
+def _not_cached_message(source: LoadedFrom, error: Exception, registry: Registry, hub: HubDownload) -> str:
+    cache = os.fspath(hub.cache_dir) if hub.cache_dir is not None else constants.HF_HUB_CACHE
     missing = f"{source.location} (revision {source.revision or 'main'}) is not in the Hugging Face cache ({cache})"
     if source.name is not None:
         unbundled = "no copy is bundled with dvae-transform, and " if registry[source.name].bundle is None else ""
         missing = f"{source.name}: {unbundled}its Hub repo {missing}"
     if is_offline_mode():
         why = "offline mode is on (HF_HUB_OFFLINE=1): unset HF_HUB_OFFLINE and connect once to download it"
-    elif local_files_only:
+    elif hub.local_files_only:
         why = "local_files_only=True forbids downloading it"
     else:
         why = f"the Hub at {constants.ENDPOINT} could not be reached ({error.__cause__ or error})"
@@ -143,25 +141,24 @@ def _not_cached_message(
 
 def load_pretrained(
     name_or_path: str | os.PathLike,
-    load: Callable[..., T],
+    load: Callable[[str, HubDownload], T],
+    hub: HubDownload,
     *,
-    revision: str | None = None,
     registry: Registry | None = None,
-    local_files_only: bool = False,
-    cache_dir: str | os.PathLike | None = None,
 ) -> tuple[T, LoadedFrom]:
-    """``load(location, revision=...)`` applied to the first copy of ``name_or_path`` that loads, and that copy.
+    """``load(location, hub at its revision)`` applied to the first copy of ``name_or_path`` that loads, and that
+    copy (``hub.revision``: the revision asked for).
 
     ``load`` reads a folder or a Hub repo id. A bundled copy is verified (sha256) first. When no copy is
     cached and the Hub cannot be reached, the ``LocalEntryNotFoundError`` names the repo and the reason
     (offline mode, ``local_files_only``, or the connection).
     """
     registry = REGISTRY if registry is None else registry
-    offline = local_files_only or is_offline_mode()
-    *fallible, last = plan_sources(name_or_path, revision, registry=registry, local_files_only=offline)
+    offline = hub.local_files_only or is_offline_mode()
+    *fallible, last = plan_sources(name_or_path, hub.revision, registry=registry, local_files_only=offline)
     for source in fallible:  # a Hub copy with a bundled copy behind it
         try:
-            result = load(source.location, revision=source.revision)
+            result = load(source.location, hub.at(source.revision))
         except _HUB_UNAVAILABLE as error:
             failure = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
             last = dataclasses.replace(last, reason=f"the Hub copy could not be loaded ({failure})")
@@ -173,9 +170,8 @@ def load_pretrained(
     if last.kind == BUNDLED:
         registry.verified_bundle(last.name)
     try:
-        result = load(last.location, revision=last.revision)
+        result = load(last.location, hub.at(last.revision))
     except LocalEntryNotFoundError as error:  # a Hub copy that is neither reachable nor cached
-        message = _not_cached_message(last, error, registry, local_files_only, cache_dir)
-        raise LocalEntryNotFoundError(message) from error
+        raise LocalEntryNotFoundError(_not_cached_message(last, error, registry, hub)) from error
     logger.info("dvae-transform loaded %s", last)
     return result, last

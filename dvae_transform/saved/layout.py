@@ -28,7 +28,7 @@ from ..config import SUBTRACTION_RULES
 from ..model import DVAE, DVAEConfig
 from ..purify import MAX_BATCH_SIZE
 from ..validation import check_choice, check_int, check_type, read_config
-from ..weights import WEIGHTS_NAME, save_weights
+from ..weights import WEIGHTS_NAME, HubDownload
 
 FORMAT_VERSION = 1
 STAGE_FOLDERS = ("stage1", "stage2")
@@ -60,41 +60,24 @@ class PurifierConfig:
         check_choice(self.subtract, "subtract", SUBTRACTION_RULES)
 
 
-def save_stage(model: DVAE, folder: Path) -> None:
-    """One stage: ``folder/config.json`` (its constructor arguments) and ``folder/model.safetensors``."""
-    folder.mkdir(exist_ok=True)
-    save_weights(model, folder)
-    (folder / CONFIG_NAME).write_text(json.dumps(model.config, indent=2, sort_keys=True))
-
-
 def save_purifier(folder: Path, stages: Sequence[DVAE], *, batch_size: int | None, sample: bool,
                   seed: int | None, subtract: str) -> None:
-    """Write the layout above, except the model card, into ``folder``."""
+    """Write the layout above, except the model card, into ``folder``; each stage as the network saves itself."""
     config = dataclasses.asdict(PurifierConfig(FORMAT_VERSION, batch_size, sample, seed, subtract))
     (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2))
     for name, model in zip(STAGE_FOLDERS, stages):
-        save_stage(model, folder / name)
+        (folder / name).mkdir(exist_ok=True)
+        model._save_pretrained(folder / name)  # config.json and model.safetensors (SafetensorsHubMixin)
 
 
-def fetch_purifier(
-    model_id: str,
-    *,
-    revision: str | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    force_download: bool = False,
-    local_files_only: bool = False,
-    token: str | bool | None = None,
-) -> Path:
+def fetch_purifier(model_id: str, hub: HubDownload) -> Path:
     """The folder holding the purifier at ``model_id`` (the folder itself, or its Hub repo's configs and
     safetensors weights fetched in one snapshot through the Hugging Face cache), its configs checked
     (:func:`check_purifier`)."""
     root = Path(model_id)
     if not root.is_dir():
         stage_files = (f"{folder}/{name}" for folder in STAGE_FOLDERS for name in (CONFIG_NAME, WEIGHTS_NAME))
-        root = Path(snapshot_download(
-            model_id, revision=revision, cache_dir=cache_dir, force_download=force_download,
-            local_files_only=local_files_only, token=token, allow_patterns=[CONFIG_NAME, *stage_files],
-        ))
+        root = Path(snapshot_download(model_id, **hub.keywords(), allow_patterns=[CONFIG_NAME, *stage_files]))
     check_purifier(root, model_id)
     return root
 
