@@ -173,6 +173,15 @@ def test_imagefolder_resizes_and_keeps_grayscale_as_one_channel(tmp_path):
     assert torch.allclose(data.train_images[0], torch.tensor(200 / 255))  # gray -> RGB keeps the value
 
 
+def test_imagefolder_reads_16_bit_images_at_16_bits(tmp_path):
+    deep = np.linspace(0, 65535, 64).astype(np.uint16).reshape(8, 8)
+    write_folder(tmp_path, {"train": {"a": [deep]}, "test": {"a": [deep]}})
+    data = load_bench_data("imagefolder", tmp_path, image_size=8)
+    assert data.train_images.shape == (1, 3, 8, 8)  # not 8-bit gray: RGB, as the layout says
+    expected = torch.from_numpy(deep.astype(np.float32) / 65535)
+    assert all(torch.allclose(channel, expected) for channel in data.train_images[0])
+
+
 def test_mnist_is_the_embedded_split():
     data = load_bench_data("mnist", test=100)
     assert data.train_images.shape == (4000, 1, 32, 32) and data.test_images.shape == (100, 1, 32, 32)
