@@ -41,8 +41,8 @@ from PIL import Image
 from .precision import decode
 from .validation import InputTypeError, check_int
 
-ImageArray: TypeAlias = torch.Tensor | Image.Image | np.ndarray  # one image, or a batch as one tensor or array
-ImageInput: TypeAlias = ImageArray | Sequence[ImageArray]  # what the functions taking images accept
+ImageLike: TypeAlias = torch.Tensor | Image.Image | np.ndarray  # one image, or a batch as one tensor or array
+ImageInput: TypeAlias = ImageLike | Sequence[ImageLike]  # what the functions taking images accept
 
 CHANNEL_COUNTS = (1, 3, 4)
 _UNIT_SCALE = {torch.uint8: 255.0, torch.uint16: 65535.0}  # integer dtypes read as images, and their full scale
