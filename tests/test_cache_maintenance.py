@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from test_cache import fill, make_cache, shard_file, values_for
+from test_cache_store import fill, make_cache, shard_file, values_for
 
 from dvae_transform.cache.maintenance import cache_info, clear_cache
 

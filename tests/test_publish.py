@@ -19,7 +19,7 @@ from hub_fixtures import folder_files
 from huggingface_hub import ModelCard
 from registry_helpers import MEASURED, make_registry, tiny_recipe, write_recipe
 from safetensors.torch import load_file
-from test_bench_datasets import write_fashion
+from test_evaluation_datasets import write_fashion
 
 from dvae_transform import DVAEPurify
 from dvae_transform.evaluation.attacks import ATTACKS, make_poison

@@ -46,7 +46,7 @@ def test_warnings_point_at_the_callers_code(tiny_purifier, tiny_data, tmp_path):
     unusable = tmp_path / "file" / "cache"
     caught += _caught(lambda: PurifiedDataset(tiny_data, tiny_purifier, cache_dir=unusable, progress=False))
     ours = [w for w in caught if "got no label" in str(w.message) or "continuing without a cache" in str(w.message)]
-    assert [Path(w.filename).name for w in ours] == ["test_logging.py"] * 2, [str(w.message) for w in caught]
+    assert [Path(w.filename).name for w in ours] == ["test_log.py"] * 2, [str(w.message) for w in caught]
 
 
 def _hf_dataset(tiny_data) -> datasets.Dataset:

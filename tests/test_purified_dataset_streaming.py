@@ -15,7 +15,7 @@ import datasets
 import pytest
 import torch
 from _cache_worker import make_dataset
-from test_purified import count_calls
+from test_purified_dataset import count_calls
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from dvae_transform import purified_dataset as purified_module

@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import make_images
 from safetensors import safe_open
-from test_fit import TINY, _assert_same_weights
+from test_training_loop import TINY, _assert_same_weights
 from torch.utils.data import Dataset, IterableDataset, TensorDataset
 
 from dvae_transform import DVAEPurify

@@ -1,6 +1,6 @@
 """``checkpoints/``: saving, loading and Hub round trips of ``DVAEPurify`` (driven through the real
 ``huggingface_hub`` client), safetensors-only weights, config checks and the model card (the registry of
-official checkpoints: tests/test_registry.py, tests/test_hub_resolution.py).
+official checkpoints: tests/test_pretrained_registry.py, tests/test_pretrained_resolve.py).
 
 The Hub is ``FakeHub`` (tests/hub_server/); repos are put on it directly with ``add_repo``. Uploads through
 ``push_to_hub`` and ``hub/publish.py`` are tested in tests/test_push.py.
