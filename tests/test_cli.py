@@ -570,19 +570,6 @@ def test_device_takes_any_torch_device_string(capsys):
     assert "not a torch device: 'gpu'" in capsys.readouterr().err
 
 
-def test_a_gray_png_among_rgb_pngs_is_converted_like_imagefolder(tmp_path):
-    rng = np.random.default_rng(0)
-    (tmp_path / "c").mkdir()
-    for index in range(3):
-        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / f"c/rgb{index}.png")
-    gray = rng.integers(0, 256, (8, 8), dtype=np.uint8)
-    Image.fromarray(gray).save(tmp_path / "c/gray.png")
-    images, _, meta = read_dataset(tmp_path, progress=False)
-    assert images.shape == (4, 3, 8, 8)
-    converted = images[meta.files.index("gray.png")]
-    assert all(torch.equal(channel, torch.from_numpy(gray)) for channel in converted)
-
-
 def test_output_name_clashes_are_refused_before_reading_naming_the_files(tmp_path, weights_dir, capsys, monkeypatch):
     (tmp_path / "in/cat").mkdir(parents=True)
     for suffix in ("png", "jpg"):
