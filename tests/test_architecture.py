@@ -3,7 +3,8 @@
 :data:`FLOORS` is the one place the layering is written down, lowest floor first. A module may import
 modules of its own floor or of lower floors, never of a higher one, and the imports (those inside
 functions and ``TYPE_CHECKING`` blocks included) must not form a cycle. Every module must be on a
-floor, and no module may pass :data:`MAX_LINES` lines.
+floor, and no module may pass :data:`MAX_LINES` lines. The tests mirror the package: every module that
+defines a top-level function or class has its test module, named by :func:`mirroring_test`.
 """
 
 from __future__ import annotations
@@ -225,7 +226,39 @@ def test_functions_are_short(name: str) -> None:
     assert long_functions(package_modules()[name]) == [], f"split these functions of {name}"
 
 
+def mirroring_test(module: str) -> str:
+    """The test module of a package module: ``cache.store`` -> ``tests/test_cache_store.py``."""
+    return f"tests/test_{module.replace('.', '_')}.py"
+
+
+
+def defines_something(path: Path) -> bool:
+    """Whether the module at ``path`` defines a top-level function or class."""
+    return any(
+        isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+        for node in ast.parse(path.read_text(encoding="utf-8")).body
+    )
+
+
+def test_every_module_has_its_test_module() -> None:
+    modules = {name: path for name, path in package_modules().items() if path.name != "__init__.py"}
+    missing = [
+        mirroring_test(name) for name, path in modules.items()
+        if defines_something(path) and not (ROOT.parent / mirroring_test(name)).is_file()
+    ]
+    assert missing == [], "add these test modules (tests mirror the package)"
+
+
 # ----------------------------------------------------------------------------- the checks themselves
+
+
+def test_test_modules_are_named_after_the_module_and_only_definitions_need_one(tmp_path: Path) -> None:
+    assert mirroring_test("metadata") == "tests/test_metadata.py"
+    assert mirroring_test("data.image_folder") == "tests/test_data_image_folder.py"
+    for source, expected in [("X = 1\nimport os\n", False), ("class A:\n    pass\n", True),
+                             ("async def f():\n    pass\n", True), ("if True:\n    def f(): pass\n", False)]:
+        (tmp_path / "probe.py").write_text(source)
+        assert defines_something(tmp_path / "probe.py") is expected, source
 
 
 def test_package_checks_merge_modules_into_their_packages() -> None:
