@@ -231,7 +231,6 @@ def mirroring_test(module: str) -> str:
     return f"tests/test_{module.replace('.', '_')}.py"
 
 
-
 def defines_something(path: Path) -> bool:
     """Whether the module at ``path`` defines a top-level function or class."""
     return any(
