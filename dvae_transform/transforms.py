@@ -229,10 +229,11 @@ class DVAEPurify(
                       seed=self.seed, subtract=self.subtract)
         save_training(save_directory, self.fit_config, self.history, {k: r.to_dict() for k, r in self.checks.items()})
 
+    @renamed_keywords(recipe="training_settings")
     def generate_model_card(self, **card_kwargs: Any) -> ModelCard:
         """The README.md model card; ``card_kwargs``: see :func:`~dvae_transform.saved.card.render_model_card`
-        (``recipe`` defaults to a fitted purifier's settings and final metrics)."""
-        card_kwargs.setdefault("recipe", training_summary(self.fit_config, self.history, self.checks))
+        (``training_settings`` defaults to a fitted purifier's settings and final metrics)."""
+        card_kwargs.setdefault("training_settings", training_summary(self.fit_config, self.history, self.checks))
         return render_model_card(self._hub_mixin_info.model_card_data, in_channels=self.in_channels,
                                  image_size=self.image_size, num_classes=self.num_classes, **card_kwargs)
 

@@ -258,8 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "datasets": list(hub_ids),
         "training_data": f"{len(train_labels):,} {description.format(shape=shape)}",
         "attack": recipe.attacks,
-        "recipe": {"recipe": recipe.name, "data": dataclasses.asdict(recipe.data),
-                   "attack_kwargs": recipe.attack_kwargs, **dataclasses.asdict(config)},
+        "training_settings": {"recipe": recipe.name, "data": dataclasses.asdict(recipe.data),
+                              "attack_kwargs": recipe.attack_kwargs, **dataclasses.asdict(config)},
         "eval_data": f"{len(data.test_labels):,} held-out {recipe.data.name} test images",
     }
     measured = None

@@ -64,3 +64,10 @@ def test_fit_checkpoint_dir_is_resume_dir(tiny_data, tmp_path) -> None:
     assert (tmp_path / "state").is_dir()
     with pytest.raises(TypeError, match="both 'checkpoint_dir' and its new name 'resume_dir'"):
         DVAEPurify.fit(tiny_data, checkpoint_dir=tmp_path / "a", resume_dir=tmp_path / "b", **options)
+
+
+def test_model_card_recipe_is_training_settings(tiny_purifier: DVAEPurify) -> None:
+    with pytest.warns(FutureWarning, match="'recipe' is renamed 'training_settings'"):
+        card = tiny_purifier.generate_model_card(recipe={"epochs": 3})
+    assert "| epochs | `3` |" in str(card)
+    assert str(card) == str(tiny_purifier.generate_model_card(training_settings={"epochs": 3}))

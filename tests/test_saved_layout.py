@@ -438,7 +438,7 @@ def test_model_card_carries_metadata_and_metrics(tiny_purifier: DVAEPurify, tmp_
     results = [AttackResult("lsp", 0.12, 0.91), AttackResult("classwise_noise", 0.2, 0.85)]
     tiny_purifier.save_pretrained(tmp_path, model_card_kwargs={
         "repo_id": "org/tiny", "datasets": ["ylecun/mnist"], "attack": "lsp", "results": results,
-        "clean_accuracy": 0.97, "recipe": {"epochs": 12}, "eval_data": "held-out digits",
+        "clean_accuracy": 0.97, "training_settings": {"epochs": 12}, "eval_data": "held-out digits",
     })
 
     card = ModelCard.load(tmp_path / "README.md")

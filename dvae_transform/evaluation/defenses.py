@@ -86,7 +86,7 @@ DEFENSES: dict[str, Defense] = {
     ),
     "dvae": Defense(
         lambda images, labels, seed, context: context.fit(images, labels, seed),
-        "dvae = two-stage D-VAE fitted on the poisoned set ({recipe})",
+        "dvae = two-stage D-VAE fitted on the poisoned set ({fit_summary})",
     ),
     "dvae_warm": Defense(
         lambda images, labels, seed, context: context.fit(images, labels, seed, init=context.saved_purifier()),
@@ -113,6 +113,6 @@ def build_defense(name: str, images: torch.Tensor, labels: torch.Tensor, seed: i
 def describe(name: str, settings: dict[str, Any]) -> str:
     """The report line of defense ``name`` for a run with ``settings``."""
     fit = settings["fit"]
-    recipe = (f"preset `{settings['preset']}`: width {fit['width']}, latent {fit['latent_dim']}, "
-              f"{fit['epochs']} epoch(s) per stage, batch {fit['batch_size']}, lr {fit['lr']}")
-    return DEFENSES[name].description.format(**settings, recipe=recipe)
+    fit_summary = (f"preset `{settings['preset']}`: width {fit['width']}, latent {fit['latent_dim']}, "
+                   f"{fit['epochs']} epoch(s) per stage, batch {fit['batch_size']}, lr {fit['lr']}")
+    return DEFENSES[name].description.format(**settings, fit_summary=fit_summary)

@@ -10,6 +10,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ..deprecation import renamed_keywords
 from ..metadata import PAPER_URL
 from ..validation import InputTypeError, check_number, check_type
 from .layout import FORMAT_VERSION
@@ -38,6 +39,7 @@ def _template() -> str:
     return resources.files(__package__).joinpath("templates/model_card.md").read_text(encoding="utf-8")
 
 
+@renamed_keywords(recipe="training_settings")
 def render_model_card(
     base: ModelCardData,
     *,
@@ -48,7 +50,7 @@ def render_model_card(
     datasets: Sequence[str] = (),
     training_data: str | None = None,
     attack: str | Sequence[str] | None = None,
-    recipe: Mapping[str, Any] | None = None,
+    training_settings: Mapping[str, Any] | None = None,
     eval_data: str | None = None,
     results: Sequence[AttackResult] = (),
     clean_accuracy: float | None = None,
@@ -64,7 +66,7 @@ def render_model_card(
         training_data: one line describing the training images.
         attack: the poison applied to the training set the purifier was fitted on, or the attacks of a mix
             (the training images split into equal seeded parts, one attack each).
-        recipe: training settings, shown as a table.
+        training_settings: the fit's settings (and final metrics), shown as a table.
         eval_data: the clean test images the victim is scored on (default: the first of ``datasets``).
         results: victim accuracies per evaluated attack (``model-index`` metrics when ``datasets`` is given).
         clean_accuracy: the victim's accuracy when trained on clean images, for reference.
@@ -106,7 +108,7 @@ def render_model_card(
         num_classes=num_classes,
         training_data=training_data,
         attacks=attacks,
-        recipe=dict(recipe or {}),
+        training_settings=dict(training_settings or {}),
         eval_data=eval_data,
         results=list(results),
         clean_accuracy=clean_accuracy,
