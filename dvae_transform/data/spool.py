@@ -45,7 +45,7 @@ CHUNK = 256  # items per spool file
 def _hf_labels(values: Any, names: list[str]) -> torch.Tensor:
     labels = torch.as_tensor(values)
     if labels.is_floating_point() or labels.dtype == torch.bool or labels.ndim != 1:
-        raise InputTypeError(f"dataset {names[0]}: labels must be integers, got {values!r}"[:300])
+        raise InputTypeError(f"the chunk from dataset item {names[0]}: labels must be integers, got {values!r}"[:300])
     return labels.long()
 
 
