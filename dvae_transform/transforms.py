@@ -187,7 +187,7 @@ class DVAEPurify(
             preset: ``"fast"`` (CPU-friendly) or ``"paper"`` (published settings), or a ``FitConfig``.
             image_column, label_column: column names for a Hugging Face dataset.
             init: warm-start both stages from a purifier's weights: a ``DVAEPurify``, or anything
-                :meth:`from_pretrained` accepts (a folder, a Hub repo id, an official checkpoint name).
+                :meth:`from_pretrained` accepts (a folder, a Hub repo id, an official pretrained name).
             accelerator: an ``accelerate.Accelerator``, used and left as it was (default: one for the fit, with
                 ``cpu=True`` in a multi-process launch without CUDA).
             resume_dir: save every epoch here and resume from it.
@@ -250,7 +250,7 @@ class DVAEPurify(
         registry: Registry | None = None,
         **purifier_kwargs: Any,
     ) -> DVAEPurify:
-        """Load a purifier from a local folder, a Hub repo, or an official checkpoint by name.
+        """Load a purifier from a local folder, a Hub repo, or an official pretrained purifier by name.
 
         An official name loads its Hub repo at the pinned revision when published and reachable, otherwise
         (not published, offline, Hub down) the sha256-verified copy bundled with the package; :attr:`loaded_from`
@@ -259,7 +259,7 @@ class DVAEPurify(
 
         Args:
             repo_id_or_path: a folder written by ``save_pretrained``, a Hub repo id (``"org/name"``) or
-                an official checkpoint's name (:func:`dvae_transform.list_pretrained`).
+                an official pretrained name (:func:`dvae_transform.list_pretrained`).
             revision: a branch, tag or commit sha on the Hub (with a name: of its repo, never the bundled copy).
             cache_dir: the cache folder (default: the shared Hugging Face cache).
             local_files_only: use the cache (and bundled copies) only, never the network.
@@ -295,7 +295,8 @@ class DVAEPurify(
         if isinstance(init, (str, os.PathLike)):
             return cls.from_pretrained(init)
         raise TypeError(
-            f"init must be a DVAEPurify, a folder, a Hub repo id or a checkpoint name, got {type(init).__name__}"
+            f"init must be a DVAEPurify, a folder, a Hub repo id or an official pretrained name, "
+            f"got {type(init).__name__}"
         )
 
     # --- purification ---------------------------------------------------------------

@@ -347,9 +347,9 @@ FIT = [
         "no label column found", "in columns ['img']"),
     row("stream-string", lambda e: e.fit(_PAIR, stream="yes"), InputTypeError, "stream must be a bool or None"),
     row("compile-string", lambda e: e.fit(_PAIR, compile="yes"), InputTypeError, "compile must be a bool, got str"),
-    row("checkpoint-record-damaged", lambda e: e.fit(_PAIR, resume_dir=_damaged_record(e)), ValueError,
-        "fit.json is not a readable fit record", "delete the checkpoint folder"),
-    row("checkpoint-of-an-older-version", lambda e: e.fit(_PAIR, resume_dir=_old_checkpoint(e)), ValueError,
+    row("resume-record-damaged", lambda e: e.fit(_PAIR, resume_dir=_damaged_record(e)), ValueError,
+        "fit.json is not a readable fit record", "delete the resume folder"),
+    row("resume-state-of-an-older-version", lambda e: e.fit(_PAIR, resume_dir=_old_checkpoint(e)), ValueError,
         "was written by an older version; use a new folder"),
 ]
 
@@ -382,7 +382,7 @@ FROM_PRETRAINED = [
     row("missing-folder", lambda e: DVAEPurify.from_pretrained(str(e.tmp / "none")), FileNotFoundError,
         "none is not a folder holding a saved purifier"),
     row("empty-folder", lambda e: DVAEPurify.from_pretrained(str(e.tmp)), FileNotFoundError,
-        "config.json not found: not a DVAEPurify checkpoint"),
+        "config.json not found: not a saved DVAEPurify"),
     row("config-not-json", lambda e: _load(e, lambda f: (f / "config.json").write_text("{")), ValueError,
         "config.json is not valid JSON"),
     row("config-a-list", lambda e: _load(e, lambda f: (f / "config.json").write_text("[1, 2]")), InputTypeError,

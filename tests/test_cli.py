@@ -489,7 +489,7 @@ def test_existing_output_is_refused_before_purifying(npz_path, tmp_path, weights
 
 def test_bad_weights_folder_and_option_clashes(npz_path, tmp_path, weights_dir, capsys):
     base = ["purify", "--data", str(npz_path), "--out", str(tmp_path / "o")]
-    assert "not a DVAEPurify checkpoint" in run_error([*base, "--weights", str(tmp_path)], capsys)
+    assert "not a saved DVAEPurify" in run_error([*base, "--weights", str(tmp_path)], capsys)
     assert "does not match the weights' 4" in run_error([*base, "--weights", str(weights_dir), "--num-classes", "9"],
                                                         capsys)
     with pytest.raises(SystemExit) as exit_info:

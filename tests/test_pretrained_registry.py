@@ -1,4 +1,4 @@
-"""The registry of official checkpoints: its recipe files and their checks, bundled copies and their sha256s,
+"""The registry of official pretrained purifiers: its recipe files and their checks, bundled copies and their sha256s,
 and the package data (what ships, within its budget, and what the README says about it)."""
 
 from __future__ import annotations

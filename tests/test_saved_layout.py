@@ -1,6 +1,6 @@
 """``checkpoints/``: saving, loading and Hub round trips of ``DVAEPurify`` (driven through the real
 ``huggingface_hub`` client), safetensors-only weights, config checks and the model card (the registry of
-official checkpoints: tests/test_pretrained_registry.py, tests/test_pretrained_resolve.py).
+official pretrained purifiers: tests/test_pretrained_registry.py, tests/test_pretrained_resolve.py).
 
 The Hub is ``FakeHub`` (tests/hub_server/); repos are put on it directly with ``add_repo``. Uploads through
 ``push_to_hub`` and ``hub/publish.py`` are tested in tests/test_push.py.
@@ -189,7 +189,7 @@ def test_missing_local_folder_and_bad_names_are_explained(tmp_path: Path) -> Non
         DVAEPurify.from_pretrained(tmp_path / "missing")
     with pytest.raises(ValueError, match="neither a local folder"):
         DVAEPurify.from_pretrained("no-such-checkpoint")
-    with pytest.raises(FileNotFoundError, match="not a DVAEPurify checkpoint"):
+    with pytest.raises(FileNotFoundError, match="not a saved DVAEPurify"):
         DVAEPurify.from_pretrained(tmp_path)
 
 

@@ -155,7 +155,7 @@ def test_damaged_checkpoint_files_are_named(tiny_data, tmp_path, name, damage) -
     assert str(path) in str(caught.value) and "weights_only" not in str(caught.value)
 
 
-def test_a_diverged_fit_is_refused_and_never_checkpointed(tiny_data, tmp_path) -> None:
+def test_a_diverged_fit_is_refused_and_its_resume_state_never_saved(tiny_data, tmp_path) -> None:
     words = r"stage 1 diverged in epoch 1/2: .* no longer finite .*learning rate \(lr=1e\+08, e\.g\. lr=1e\+07"
     with pytest.raises(DivergedError, match=words):
         DVAEPurify.fit(tiny_data, resume_dir=tmp_path, **{**TINY, "lr": 1e8})

@@ -1,4 +1,4 @@
-"""Fit checkpoints: the fit record of a resume_dir and the per-stage state file (dvae_transform.training.resume)."""
+"""Resume state: the fit record of a resume_dir and the per-stage state file (dvae_transform.training.resume)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def test_a_fit_of_other_data_or_settings_is_refused_naming_the_entry(tmp_path: P
 
 def test_unreadable_or_old_records_are_refused(tmp_path: Path) -> None:
     (tmp_path / RECORD).write_text("{not json")
-    with pytest.raises(ResumeError, match="is not a readable fit record.*delete the checkpoint folder"):
+    with pytest.raises(ResumeError, match="is not a readable fit record.*delete the resume folder"):
         check_record(tmp_path, RECORD_ENTRIES)
     (tmp_path / RECORD).write_text(json.dumps({"format": "dvae_transform.fit-checkpoint/1", **RECORD_ENTRIES}))
     with pytest.raises(ResumeError, match="not a fit record of this version"):
@@ -95,7 +95,7 @@ def test_without_a_root_nothing_is_saved_or_restored(tmp_path: Path) -> None:
     assert state.restore(model, optimizer, scheduler, torch.Generator()) == 0
 
 
-def test_a_checkpoint_resumes_only_with_as_many_processes_and_the_same_model(tmp_path: Path) -> None:
+def test_resume_state_resumes_only_with_as_many_processes_and_the_same_model(tmp_path: Path) -> None:
     state = ResumeState(tmp_path, stage=2)
     model, optimizer, scheduler = _training(0)
     state.save(model, optimizer, scheduler, [torch.Generator().get_state()], epoch=0)
@@ -107,9 +107,9 @@ def test_a_checkpoint_resumes_only_with_as_many_processes_and_the_same_model(tmp
         state.restore(other, other_optimizer, torch.optim.lr_scheduler.StepLR(other_optimizer, 1), torch.Generator())
 
 
-def test_an_unreadable_checkpoint_is_named(tmp_path: Path) -> None:
+def test_an_unreadable_resume_state_is_named(tmp_path: Path) -> None:
     state = ResumeState(tmp_path, stage=1)
     state.path.parent.mkdir(parents=True)
     state.path.write_bytes(b"not a safetensors file")
-    with pytest.raises(ResumeError, match=r"last\.safetensors is not a readable fit checkpoint .* delete it"):
+    with pytest.raises(ResumeError, match=r"last\.safetensors is not a readable resume state .* delete it"):
         state.finished_epochs()

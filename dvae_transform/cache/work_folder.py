@@ -44,7 +44,7 @@ class WorkFolder:
         return self._path
 
     def cleanup(self) -> None:
-        """Remove a temporary folder now (a checkpoint's folder is kept)."""
+        """Remove a temporary folder now (a resume_dir's folder is kept)."""
         if self._finalizer is not None:
             self._finalizer()
 

@@ -1,6 +1,6 @@
 """Which copy of a purifier ``DVAEPurify.from_pretrained`` loads: a folder, a Hub repo or a bundled copy.
 
-An official checkpoint's name (a recipe of the :class:`~.registry.Registry`) never strands a user:
+An official pretrained name (a recipe of the :class:`~.registry.Registry`) never strands a user:
 
 ================================================  ==========================================================
 asked for                                         copy used, in order of preference
@@ -59,7 +59,7 @@ class LoadedFrom:
         kind: ``"folder"``, ``"hub"`` or ``"bundled"``.
         location: the folder (for a bundled copy too) or the Hub repo id.
         revision: the Hub revision asked for (``None``: the ``main`` branch).
-        name: the official checkpoint's name, when one was asked for.
+        name: the official pretrained name, when one was asked for.
         reason: why this copy was used.
     """
 
@@ -89,7 +89,7 @@ def plan_sources(
     is_path = isinstance(name_or_path, os.PathLike) or text.startswith((".", "/", "~"))
     if not is_path and text in registry:
         if os.path.exists(text):
-            logger.warning("%r is an official checkpoint: loading it, not the folder %s of the same name in the "
+            logger.warning("%r is an official pretrained name: loading it, not the folder %s of the same name in the "
                            "working directory (load that one as %r)", text, os.path.abspath(text), f"./{text}")
         return _official_sources(text, revision, registry, local_files_only)
     if os.path.isdir(text):
@@ -98,7 +98,8 @@ def plan_sources(
         raise FileNotFoundError(f"{text} is not a folder holding a saved purifier")
     if text.count("/") != 1:
         raise ValueError(
-            f"{text!r} is neither a local folder, an official checkpoint nor a Hub repo id of the form 'org/name': "
+            f"{text!r} is neither a local folder, an official pretrained name nor a Hub repo id of the form "
+            "'org/name': "
             + registry.unknown_name_message(text)
         )
     return [LoadedFrom(HUB, text, revision)]

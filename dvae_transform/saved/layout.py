@@ -90,7 +90,7 @@ def check_purifier(root: Path, model_id: str) -> None:
     source = os.path.join(model_id, CONFIG_NAME)
     if not (root / CONFIG_NAME).is_file():
         raise FileNotFoundError(
-            f"{source} not found: not a DVAEPurify checkpoint (written by DVAEPurify.save_pretrained or push_to_hub); "
+            f"{source} not found: not a saved DVAEPurify (written by DVAEPurify.save_pretrained or push_to_hub); "
             "a single DVAE stage loads with DVAE.from_pretrained"
         )
     read_config(PurifierConfig, root / CONFIG_NAME, source)

@@ -95,7 +95,7 @@ class DivergedError(ValueError):
 def check_finite(model: torch.nn.Module, *, stage: int, epoch: int, config: FitConfig) -> None:
     """Raise :class:`DivergedError` if any weight or buffer of ``model`` is NaN or infinite after ``epoch`` (0-based).
 
-    Run at the end of every epoch of every stage, before the epoch is checkpointed, so a diverged fit is
+    Run at the end of every epoch of every stage, before the epoch's resume state is saved, so a diverged fit is
     never returned, saved or resumed from.
     """
     for name, value in model.state_dict().items():
@@ -115,7 +115,7 @@ class _StageTraining:
                  resume_dir: Path | None, perturbation_branch: bool, compile: bool) -> None:
         self.data, self.stage, self.config, self.accelerator = data, stage, config, accelerator
         self.perturbation_branch = perturbation_branch
-        self.checkpoint = ResumeState(resume_dir, stage)
+        self.resume = ResumeState(resume_dir, stage)
         device, rank = accelerator.device, accelerator.process_index
         self.memory_format = _memory_format(device)
         model = model.to(device, memory_format=self.memory_format)
@@ -125,7 +125,7 @@ class _StageTraining:
             self.optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
         )
         self.generator = torch.Generator(device).manual_seed(config.seed * 7 + stage + RANK_SEED_STRIDE * rank)
-        self.first_epoch = self.checkpoint.restore(accelerator.unwrap_model(self.model), self.optimizer,
+        self.first_epoch = self.resume.restore(accelerator.unwrap_model(self.model), self.optimizer,
                                                    self.scheduler, self.generator, rank)
         self.step_model = torch.compile(self.model) if compile else self.model
         self.model.train()
@@ -170,7 +170,7 @@ class _StageTraining:
                 bar.update()
 
     def _end_epoch(self, epoch: int, sums: torch.Tensor, started: float) -> dict[str, float]:
-        """The epoch's metrics over all processes, logged; the weights checked finite, then checkpointed."""
+        """The epoch's metrics over all processes, logged; the weights checked finite, then saved as resume state."""
         accelerator, stage = self.accelerator, self.stage
         *totals, count = accelerator.reduce(sums, reduction="sum").tolist()  # the epoch's one synchronisation
         seconds = time.perf_counter() - started
@@ -180,9 +180,9 @@ class _StageTraining:
             logger.info("stage %d epoch %d/%d: loss %.4f kl %.2f psnr %.2f dB (%.0f img/s)", stage, epoch + 1,
                         self.config.epochs, record["loss"], record["kl"], record["psnr"], record["images_per_s"])
         check_finite(accelerator.unwrap_model(self.model), stage=stage, epoch=epoch, config=self.config)
-        states = gather(accelerator, [self.generator.get_state()]) if self.checkpoint.path is not None else []
+        states = gather(accelerator, [self.generator.get_state()]) if self.resume.path is not None else []
         if accelerator.is_main_process:
-            self.checkpoint.save(accelerator.unwrap_model(self.model), self.optimizer, self.scheduler, states, epoch)
+            self.resume.save(accelerator.unwrap_model(self.model), self.optimizer, self.scheduler, states, epoch)
         accelerator.wait_for_everyone()
         return record
 
@@ -286,7 +286,7 @@ def _check_shapes(data: TrainingSet, num_classes: int, init: tuple[DVAE, DVAE] |
 
 def _check_record(root: Path, data: TrainingSet, config: FitConfig, num_classes: int,
                   init: tuple[DVAE, DVAE] | None, accelerator: Accelerator) -> None:
-    """Record (or compare) what ``root`` is a checkpoint of; every process raises on a mismatch, before the fit's
+    """Record (or compare) what ``root`` holds the resume state of; every process raises on a mismatch, before the fit's
     first collective operation but the one that shares the verdict."""
     problem = None
     if accelerator.is_main_process:

@@ -1,4 +1,4 @@
-"""Fit checkpoints: one atomic safetensors file per stage, and the record of what a resume_dir fits.
+"""Resume state: one atomic safetensors file per stage, and the record of what a resume_dir fits.
 
 ``resume_dir/fit.json`` records what was fitted (settings, class count, data fingerprint, warm start,
 process count); a later fit into the same folder must match it. ``stage<k>/last.safetensors`` holds all a
@@ -34,7 +34,7 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as error:
         raise ResumeError(
-            f"{path} is not a readable fit record ({error}); delete the checkpoint folder {path.parent} to start over"
+            f"{path} is not a readable fit record ({error}); delete the resume folder {path.parent} to start over"
         ) from None
 
 
@@ -95,7 +95,7 @@ def _match_parameter_layout(optimizer: torch.optim.Optimizer) -> None:
 
 
 class ResumeState:
-    """The per-epoch checkpoint of one stage under ``root/stage<k>/`` (no checkpoint when ``root`` is None)."""
+    """The per-epoch resume state of one stage under ``root/stage<k>/`` (none when ``root`` is None)."""
 
     def __init__(self, root: Path | None, stage: int) -> None:
         self.path = None if root is None else root / f"stage{stage}" / STATE
@@ -126,12 +126,12 @@ class ResumeState:
             int(metadata["epoch"]), json.loads(metadata["optimizer"]), json.loads(metadata["scheduler"])
         except (OSError, SafetensorError, ValueError, KeyError) as error:
             raise ResumeError(
-                f"{self.path} is not a readable fit checkpoint ({error}); delete it to restart this stage"
+                f"{self.path} is not a readable resume state ({error}); delete it to restart this stage"
             ) from None
         return tensors, metadata
 
     def finished_epochs(self) -> int:
-        """How many epochs the checkpoint holds (0 without one)."""
+        """How many epochs the resume state holds (0 without one)."""
         read = self._read()
         return 0 if read is None else int(read[1]["epoch"]) + 1
 
