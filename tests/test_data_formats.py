@@ -149,6 +149,16 @@ def test_files_that_would_be_written_to_one_png_are_refused(tmp_path) -> None:
         read_dataset(tmp_path / "in", progress=False)
 
 
+def test_labels_that_would_write_two_files_to_one_png_are_refused(tmp_path) -> None:
+    for folder in ("cat", "dog"):
+        (tmp_path / "in" / folder).mkdir(parents=True)
+        Image.new("L", (4, 4)).save(tmp_path / "in" / folder / "a.png")
+    images, labels, meta = read_dataset(tmp_path / "in", progress=False)
+    with pytest.raises(ValueError, match=r"would be written to one \.png: a\.png and a\.png"):
+        write_dataset(tmp_path / "out", images, torch.zeros_like(labels), meta, key="k", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
 # ----------------------------------------------------------------------------- save_to_disk datasets
 
 

@@ -234,18 +234,19 @@ def _write_npz(target: Path, images: torch.Tensor, labels: torch.Tensor, meta: D
 
 def _read_folder(path: Path, progress: bool) -> LoadedDataset:
     folder = list_image_folder(path)
-    _check_output_names(folder.samples)
+    inputs = [file for file, _ in folder.samples]
+    _refuse_png_clashes(inputs, [Path(file).with_suffix(".png") for file in inputs])  # before any work
     images = folder.read(progress=progress)
     files = [Path(os.path.relpath(file, path / folder.classes[label])).as_posix() for file, label in folder.samples]
     meta = DatasetMeta("folder", path, num_classes=len(folder.classes), classes=folder.classes, files=files)
     return LoadedDataset(images, folder.labels, meta)
 
 
-def _check_output_names(samples: list[tuple[str, int]]) -> None:
-    """Refuse input files that would be written to one output file (``a.png`` and ``a.jpg``), before any work."""
+def _refuse_png_clashes(inputs: list[str], outputs: list[Path]) -> None:
+    """Refuse input files that would be written to one output file (``a.png`` and ``a.jpg``)."""
     by_output: dict[Path, list[str]] = {}
-    for file, _ in samples:
-        by_output.setdefault(Path(file).with_suffix(".png"), []).append(file)
+    for file, output in zip(inputs, outputs):
+        by_output.setdefault(output, []).append(file)
     clashes = [files for files in by_output.values() if len(files) > 1]
     if clashes:
         named = "; ".join(" and ".join(files) for files in clashes[:3])
@@ -258,9 +259,7 @@ def _write_folder(
     paths = [
         target / meta.classes[int(label)] / Path(file).with_suffix(".png") for label, file in zip(labels, meta.files)
     ]
-    if len(set(paths)) != len(paths):
-        clashes = sorted({str(path) for path in paths if paths.count(path) > 1})[:3]
-        raise ValueError(f"input files differing only in their extension would both be written to {clashes}")
+    _refuse_png_clashes(meta.files, paths)
     for image, path in tqdm(zip(images, paths), total=len(paths), desc="writing images", unit="img",
                             **bar_options(progress)):
         path.parent.mkdir(parents=True, exist_ok=True)
