@@ -126,7 +126,7 @@ class _StageTraining:
         )
         self.generator = torch.Generator(device).manual_seed(config.seed * 7 + stage + RANK_SEED_STRIDE * rank)
         self.first_epoch = self.resume.restore(accelerator.unwrap_model(self.model), self.optimizer,
-                                                   self.scheduler, self.generator, rank)
+                                               self.scheduler, self.generator, rank)
         self.step_model = torch.compile(self.model) if compile else self.model
         self.model.train()
 
